@@ -1,0 +1,209 @@
+"""The one interface every backend serves, and the input checks they share.
+
+A backend computes two primitives on point clouds x (N, D), y (M, D):
+
+* ``kernel_product(x, y, b, kernel=, blur=)``  ->  out_i = sum_j k(x_i, y_j) b_j
+  with b of shape (M,) or (M, K); out has shape (N,) or (N, K).
+* ``softmin(x, y, h, eps=, p=)``  ->  out_i = -eps log sum_j exp(h_j - |x_i - y_j|^p / (p eps))
+  computed with a stable log-sum-exp; h has shape (M,), out (N,).
+
+Every loss of :mod:`kpbench.losses` is written on top of these two calls.
+Subclasses implement ``_kernel_product`` / ``_softmin``; the public methods check
+inputs first so that every backend rejects bad input with the same clear message.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+KERNELS = ("gaussian", "laplacian", "energy")
+POWERS = (1, 2)
+
+
+class KPBenchError(ValueError):
+    """Bad input: a shape, value or option that would give a wrong number."""
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot run here; the message says why (e.g. 'no CUDA device')."""
+
+
+class MemoryBudgetExceeded(MemoryError):
+    """A dense computation refused before it would exhaust memory."""
+
+    def __init__(self, what: str, estimate_bytes: int, budget_bytes: int):
+        self.estimate_bytes = int(estimate_bytes)
+        self.budget_bytes = int(budget_bytes)
+        super().__init__(
+            f"{what} needs an estimated {format_bytes(estimate_bytes)} "
+            f"but the memory budget is {format_bytes(budget_bytes)}"
+        )
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024.0
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    autograd: bool          # gradients flow through torch autograd
+    cuda: bool              # can run on a CUDA device
+    float32: bool
+    float64: bool
+    dense: bool             # materialises N x M matrices (memory O(NM))
+
+
+def check_kernel(kernel: str) -> str:
+    if kernel not in KERNELS:
+        raise KPBenchError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
+    return kernel
+
+
+def check_blur(blur: float, name: str = "blur") -> float:
+    try:
+        value = float(blur)
+    except (TypeError, ValueError):
+        raise KPBenchError(f"{name} must be a number, got {blur!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise KPBenchError(f"{name} must be a finite number > 0, got {blur!r}")
+    return value
+
+
+def check_p(p: int) -> int:
+    if p not in POWERS:
+        raise KPBenchError(f"p must be 1 or 2, got {p!r}")
+    return int(p)
+
+
+def _is_finite(t) -> bool:
+    if hasattr(t, "isfinite") and not isinstance(t, type):  # torch.Tensor
+        import torch
+
+        return bool(torch.isfinite(t).all())
+    import numpy as np
+
+    return bool(np.isfinite(np.asarray(t)).all())
+
+
+def _dtype_name(t) -> str:
+    return str(t.dtype).replace("torch.", "")
+
+
+def check_cloud(x, name: str):
+    if len(x.shape) != 2:
+        raise KPBenchError(f"{name} must have shape (N, D), got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise KPBenchError(f"{name} is an empty point cloud (0 points)")
+    if x.shape[1] == 0:
+        raise KPBenchError(f"{name} has dimension D=0")
+    if not _is_finite(x):
+        raise KPBenchError(f"{name} contains NaN or inf")
+
+
+def check_pair(x, y):
+    """Check two clouds: shapes, finiteness, same D, same dtype."""
+    check_cloud(x, "x")
+    check_cloud(y, "y")
+    if x.shape[1] != y.shape[1]:
+        raise KPBenchError(
+            f"dimension mismatch: x has D={x.shape[1]} but y has D={y.shape[1]}"
+        )
+    if _dtype_name(x) != _dtype_name(y):
+        raise KPBenchError(
+            f"dtype mismatch: x is {_dtype_name(x)} but y is {_dtype_name(y)}"
+        )
+
+
+def check_signal(v, n_points: int, cloud: str, name: str, nonnegative: bool = False):
+    """Check a per-point signal (weights b, or log-weights h) attached to a cloud."""
+    if len(v.shape) not in (1, 2) or v.shape[0] != n_points:
+        raise KPBenchError(
+            f"{name} must have shape ({n_points},) or ({n_points}, K) to match "
+            f"{cloud} with {n_points} points, got shape {tuple(v.shape)}"
+        )
+    if not _is_finite(v):
+        raise KPBenchError(f"{name} contains NaN or inf")
+    if nonnegative and bool((v < 0).any()):
+        raise KPBenchError(f"{name} has negative entries; weights must be >= 0")
+
+
+class Backend:
+    """Base class of all backends; see the module docstring for the contract."""
+
+    name: str = "base"
+    capabilities: Capabilities
+    array_module: str = "torch"   # "numpy" or "torch": what the primitives take and return
+
+    def available(self) -> tuple[bool, str]:
+        return True, ""
+
+    def require_available(self) -> None:
+        ok, why = self.available()
+        if not ok:
+            raise BackendUnavailable(f"backend {self.name!r} is unavailable: {why}")
+
+    # -- the two primitives -------------------------------------------------
+    def kernel_product(self, x, y, b, *, kernel: str, blur: float):
+        check_kernel(kernel)
+        blur = check_blur(blur)
+        check_pair(x, y)
+        check_signal(b, y.shape[0], "y", "b")
+        self.check_memory("kernel_product", x.shape[0], y.shape[0], x.shape[1], x)
+        return self._kernel_product(x, y, b, kernel=kernel, blur=blur)
+
+    def softmin(self, x, y, h, *, eps: float, p: int):
+        eps = check_blur(eps, "eps")
+        check_p(p)
+        check_pair(x, y)
+        if len(h.shape) != 1:
+            raise KPBenchError(f"h must have shape ({y.shape[0]},), got {tuple(h.shape)}")
+        check_signal(h, y.shape[0], "y", "h")
+        self.check_memory("softmin", x.shape[0], y.shape[0], x.shape[1], x)
+        return self._softmin(x, y, h, eps=eps, p=p)
+
+    def _kernel_product(self, x, y, b, *, kernel: str, blur: float):
+        raise NotImplementedError
+
+    def _softmin(self, x, y, h, *, eps: float, p: int):
+        raise NotImplementedError
+
+    # -- memory -------------------------------------------------------------
+    def memory_estimate(self, op: str, N: int, M: int, D: int, itemsize: int,
+                        grad: bool = False) -> int:
+        """Peak bytes one primitive call needs beyond its inputs (0 = O(N+M))."""
+        return 0
+
+    def memory_budget(self, device: str) -> int | None:
+        """Bytes a dense computation may use on ``device``; None = no limit."""
+        return None
+
+    def check_memory(self, op: str, N: int, M: int, D: int, like) -> None:
+        if not self.capabilities.dense:
+            return
+        itemsize = _itemsize(like)
+        grad = bool(getattr(like, "requires_grad", False))
+        estimate = self.memory_estimate(op, N, M, D, itemsize, grad=grad)
+        budget = self.memory_budget(_device_of(like))
+        if budget is not None and estimate > budget:
+            raise MemoryBudgetExceeded(
+                f"{self.name} {op} at N={N}, M={M}, D={D}", estimate, budget
+            )
+
+    def __repr__(self) -> str:
+        return f"<kpbench backend {self.name}>"
+
+
+def _itemsize(t) -> int:
+    size = getattr(t, "itemsize", None)
+    if size is None:
+        size = t.element_size()
+    return int(size)
+
+
+def _device_of(t) -> str:
+    device = getattr(t, "device", "cpu")
+    return str(device) if str(device) != "cpu" else "cpu"

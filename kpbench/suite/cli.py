@@ -1,0 +1,37 @@
+"""The ``kpbench`` command. Each sub-command lives in its own module, which exposes
+``add_parser(subparsers)``; the parser it adds sets ``func(args) -> exit code``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# sub-command -> module providing add_parser(subparsers)
+COMMANDS = {
+    "backends": "kpbench.suite.backends_cli",
+    "sweep": "kpbench.suite.sweep_cli",
+    "demo": "kpbench.suite.demo",
+    "reproduce": "kpbench.suite.reproduce_cli",
+    "report": "kpbench.results.report_cli",
+    "compare": "kpbench.results.compare_cli",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kpbench",
+        description="Benchmarks and reproductions for kernel products and Sinkhorn divergences.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module_name in COMMANDS.values():
+        importlib.import_module(module_name).add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
