@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 
 from .base import (
     Backend,
@@ -36,8 +37,26 @@ def _instantiate(name: str) -> Backend:
     if name not in _INSTANCES:
         module_name, cls_name = _REGISTRY[name].split(":")
         module = importlib.import_module(module_name)
-        _INSTANCES[name] = getattr(module, cls_name)()
+        instance = getattr(module, cls_name)()
+        instance.slowdown_s = _test_slowdown().get(name, 0.0)
+        _INSTANCES[name] = instance
     return _INSTANCES[name]
+
+
+def _test_slowdown() -> dict[str, float]:
+    """KPBENCH_TEST_SLOWDOWN="torch=0.05,keops=0.1": a deliberate delay per primitive
+    call, to show that regression tracking catches a slowed backend."""
+    spec = os.environ.get("KPBENCH_TEST_SLOWDOWN", "").strip()
+    if not spec:
+        return {}
+    delays = {}
+    for item in spec.split(","):
+        name, _, seconds = item.partition("=")
+        try:
+            delays[name.strip()] = float(seconds)
+        except ValueError:
+            raise KPBenchError(f"KPBENCH_TEST_SLOWDOWN: bad entry {item!r}; use name=seconds") from None
+    return delays
 
 
 def availability() -> dict[str, tuple[bool, str]]:

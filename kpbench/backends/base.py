@@ -14,6 +14,7 @@ inputs first so that every backend rejects bad input with the same clear message
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 KERNELS = ("gaussian", "laplacian", "energy")
@@ -118,25 +119,41 @@ def check_pair(x, y):
         )
 
 
-def check_signal(v, n_points: int, cloud: str, name: str, nonnegative: bool = False):
-    """Check a per-point signal (weights b, or log-weights h) attached to a cloud."""
+def check_signal(v, n_points: int, cloud: str, name: str, nonnegative: bool = False,
+                 allow_minus_inf: bool = False):
+    """Check a per-point signal (weights b, or log-weights h) attached to a cloud.
+
+    Log-weights may be -inf (the log of a zero weight) when ``allow_minus_inf``.
+    """
     if len(v.shape) not in (1, 2) or v.shape[0] != n_points:
         raise KPBenchError(
             f"{name} must have shape ({n_points},) or ({n_points}, K) to match "
             f"{cloud} with {n_points} points, got shape {tuple(v.shape)}"
         )
-    if not _is_finite(v):
-        raise KPBenchError(f"{name} contains NaN or inf")
+    if _has_nan(v):
+        raise KPBenchError(f"{name} contains NaN")
+    if bool((v == math.inf).any()) or (not allow_minus_inf and bool((v == -math.inf).any())):
+        raise KPBenchError(f"{name} contains inf")
     if nonnegative and bool((v < 0).any()):
         raise KPBenchError(f"{name} has negative entries; weights must be >= 0")
 
 
+def _has_nan(t) -> bool:
+    return bool((t != t).any())
+
+
 class Backend:
-    """Base class of all backends; see the module docstring for the contract."""
+    """Base class of all backends; see the module docstring for the contract.
+
+    ``validate=False`` skips the shape/NaN checks (not the memory check): callers
+    that already validated their inputs (the losses, inside Sinkhorn loops) use it
+    to avoid a device sync per call.
+    """
 
     name: str = "base"
     capabilities: Capabilities
     array_module: str = "torch"   # "numpy" or "torch": what the primitives take and return
+    slowdown_s: float = 0.0       # test-only delay per call, set from KPBENCH_TEST_SLOWDOWN
 
     def available(self) -> tuple[bool, str]:
         return True, ""
@@ -147,23 +164,31 @@ class Backend:
             raise BackendUnavailable(f"backend {self.name!r} is unavailable: {why}")
 
     # -- the two primitives -------------------------------------------------
-    def kernel_product(self, x, y, b, *, kernel: str, blur: float):
+    def kernel_product(self, x, y, b, *, kernel: str, blur: float, validate: bool = True):
         check_kernel(kernel)
         blur = check_blur(blur)
-        check_pair(x, y)
-        check_signal(b, y.shape[0], "y", "b")
+        if validate:
+            check_pair(x, y)
+            check_signal(b, y.shape[0], "y", "b")
         self.check_memory("kernel_product", x.shape[0], y.shape[0], x.shape[1], x)
+        self._test_delay()
         return self._kernel_product(x, y, b, kernel=kernel, blur=blur)
 
-    def softmin(self, x, y, h, *, eps: float, p: int):
+    def softmin(self, x, y, h, *, eps: float, p: int, validate: bool = True):
         eps = check_blur(eps, "eps")
         check_p(p)
-        check_pair(x, y)
-        if len(h.shape) != 1:
-            raise KPBenchError(f"h must have shape ({y.shape[0]},), got {tuple(h.shape)}")
-        check_signal(h, y.shape[0], "y", "h")
+        if validate:
+            check_pair(x, y)
+            if len(h.shape) != 1:
+                raise KPBenchError(f"h must have shape ({y.shape[0]},), got {tuple(h.shape)}")
+            check_signal(h, y.shape[0], "y", "h", allow_minus_inf=True)
         self.check_memory("softmin", x.shape[0], y.shape[0], x.shape[1], x)
+        self._test_delay()
         return self._softmin(x, y, h, eps=eps, p=p)
+
+    def _test_delay(self) -> None:
+        if self.slowdown_s:
+            time.sleep(self.slowdown_s)
 
     def _kernel_product(self, x, y, b, *, kernel: str, blur: float):
         raise NotImplementedError
