@@ -1,0 +1,136 @@
+"""Report plots (PNG, matplotlib's Agg canvas; no pyplot state, safe in any process).
+
+Each function takes the sweep rows (with the ``config`` column of
+:func:`kpbench.results.report.with_config`) and writes one PNG, or returns None when
+there is nothing to draw.
+"""
+from __future__ import annotations
+
+import math
+import pathlib
+
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from kpbench.results.report import (
+    CONFIG_COLUMNS, REFERENCE_BACKEND, backend_sort_key, config_dict, config_label,
+)
+
+BACKEND_COLORS = {"numpy": "tab:blue", "torch": "tab:orange", "keops": "tab:green", "cuda": "tab:red"}
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def sweep_figures(frame: pd.DataFrame, out_dir: pathlib.Path) -> list[tuple[pathlib.Path, str]]:
+    """All sweep plots that have data: [(png path, caption)]."""
+    ok = frame[frame["status"] == "ok"]
+    wanted = [
+        ("time_vs_n.png", "Median time vs N (log-log), one panel per op",
+         lambda path: plot_vs_n(ok, "time_median_s", "median time [s]", path)),
+        ("memory_vs_n.png", "Peak memory vs N (log-log), one panel per op",
+         lambda path: plot_vs_n(ok, "peak_mem_bytes", "peak memory [bytes]", path)),
+        ("error_vs_blur.png", "Max. relative error vs the float64 numpy reference, vs blur",
+         lambda path: plot_error_vs_blur(ok, path)),
+        ("error_vs_dtype.png", "Max. relative error vs the float64 numpy reference, per dtype",
+         lambda path: plot_error_vs_dtype(ok, path)),
+    ]
+    figures = []
+    for name, caption, draw in wanted:
+        path = draw(out_dir / name)
+        if path is not None:
+            figures.append((path, caption))
+    return figures
+
+
+def _panels(n_panels: int, width: float = 4.5, height: float = 3.5):
+    ncols = min(3, n_panels)
+    nrows = math.ceil(n_panels / ncols)
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def _varying(frame: pd.DataFrame) -> list[str]:
+    """Config fields that take more than one value in ``frame`` (the ones a legend needs)."""
+    configs = [config_dict(c) for c in frame["config"].unique()]
+    return [name for name in CONFIG_COLUMNS if len({c[name] for c in configs}) > 1]
+
+
+def _save(fig: Figure, path: pathlib.Path) -> pathlib.Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def plot_vs_n(frame: pd.DataFrame, column: str, ylabel: str, path: pathlib.Path):
+    """``column`` (median over seeds) vs N, log-log; lines per backend and configuration."""
+    data = frame[pd.to_numeric(frame[column], errors="coerce") > 0]
+    if data.empty:
+        return None
+    ops = sorted(data["op"].unique())
+    fig, axes = _panels(len(ops))
+    for ax, op in zip(axes, ops):
+        of_op = data[data["op"] == op]
+        varying = _varying(of_op)
+        for i, (config, by_config) in enumerate(of_op.groupby("config", sort=False)):
+            for backend, group in sorted(by_config.groupby("backend"), key=lambda kv: backend_sort_key(kv[0])):
+                series = pd.to_numeric(group[column]).groupby(group["N"]).median().sort_index()
+                label = " ".join(filter(None, [backend, config_label(config_dict(config), varying)]))
+                ax.plot(series.index, series.values, marker="o", label=label,
+                        color=BACKEND_COLORS.get(backend), linestyle=LINESTYLES[i % len(LINESTYLES)])
+        ax.set(xscale="log", yscale="log", xlabel="N", ylabel=ylabel, title=op)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def _errors(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows with an error vs the reference, the reference itself left out (0 by definition)."""
+    data = frame.assign(rel_err=pd.to_numeric(frame["rel_err"], errors="coerce"))
+    data = data[data["rel_err"].notna() & (data["backend"] != REFERENCE_BACKEND)]
+    # an exact agreement (error 0) would vanish from a log axis: show it at the floor
+    return data.assign(rel_err=data["rel_err"].clip(lower=1e-17))
+
+
+def plot_error_vs_blur(frame: pd.DataFrame, path: pathlib.Path):
+    """Max rel. error (over N and seeds) vs blur; lines per backend and dtype; panel per op."""
+    data = _errors(frame)
+    data = data[data["blur"].notna()]
+    if data.empty:
+        return None
+    ops = sorted(data["op"].unique())
+    fig, axes = _panels(len(ops))
+    for ax, op in zip(axes, ops):
+        of_op = data[data["op"] == op]
+        for i, ((backend, dtype), group) in enumerate(of_op.groupby(["backend", "dtype"], dropna=False)):
+            series = group.groupby("blur")["rel_err"].max().sort_index()
+            ax.plot(series.index, series.values, marker="o", label=f"{backend} {dtype}",
+                    color=BACKEND_COLORS.get(backend), linestyle=LINESTYLES[i % len(LINESTYLES)])
+        ax.set(xscale="log", yscale="log", xlabel="blur", ylabel="max rel. error", title=op)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def plot_error_vs_dtype(frame: pd.DataFrame, path: pathlib.Path):
+    """Grouped bars: max rel. error per backend, one bar per dtype; panel per op."""
+    data = _errors(frame)
+    if data.empty:
+        return None
+    ops = sorted(data["op"].unique())
+    fig, axes = _panels(len(ops))
+    for ax, op in zip(axes, ops):
+        table = data[data["op"] == op].groupby(["backend", "dtype"])["rel_err"].max().unstack("dtype")
+        dtypes = sorted(table.columns)
+        backends = sorted(table.index, key=backend_sort_key)
+        width = 0.8 / max(1, len(dtypes))
+        for j, dtype in enumerate(dtypes):
+            values = [table.at[b, dtype] for b in backends]
+            ax.bar([i + j * width for i in range(len(backends))], values, width, label=dtype)
+        ax.set_xticks([i + width * (len(dtypes) - 1) / 2 for i in range(len(backends))], backends)
+        ax.set(yscale="log", ylabel="max rel. error", title=op)
+        ax.legend(fontsize="small")
+    return _save(fig, path)

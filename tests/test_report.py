@@ -1,0 +1,203 @@
+"""The report, from a real Parquet store with mixed statuses (written through ResultStore)."""
+from __future__ import annotations
+
+import argparse
+import base64
+import html.parser
+import io
+
+import pytest
+from PIL import Image
+
+from kpbench.results import report
+from kpbench.results.meta import run_metadata
+from kpbench.results.schema import POINT_COLUMNS
+from kpbench.results.store import ResultStore
+from kpbench.results import report_cli
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_cli(module, argv: list[str]) -> int:
+    """Run one ``kpbench`` sub-command through its own argparse parser, as the CLI does."""
+    parser = argparse.ArgumentParser(prog="kpbench")
+    module.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def sweep_row(op="kernel_product", backend="torch", N=1000, status="ok", time=None, mem=None,
+              err=None, dtype="float32", blur=0.1, **overrides) -> dict:
+    """One sweeps row following kpbench.results.schema (the point, status, measurements)."""
+    row = dict(op=op, backend=backend, kernel="gaussian", N=N, M=N, D=3, blur=blur, p=None,
+               reach=None, dtype=dtype, device="cpu", seed=0, iters=None, scaling=None)
+    row.update(overrides)
+    row["key"] = "|".join(f"{c}={row[c]}" for c in POINT_COLUMNS)
+    row.update(status=status, time_median_s=time, time_min_s=time, repeats=3 if time else None,
+               peak_mem_bytes=mem, rel_err=err,
+               error=None if status == "ok" else f"{status} at N={N}")
+    return row
+
+
+def write_sweeps(root, rows, run_id="run-a", **meta) -> ResultStore:
+    store = ResultStore(root)
+    store.append("sweeps", [{**row, **run_metadata(run_id=run_id, sweep="speed", executor="inline"), **meta}
+                            for row in rows])
+    return store
+
+
+def mixed_rows() -> list[dict]:
+    """kernel_product: keops fastest at 1e3 and 1e5, torch at 1e4; torch oom at 1e5,
+    numpy timeout at 1e5. softmin: torch only. sinkhorn: nothing completed."""
+    kp = [
+        sweep_row(backend="numpy", N=1000, time=0.020, mem=1e6, err=0.0, dtype="float64"),
+        sweep_row(backend="numpy", N=10000, time=2.0, mem=2e6, err=0.0, dtype="float64"),
+        sweep_row(backend="numpy", N=100000, status="timeout", dtype="float64"),
+        sweep_row(backend="torch", N=1000, time=0.002, mem=4e6, err=2e-7),
+        sweep_row(backend="torch", N=10000, time=0.100, mem=4e8, err=3e-7),
+        sweep_row(backend="torch", N=100000, status="oom"),
+        sweep_row(backend="keops", N=1000, time=0.001, mem=1e6, err=1e-7),
+        sweep_row(backend="keops", N=10000, time=0.200, mem=2e6, err=2e-7),
+        sweep_row(backend="keops", N=100000, time=15.0, mem=3e6, err=4e-7),
+    ]
+    softmin = [sweep_row(op="softmin", backend="torch", N=n, time=t, mem=m, err=1e-6, p=2)
+               for n, t, m in [(1000, 0.003, 5e6), (10000, 0.3, 5e8)]]
+    sinkhorn = [
+        sweep_row(op="sinkhorn", backend="torch", N=1000, status="error", p=2),
+        sweep_row(op="sinkhorn", backend="keops", N=1000, status="unsupported", p=2),
+        sweep_row(op="sinkhorn", backend="numpy", N=1000, status="skipped", p=2, dtype="float64"),
+    ]
+    return kp + softmin + sinkhorn
+
+
+class _Collector(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.tables, self.headings, self._in_heading = [], 0, [], False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        elif tag == "table":
+            self.tables += 1
+        self._in_heading = tag in ("h1", "h2", "h3")
+
+    def handle_data(self, data):
+        if self._in_heading:
+            self.headings.append(data)
+            self._in_heading = False
+
+
+@pytest.fixture
+def mixed_store(tmp_path):
+    write_sweeps(tmp_path / "results", mixed_rows())
+    return tmp_path / "results"
+
+
+def test_crossover_map_names_the_lead_changes(mixed_store):
+    lines = report.crossover_lines(report.load_sweeps(mixed_store))
+    kp32 = [line for line in lines if line.startswith("kernel_product") and "float32" in line]
+    assert kp32 == ["kernel_product gaussian D=3 blur=0.1 float32 cpu: "
+                    "keops fastest at N<=1e3, torch at 1e4, keops from 1e5"]
+    assert "softmin gaussian D=3 blur=0.1 p=2 float32 cpu: torch fastest at all N (1e3..1e4) (only torch ran)" in lines
+    assert any(line.startswith("sinkhorn") and "no backend completed" in line for line in lines)
+
+
+def test_oom_frontier_gives_largest_ok_and_first_failure(mixed_store):
+    rows = report.oom_frontier(report.load_sweeps(mixed_store))
+    by_backend = {(r[0], r[1]): r for r in rows}
+    assert by_backend[("kernel_product", "torch")][4:] == ["1e4", "1e5", "-"]
+    assert by_backend[("kernel_product", "numpy")][4:] == ["1e4", "-", "1e5"]
+    assert by_backend[("kernel_product", "keops")][4:] == ["1e5", "-", "-"]
+
+
+def test_backend_by_n_table_with_speedup_vs_numpy(mixed_store):
+    frame = report.load_sweeps(mixed_store)
+    [(title, header, rows)] = report.op_tables(frame, "kernel_product")
+    assert title == "gaussian D=3 blur=0.1"
+    assert header == ["backend", "metric", "N=1e3", "N=1e4", "N=1e5"]
+    names = [r[0] for r in rows if r[0]]
+    assert names == ["numpy float64 cpu", "torch float32 cpu", "keops float32 cpu"]
+    torch_time, torch_speedup, torch_mem, torch_err = rows[4:8]
+    assert torch_time[1:] == ["median time", "2 ms", "100 ms", "oom"]
+    assert torch_speedup[2:] == ["10x", "20x", ""]   # numpy 20 ms / 2 ms, 2 s / 100 ms
+    assert torch_mem[2:4] == ["3.8 MiB", "381.5 MiB"]
+    assert torch_err[2:4] == ["2.0e-07", "3.0e-07"]
+    assert rows[0][2:] == ["20 ms", "2 s", "timeout"]
+
+
+def test_report_files_html_images_and_markdown(mixed_store, tmp_path):
+    fig_dir = mixed_store / "figures" / "flow_2d"
+    fig_dir.mkdir(parents=True)
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(png, format="PNG")
+    (fig_dir / "snapshot.png").write_bytes(png.getvalue())
+
+    html_path = report.write_report(mixed_store)
+    out = mixed_store / "report"
+    assert html_path == out / "report.html"
+    for name in ("time_vs_n.png", "memory_vs_n.png", "error_vs_blur.png", "error_vs_dtype.png"):
+        assert (out / name).read_bytes().startswith(PNG_MAGIC), name
+
+    parser = _Collector()
+    parser.feed(html_path.read_text(encoding="utf-8"))
+    assert len(parser.images) == 5  # four plots + the reproduction figure
+    for src in parser.images:
+        assert src.startswith("data:image/png;base64,")
+        raw = base64.b64decode(src.split(",", 1)[1], validate=True)
+        Image.open(io.BytesIO(raw)).verify()  # a complete, valid PNG
+    assert {"Crossover map", "OOM frontier", "Reproductions", "kernel_product"} <= set(parser.headings)
+    assert parser.tables >= 4
+
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Crossover map" in md and "## OOM frontier" in md
+    assert "keops fastest at N<=1e3, torch at 1e4, keops from 1e5" in md
+    assert "| kernel_product | torch | cpu | float32 | 1e4 | 1e5 | - |" in md
+    assert "![figures/flow_2d/snapshot.png](../figures/flow_2d/snapshot.png)" in md
+    assert "![Median time vs N (log-log), one panel per op](time_vs_n.png)" in md
+
+
+def test_reproduction_tables_are_summarised(tmp_path):
+    root = tmp_path / "results"
+    ResultStore(root).append("flow_1d", [
+        {"loss": "sinkhorn", "backend": "torch", "N": 100, "step": s, "loss_value": 1.0 / (s + 1)}
+        for s in range(5)])
+    md = (report.write_report(root).parent / "report.md").read_text()
+    assert "No sweep results found" in md
+    assert "### flow_1d" in md
+    assert "| loss | backend | N | rows | last step | loss_value |" in md
+    assert "| sinkhorn | torch | 100 | 5 | 4 | 0.2 |" in md
+
+
+def test_partial_results_single_backend_only_failures(tmp_path):
+    root = tmp_path / "results"
+    write_sweeps(root, [sweep_row(backend="torch", N=1000, status="oom"),
+                        sweep_row(backend="torch", N=2000, status="error")])
+    md = (report.write_report(root, tmp_path / "out").parent / "report.md").read_text()
+    assert "no backend completed any N (torch tried)" in md
+    assert "No ok points to plot." in md
+
+
+def test_empty_store_gives_a_clear_message(tmp_path, capsys):
+    (tmp_path / "results").mkdir()
+    assert run_cli(report_cli, ["report", str(tmp_path / "results")]) == 0
+    out = capsys.readouterr().out
+    assert "no sweep rows" in out
+    assert "No sweep results found" in (tmp_path / "results" / "report" / "report.md").read_text()
+
+
+def test_missing_results_dir_is_an_error_not_a_traceback(tmp_path, capsys):
+    assert run_cli(report_cli, ["report", str(tmp_path / "nowhere")]) == 2
+    assert "no results directory" in capsys.readouterr().err
+
+
+def test_report_cli_writes_to_out(mixed_store, tmp_path, capsys):
+    assert run_cli(report_cli, ["report", str(mixed_store), "--out", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "report.html").is_file()
+    assert str(tmp_path / "rep" / "report.html") in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("n, text", [(200, "200"), (1000, "1e3"), (4000, "4e3"),
+                                     (100000, "1e5"), (1500, "1500")])
+def test_fmt_n(n, text):
+    assert report.fmt_n(n) == text
