@@ -1,0 +1,51 @@
+"""``kpbench compare BASELINE NEW [--threshold 1.1]``: exit 1 on a time/memory/status regression."""
+from __future__ import annotations
+
+import sys
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compare", help="compare two runs point by point; exit 1 on a regression",
+        description="Match the sweep points of BASELINE and NEW by key and print the ratios "
+                    "new/baseline of median time, peak memory and relative error. Exit status "
+                    "1 when a time or memory ratio exceeds the threshold or a point that was "
+                    "ok fails in NEW; 0 otherwise; 2 on bad input. Relative errors are compared "
+                    "only when both exceed --err-floor and never fail the comparison.")
+    parser.add_argument("baseline", metavar="BASELINE", help="results dir or sweeps Parquet dir")
+    parser.add_argument("new", metavar="NEW", help="results dir or sweeps Parquet dir")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="regression factor (default 1.1): ratio > T regresses, < 1/T improves")
+    parser.add_argument("--run-id", nargs=2, metavar=("BASE_RUN", "NEW_RUN"), default=None,
+                        help="pick one run on each side (id, unique prefix, 'latest', or 'all'); "
+                             "e.g. --run-id 3fa2 latest to compare two runs of one store")
+    parser.add_argument("--only-changed", action="store_true", help="list only points that changed")
+    parser.add_argument("--err-floor", type=float, default=None,
+                        help="compare relative errors only above this (default 1e-12)")
+    parser.add_argument("--mem-floor", type=float, default=None,
+                        help="compare peak memory only when one side reaches this many bytes "
+                             "(default 1 MiB)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from kpbench.backends.base import KPBenchError
+    from kpbench.results import compare as cmp
+    from kpbench.results.report import load_sweeps, select_run
+
+    runs = args.run_id or ("all", "all")
+    try:
+        sides = [select_run(load_sweeps(path), None if run_id == "all" else run_id)
+                 for path, run_id in zip((args.baseline, args.new), runs)]
+        result = cmp.compare(
+            *sides,
+            threshold=cmp.DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
+            err_floor=cmp.ERR_FLOOR if args.err_floor is None else args.err_floor,
+            mem_floor=cmp.MEM_FLOOR if args.mem_floor is None else args.mem_floor,
+        )
+    except KPBenchError as exc:
+        print(f"kpbench compare: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"baseline: {args.baseline} (run {runs[0]})  new: {args.new} (run {runs[1]})")
+    print(cmp.format_comparison(result, only_changed=args.only_changed))
+    return 1 if result.failed else 0
