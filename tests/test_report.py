@@ -47,21 +47,22 @@ def write_sweeps(root, rows, run_id="run-a", **meta) -> ResultStore:
 
 
 def mixed_rows() -> list[dict]:
-    """kernel_product: keops fastest at 1e3 and 1e5, torch at 1e4; torch oom at 1e5,
-    numpy timeout at 1e5. softmin: torch only. sinkhorn: nothing completed."""
+    """kernel_product: keops fastest at 1e3 and 1e5, torch at 1e4; torch refused (skipped)
+    at 1e5, numpy timeout at 1e5. softmin: torch only, oom at 1e5. sinkhorn: nothing ok."""
     kp = [
         sweep_row(backend="numpy", N=1000, time=0.020, mem=1e6, err=0.0, dtype="float64"),
         sweep_row(backend="numpy", N=10000, time=2.0, mem=2e6, err=0.0, dtype="float64"),
         sweep_row(backend="numpy", N=100000, status="timeout", dtype="float64"),
         sweep_row(backend="torch", N=1000, time=0.002, mem=4e6, err=2e-7),
         sweep_row(backend="torch", N=10000, time=0.100, mem=4e8, err=3e-7),
-        sweep_row(backend="torch", N=100000, status="oom"),
+        sweep_row(backend="torch", N=100000, status="skipped"),   # refused by the pre-flight
         sweep_row(backend="keops", N=1000, time=0.001, mem=1e6, err=1e-7),
         sweep_row(backend="keops", N=10000, time=0.200, mem=2e6, err=2e-7),
         sweep_row(backend="keops", N=100000, time=15.0, mem=3e6, err=4e-7),
     ]
     softmin = [sweep_row(op="softmin", backend="torch", N=n, time=t, mem=m, err=1e-6, p=2)
                for n, t, m in [(1000, 0.003, 5e6), (10000, 0.3, 5e8)]]
+    softmin.append(sweep_row(op="softmin", backend="torch", N=100000, status="oom", p=2))
     sinkhorn = [
         sweep_row(op="sinkhorn", backend="torch", N=1000, status="error", p=2),
         sweep_row(op="sinkhorn", backend="keops", N=1000, status="unsupported", p=2),
@@ -108,6 +109,7 @@ def test_oom_frontier_gives_largest_ok_and_first_failure(mixed_store):
     by_backend = {(r[0], r[1]): r for r in rows}
     assert by_backend[("kernel_product", "torch")][4:] == ["1e4", "1e5", "-"]
     assert by_backend[("kernel_product", "numpy")][4:] == ["1e4", "-", "1e5"]
+    assert by_backend[("softmin", "torch")][4:] == ["1e4", "1e5", "-"]
     assert by_backend[("kernel_product", "keops")][4:] == ["1e5", "-", "-"]
 
 
@@ -119,7 +121,7 @@ def test_backend_by_n_table_with_speedup_vs_numpy(mixed_store):
     names = [r[0] for r in rows if r[0]]
     assert names == ["numpy float64 cpu", "torch float32 cpu", "keops float32 cpu"]
     torch_time, torch_speedup, torch_mem, torch_err = rows[4:8]
-    assert torch_time[1:] == ["median time", "2 ms", "100 ms", "oom"]
+    assert torch_time[1:] == ["median time", "2 ms", "100 ms", "skipped"]
     assert torch_speedup[2:] == ["10x", "20x", ""]   # numpy 20 ms / 2 ms, 2 s / 100 ms
     assert torch_mem[2:4] == ["3.8 MiB", "381.5 MiB"]
     assert torch_err[2:4] == ["2.0e-07", "3.0e-07"]

@@ -163,11 +163,12 @@ def config_label(config: dict, only: list[str] | None = None) -> str:
 
 
 def point_label(row) -> str:
-    """One line naming a sweep point: op backend config N (seed if not 0)."""
+    """One line naming a sweep point: op backend config N (seed if not 0) (sweep kind)."""
     config = row_config(row)
-    seed = _value(row.get("seed"))
+    seed, kind = _value(row.get("seed")), _value(row.get("sweep"))
     text = f"{row['op']} {row['backend']} {config_label(config)} N={fmt_n(row['N'])}"
-    return text + (f" seed={int(seed)}" if seed not in (None, 0) else "")
+    text += f" seed={int(seed)}" if seed not in (None, 0) else ""
+    return text + (f" ({kind})" if kind else "")
 
 
 def row_config(row) -> dict:
@@ -298,20 +299,23 @@ def _describe_runs(runs: list[tuple[str, int, int]]) -> str:
     return ", ".join(parts)
 
 
-FRONTIER_HEADER = ["op", "backend", "device", "dtype", "largest N ok", "first N oom", "first N timeout"]
+FRONTIER_HEADER = ["op", "backend", "device", "dtype", "largest N ok", "first N refused/oom",
+                   "first N timeout"]
+# "skipped" is the pre-flight refusal of a dense backend over its memory budget
+REFUSED = ("oom", "skipped")
 
 
 def oom_frontier(frame: pd.DataFrame) -> list[list[str]]:
-    """Per (op, backend, device, dtype): the largest N completed, the first N refused/oom and
-    the first N that timed out ('-' where none)."""
+    """Per (op, backend, device, dtype): the largest N completed, the first N refused by the
+    memory pre-flight or out of memory, and the first N that timed out ('-' where none)."""
     rows = []
     keys = ["op", "backend", "device", "dtype"]
     for key, group in frame.groupby(keys, dropna=False, sort=False):
-        def n_where(status, pick):
-            ns = group.loc[group["status"] == status, "N"]
+        def n_where(statuses, pick):
+            ns = group.loc[group["status"].isin(statuses), "N"]
             return fmt_n(pick(ns)) if not ns.empty else "-"
         rows.append([str(_value(k)) if _value(k) is not None else "-" for k in key]
-                    + [n_where("ok", max), n_where("oom", min), n_where("timeout", min)])
+                    + [n_where(["ok"], max), n_where(REFUSED, min), n_where(["timeout"], min)])
     return sorted(rows, key=lambda r: (r[0], backend_sort_key(r[1]), r[2], r[3]))
 
 
@@ -487,8 +491,9 @@ def _add_sweep_sections(doc: Document, frame: pd.DataFrame, out_dir: pathlib.Pat
                  "configuration; the lead changes where a new backend is named."),
             Lines(crossover_lines(frame)))
     doc.add(Heading("OOM frontier"),
-            Para("Largest N each backend completed, and the first N where it was refused or ran "
-                 "out of memory (oom) or timed out, per op, device and dtype."),
+            Para("Largest N each backend completed, and the first N where it was refused (memory "
+                 "pre-flight: status skipped) or ran out of memory (oom), or timed out; per op, "
+                 "device and dtype."),
             Table(FRONTIER_HEADER, oom_frontier(frame)))
     doc.add(Heading("Results per op"))
     for op in sorted(frame["op"].dropna().unique()):
