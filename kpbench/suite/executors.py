@@ -1,0 +1,263 @@
+"""Executors: run sweep points, hand each finished row to ``on_row`` as it finishes.
+
+``ray`` (default): every point is a Ray task with ``max_retries=0`` (a crash is a
+finding, not something to retry). CPU points ask ``num_cpus`` (default 1), CUDA points
+``num_gpus`` (default 1), so Ray spreads them over all CPUs/GPUs of all nodes. Only as
+many tasks as the cluster has slots are in flight, so a task starts about when it is
+submitted; its timeout counts from submission (a new worker's start-up, a few seconds,
+is included). A point past its timeout is cancelled with ``ray.cancel(force=True)``
+(its worker is killed) and recorded as ``timeout``; a worker that dies (os._exit,
+SIGKILL, the kernel's OOM killer) gives ``error`` with Ray's message; Ray's own memory
+monitor killing the task gives ``oom``. The sweep always goes on.
+
+``inline``: the points run one after another in this process (for debugging, and where
+Ray is missing). The timeout is a SIGALRM that raises inside the point: Python code is
+stopped at once, a single native call (one big matmul) only when it returns, and the
+row is recorded as ``timeout`` either way. If a point is stuck in native code for
+:data:`HARD_TIMEOUT_GRACE_S` seconds more, a watchdog records it as ``timeout`` and ends
+the process (exit code 124) rather than hang; rerunning the sweep resumes after it.
+A point that kills its process (os._exit, a segfault) takes an inline sweep down with it
+(the rows already stored stay); use the ray executor for crash isolation.
+"""
+from __future__ import annotations
+
+import collections
+import importlib.metadata
+import os
+import pathlib
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from kpbench.backends.base import KPBenchError
+from kpbench.suite.measure import MeasureSettings, base_row, run_point
+
+EXECUTORS = ("ray", "inline")
+HARD_TIMEOUT_GRACE_S = 60.0
+WAIT_POLL_S = 1.0
+
+OnRow = Callable[[dict], None]
+
+
+@dataclass
+class ExecutorOptions:
+    timeout_s: float = 600.0
+    cpus_per_point: float = 1
+    gpus_per_point: float = 1
+    address: str | None = None      # Ray cluster address; None: "auto" if one runs, else local
+    num_cpus: int | None = None     # size of a local Ray cluster started here (None: all cores)
+
+
+def run_points(executor: str, points: list, kind: str, settings: MeasureSettings,
+               options: ExecutorOptions, on_row: OnRow, on_hang: OnRow | None = None) -> None:
+    if executor == "ray":
+        run_ray(points, kind, settings, options, on_row)
+    elif executor == "inline":
+        run_inline(points, kind, settings, options, on_row, on_hang)
+    else:
+        raise KPBenchError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+
+
+def failure_row(point, kind: str, status: str, error: str) -> dict:
+    """The row of a point that produced none itself (timeout, crashed worker)."""
+    row = base_row(point, kind)
+    row.update(status=status, error=error)
+    return row
+
+
+# -- inline ----------------------------------------------------------------------
+class PointTimeout(BaseException):
+    """Raised by SIGALRM inside an inline point (a BaseException: measure must not catch it)."""
+
+
+def run_inline(points, kind, settings, options, on_row, on_hang=None) -> None:
+    for point in points:
+        on_row(_run_inline_point(point, kind, settings, options.timeout_s, on_hang))
+
+
+def _run_inline_point(point, kind, settings, timeout_s, on_hang):
+    timeout_row = failure_row(point, kind, "timeout",
+                              f"exceeded the timeout of {timeout_s:g} s (inline executor)")
+    watchdog = threading.Timer(timeout_s + HARD_TIMEOUT_GRACE_S, _hard_timeout,
+                               args=(timeout_row, on_hang))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        with _alarm(timeout_s):
+            return run_point(point, kind, settings)
+    except PointTimeout:
+        return timeout_row
+    finally:
+        watchdog.cancel()
+
+
+class _alarm:
+    """SIGALRM after ``seconds`` raising PointTimeout (only in the main thread)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.active = (threading.current_thread() is threading.main_thread()
+                       and hasattr(signal, "SIGALRM"))
+
+    def __enter__(self):
+        if self.active:
+            self.previous = signal.signal(signal.SIGALRM, self._raise)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)
+        return False
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise PointTimeout()
+
+
+def _hard_timeout(row: dict, on_hang: OnRow | None) -> None:
+    row = dict(row, error=row["error"] + f"; stuck in native code for {HARD_TIMEOUT_GRACE_S:g} s "
+               "more, the sweep process was ended (rerun to resume)")
+    print(f"\nkpbench: point {row['key']} ({row['op']}, {row['backend']}, N={row['N']}) is stuck "
+          "past its timeout; recording it as timeout and exiting", file=sys.stderr, flush=True)
+    try:
+        if on_hang is not None:
+            on_hang(row)
+    finally:
+        os._exit(124)
+
+
+# -- ray ---------------------------------------------------------------------------
+def connect_ray(options: ExecutorOptions):
+    """Connect to the running cluster (``address`` / RAY_ADDRESS / a local one), else start one."""
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    runtime_env = _runtime_env()
+    address = options.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+        return ray
+    if _local_cluster_running():
+        try:
+            ray.init(address="auto", runtime_env=runtime_env, log_to_driver=False)
+            return ray
+        except ConnectionError:
+            pass   # a stale record of a cluster that is gone: start our own
+    ray.init(address="local", num_cpus=options.num_cpus, include_dashboard=False,
+             runtime_env=runtime_env, log_to_driver=False)
+    return ray
+
+
+def _local_cluster_running() -> bool:
+    return pathlib.Path("/tmp/ray/ray_current_cluster").exists()
+
+
+def _runtime_env() -> dict | None:
+    """Make a source checkout importable in the workers (an installed kpbench already is)."""
+    try:
+        importlib.metadata.version("kpbench")
+        return None
+    except importlib.metadata.PackageNotFoundError:
+        root = str(pathlib.Path(__file__).resolve().parents[2])
+        path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+        return {"env_vars": {"PYTHONPATH": path}}
+
+
+def _ray_point(point, kind, settings):
+    return run_point(point, kind, settings)
+
+
+def run_ray(points, kind, settings, options, on_row) -> None:
+    ray = connect_ray(options)
+    from ray import exceptions as rx
+
+    task = ray.remote(max_retries=0)(_ray_point)
+    resources = ray.cluster_resources()
+    slots = {
+        "cpu": max(1, int(resources.get("CPU", 1) // options.cpus_per_point)),
+        "cuda": int(resources.get("GPU", 0) // options.gpus_per_point),
+    }
+    pending = collections.deque()
+    for point in points:
+        if point.device == "cuda" and slots["cuda"] == 0:
+            on_row(failure_row(point, kind, "unsupported",
+                               "device cuda requested but the Ray cluster has no GPU"))
+        else:
+            pending.append(point)
+    in_flight: dict = {}   # ref -> (point, deadline)
+    busy = {"cpu": 0, "cuda": 0}
+    try:
+        while pending or in_flight:
+            while (point := _next_fitting(pending, busy, slots)) is not None:
+                ref = task.options(**_resources(point, options)).remote(point, kind, settings)
+                in_flight[ref] = (point, time.monotonic() + options.timeout_s)
+                _take(busy, point, +1)
+            if not in_flight:
+                continue
+            next_deadline = min(deadline for _, deadline in in_flight.values())
+            wait_s = max(0.0, min(WAIT_POLL_S, next_deadline - time.monotonic()))
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=wait_s)
+            if ready:
+                ready, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=0)
+            for ref in ready:
+                point, _ = in_flight.pop(ref)
+                _take(busy, point, -1)
+                on_row(_collect(ray, rx, ref, point, kind))
+            now = time.monotonic()
+            for ref, (point, deadline) in list(in_flight.items()):
+                if now >= deadline:
+                    ray.cancel(ref, force=True)
+                    del in_flight[ref]
+                    _take(busy, point, -1)
+                    on_row(failure_row(point, kind, "timeout",
+                                       f"exceeded the timeout of {options.timeout_s:g} s "
+                                       "(Ray task cancelled, worker killed)"))
+    finally:
+        for ref in in_flight:   # interrupted: do not leave points running on the cluster
+            ray.cancel(ref, force=True)
+
+
+def _collect(ray, rx, ref, point, kind) -> dict:
+    try:
+        return ray.get(ref)
+    except rx.OutOfMemoryError as exc:
+        return failure_row(point, kind, "oom", _ray_error_text(exc))
+    except (rx.RayError, Exception) as exc:   # WorkerCrashedError, RayTaskError, ...
+        return failure_row(point, kind, "error", _ray_error_text(exc))
+
+
+def _ray_error_text(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    text = f"{type(exc).__name__}: {' '.join(lines[:6])}"
+    return text[:2000]
+
+
+def _slots_of(point) -> tuple[str, ...]:
+    """A CUDA point holds a GPU and a CPU slot; a CPU point a CPU slot."""
+    return ("cpu", "cuda") if point.device == "cuda" else ("cpu",)
+
+
+def _next_fitting(pending: collections.deque, busy: dict, slots: dict):
+    """Pop the first pending point with free slots (None if none fits now)."""
+    for i, point in enumerate(pending):
+        if all(busy[s] < slots[s] for s in _slots_of(point)):
+            del pending[i]
+            return point
+    return None
+
+
+def _take(busy: dict, point, delta: int) -> None:
+    for s in _slots_of(point):
+        busy[s] += delta
+
+
+def _resources(point, options: ExecutorOptions) -> dict:
+    if point.device == "cuda":
+        return {"num_gpus": options.gpus_per_point, "num_cpus": options.cpus_per_point}
+    return {"num_cpus": options.cpus_per_point}

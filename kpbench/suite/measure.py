@@ -1,0 +1,318 @@
+"""Measure one sweep point: speed, peak memory or accuracy; never lose the row.
+
+:func:`run_point` returns the point's row (POINT_COLUMNS + results + host metadata)
+whatever happens; the status says what did:
+
+* ``ok``; ``oom``: torch.cuda.OutOfMemoryError or MemoryError during the run;
+* ``unsupported``: the backend lacks the dtype, the device, autograd, or is unavailable
+  here (BackendUnavailable, with its reason);
+* ``skipped``: refused before running because a dense backend's memory estimate exceeds
+  the budget (the spec's ``memory_budget``, else the backend's own), or the backend
+  refused itself (MemoryBudgetExceeded); the error text gives the estimate;
+* ``error``: any other exception, as "Type: message".
+Timeouts and crashed workers are recorded by the executors.
+
+Speed: the first call is timed alone (``first_call_s``: KeOps compilation, caches,
+allocator warm-up), then ``warmup`` untimed calls, then ``repeats`` timed calls
+(median, min, inter-quartile range). On CUDA the device is synchronised before and
+after every timed call.
+
+Memory: after one untimed call (so compilation and caches are not counted), the peak
+*extra* bytes of one more call, beyond what was allocated before it (the inputs):
+
+* CUDA (``mem_method="cuda_max_allocated"``): ``torch.cuda.reset_peak_memory_stats()``,
+  then ``max_memory_allocated() - memory_allocated()`` before the call. This is torch's
+  caching allocator only (KeOps/CUDA kernels that allocate outside it are not seen).
+* CPU (``mem_method="rss_delta"``): the process's resident high-water mark is reset by
+  writing "5" to ``/proc/self/clear_refs`` (Linux), then ``VmHWM`` (read from
+  ``/proc/self/status`` after the call) minus ``VmRSS`` before it. Freed heap memory is
+  first returned to the system (``malloc_trim``) so a block freed by the previous call
+  and reused does not hide the peak. On a Ray cluster each point runs in a worker
+  process that runs one point at a time, so the delta is this point's own; with the
+  inline executor it is measured in the sweep's own process, the same way.
+  Where /proc is not writable the row keeps the dense estimate (``mem_method="estimate"``).
+
+Accuracy: one call, ``rel_err = |value - ref| / |ref|`` (norm-based for vector outputs)
+against the float64 reference on the same inputs (see :mod:`kpbench.suite.workloads`).
+For ``sinkhorn`` with N = M <= 2000, p = 2, balanced and blur <= 0.1,
+``rel_err_exact`` compares S_eps with the exact W2^2/2 (uniform weights: an assignment,
+scipy.optimize.linear_sum_assignment) -- the entropic bias plus the arithmetic error.
+"""
+from __future__ import annotations
+
+import ctypes
+import gc
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from kpbench.backends.base import BackendUnavailable, MemoryBudgetExceeded, format_bytes
+from kpbench.results.meta import host_metadata
+from kpbench.suite import workloads
+
+EXACT_MAX_N = 2000
+EXACT_MAX_BLUR = 0.1
+ERROR_MAX_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How to measure (sent with each point to its worker)."""
+
+    repeats: int = 5
+    warmup: int = 1
+    memory_budget: int | None = None
+    threads: int | None = None       # torch intra-op threads; None: leave torch's default
+    test_ops: bool = False           # register the test-only ops in the worker
+
+
+class Unsupported(Exception):
+    """The backend cannot run this point (dtype, device, autograd)."""
+
+
+class Skipped(Exception):
+    """Refused before running (memory pre-flight)."""
+
+
+def error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= ERROR_MAX_CHARS else text[:ERROR_MAX_CHARS] + " [...]"
+
+
+def base_row(point, kind: str) -> dict:
+    row = point.as_row()
+    row.update(key=point.key(kind), eps=point.eps)
+    return row
+
+
+def run_point(point, kind: str, settings: MeasureSettings = MeasureSettings()) -> dict:
+    """The row of ``point`` measured for ``kind`` (speed | memory | accuracy)."""
+    if settings.test_ops and not workloads.test_ops_enabled():
+        workloads.register_test_ops()
+    row = base_row(point, kind)
+    row.update(host_metadata())
+    try:
+        if settings.threads:
+            _set_threads(settings.threads)
+        if workloads.OPS[point.op].family != "test":
+            check_supported(point)
+            row["mem_estimate_bytes"] = preflight(point, settings.memory_budget)
+        data = workloads.make_data(point)
+        row.update(MEASURES[kind](point, data, settings))
+        row["status"] = "ok"
+    except (Unsupported, BackendUnavailable) as exc:
+        row.update(status="unsupported", error=str(exc))
+    except (Skipped, MemoryBudgetExceeded) as exc:
+        row.update(status="skipped", error=str(exc))
+    except MemoryError as exc:
+        row.update(status="oom", error=error_text(exc))
+    except Exception as exc:
+        row.update(status="oom" if _is_cuda_oom(exc) else "error", error=error_text(exc))
+    finally:
+        _release_cuda_cache(point)
+    return row
+
+
+# -- before running ---------------------------------------------------------------
+def check_supported(point) -> None:
+    from kpbench.backends import get_backend
+
+    backend = get_backend(point.backend)   # BackendUnavailable -> unsupported
+    caps = backend.capabilities
+    if not getattr(caps, point.dtype):
+        raise Unsupported(f"backend {point.backend!r} does not support {point.dtype}")
+    if workloads.OPS[point.op].grad and not caps.autograd:
+        raise Unsupported(f"backend {point.backend!r} has no autograd (op {point.op})")
+    if point.device == "cuda":
+        if not caps.cuda:
+            raise Unsupported(f"backend {point.backend!r} does not run on CUDA")
+        if not _cuda_available():
+            raise Unsupported("device cuda requested but no CUDA device is visible here")
+
+
+def preflight(point, budget: int | None) -> int | None:
+    """The dense memory estimate of the point's largest primitive call; Skipped if over budget."""
+    from kpbench.backends import get_backend
+
+    backend = get_backend(point.backend)
+    if not backend.capabilities.dense:
+        return None
+    info = workloads.OPS[point.op]
+    primitive = info.primitive or workloads.flow_primitive(point.kernel)
+    # Sinkhorn and the flow losses also run the symmetric N x N and M x M problems
+    size = max(point.N, point.M) if info.family in ("sinkhorn", "flow") else None
+    N, M = (size, size) if size else (point.N, point.M)
+    itemsize = np.dtype(point.dtype).itemsize
+    estimate = int(backend.memory_estimate(primitive, N, M, point.D, itemsize, grad=info.grad))
+    if budget is None:
+        budget = backend.memory_budget(point.device)
+    if budget is not None and estimate > budget:
+        raise Skipped(
+            f"pre-flight: {point.backend} {point.op} at N={point.N}, M={point.M} needs an "
+            f"estimated {format_bytes(estimate)} ({estimate} bytes), over the memory budget "
+            f"of {format_bytes(budget)}")
+    return estimate
+
+
+# -- speed ---------------------------------------------------------------------------
+def measure_speed(point, data, settings: MeasureSettings) -> dict:
+    prepared = workloads.prepare(point, data)
+    sync = _synchronizer(point.device)
+    first_call_s, out = _timed(prepared.call, sync)
+    summary = prepared.summarize(out)
+    del out
+    for _ in range(settings.warmup):
+        prepared.call()
+    times = [_timed(prepared.call, sync)[0] for _ in range(settings.repeats)]
+    q1, q3 = np.percentile(times, [25, 75])
+    return dict(
+        first_call_s=first_call_s, time_median_s=statistics.median(times),
+        time_min_s=min(times), time_iqr_s=float(q3 - q1), repeats=len(times),
+        value=summary.value, iterations=summary.iterations,
+    )
+
+
+def _timed(call, sync):
+    sync()
+    start = time.perf_counter()
+    out = call()
+    sync()
+    return time.perf_counter() - start, out
+
+
+def _synchronizer(device: str):
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+# -- memory ---------------------------------------------------------------------------
+def measure_memory(point, data, settings: MeasureSettings) -> dict:
+    prepared = workloads.prepare(point, data)
+    prepared.call()   # compile, fill caches: not part of the computation's peak
+    if point.device == "cuda":
+        peak, out = _cuda_peak(prepared.call)
+        method = "cuda_max_allocated"
+    else:
+        peak, out = _rss_peak(prepared.call)
+        method = "rss_delta" if peak is not None else "estimate"
+    summary = prepared.summarize(out)
+    return dict(peak_mem_bytes=peak, mem_method=method, value=summary.value,
+                iterations=summary.iterations)
+
+
+def _cuda_peak(call):
+    import torch
+
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    out = call()
+    torch.cuda.synchronize()
+    return int(torch.cuda.max_memory_allocated() - before), out
+
+
+def _rss_peak(call):
+    gc.collect()
+    _malloc_trim()
+    if not _reset_high_water_mark():
+        return None, call()
+    before = _proc_status_bytes("VmRSS")
+    out = call()
+    return max(0, _proc_status_bytes("VmHWM") - before), out
+
+
+def _reset_high_water_mark() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _proc_status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass   # not glibc: the measure may then miss a reused block
+
+
+# -- accuracy -------------------------------------------------------------------------
+def measure_accuracy(point, data, settings: MeasureSettings) -> dict:
+    prepared = workloads.prepare(point, data)
+    sync = _synchronizer(point.device)
+    first_call_s, out = _timed(prepared.call, sync)
+    summary = prepared.summarize(out)
+    del out
+    result = dict(first_call_s=first_call_s, value=summary.value, iterations=summary.iterations)
+    if workloads.OPS[point.op].family == "test":
+        return result
+    if point.backend == "numpy" and point.dtype == "float64" and not workloads.OPS[point.op].grad:
+        result["rel_err"] = 0.0   # this point is the reference itself
+    else:
+        result["rel_err"] = workloads.relative_error(summary, workloads.reference(point, data))
+    if exact_applies(point):
+        exact = exact_ot_w2(data.x, data.y)
+        result["rel_err_exact"] = abs(summary.value - exact) / abs(exact)
+    return result
+
+
+def exact_applies(point) -> bool:
+    return (point.op == "sinkhorn" and point.p == 2 and point.reach is None
+            and point.N == point.M <= EXACT_MAX_N and point.blur <= EXACT_MAX_BLUR)
+
+
+def exact_ot_w2(x: np.ndarray, y: np.ndarray) -> float:
+    """W2^2 / 2 between uniform clouds of equal size: an optimal assignment."""
+    from scipy.optimize import linear_sum_assignment
+
+    cost = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1) / 2
+    rows, cols = linear_sum_assignment(cost)
+    return float(cost[rows, cols].mean())
+
+
+MEASURES = {"speed": measure_speed, "memory": measure_memory, "accuracy": measure_accuracy}
+
+
+# -- helpers ---------------------------------------------------------------------------
+def _set_threads(threads: int) -> None:
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _is_cuda_oom(exc: BaseException) -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
+def _release_cuda_cache(point) -> None:
+    if point.device == "cuda" and _cuda_available():
+        import torch
+
+        torch.cuda.empty_cache()

@@ -1,0 +1,153 @@
+"""Run a sweep: expand the spec, skip what is stored, execute, store rows as they finish.
+
+Rows reach the store in small batches (every ``flush_every`` rows or ``flush_s``
+seconds, and at the end), each batch one atomic Parquet part, so a sweep that is
+interrupted or killed keeps every row it had flushed. With ``resume`` (the default)
+points whose key is already stored are skipped, so a rerun finishes the sweep without
+duplicating a row; ``resume=False`` measures everything again (new rows, new run_id;
+:func:`kpbench.results.store.latest_per_key` picks the newest).
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from kpbench.results.meta import run_metadata
+from kpbench.results.store import SWEEPS, ResultStore
+from kpbench.suite import workloads
+from kpbench.suite.executors import ExecutorOptions, run_points
+from kpbench.suite.measure import MeasureSettings
+from kpbench.suite.spec import SweepSpec, expand
+
+FAILED = ("error", "timeout", "oom")
+NOT_RUN = ("skipped", "unsupported")
+
+
+@dataclass
+class RunOptions:
+    """Where and how a sweep runs (none of it changes what a point measures)."""
+
+    executor: str = "ray"
+    out: str = "results"
+    resume: bool = True
+    address: str | None = None
+    num_cpus: int | None = None          # local Ray cluster size (None: all cores)
+    cpus_per_point: float = 1
+    gpus_per_point: float = 1
+    threads: int | None = None           # torch threads per point (None: cpus_per_point)
+    flush_every: int = 8
+    flush_s: float = 10.0
+    progress: bool = True
+
+
+@dataclass
+class SweepResult:
+    kind: str
+    run_id: str
+    table_dir: str
+    total: int = 0
+    already_stored: int = 0
+    counts: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        ran = sum(self.counts.values())
+        parts = ", ".join(f"{n} {status}" for status, n in sorted(self.counts.items())) or "nothing run"
+        return (f"sweep {self.kind}: {self.total} points, {ran} run ({parts}), "
+                f"{self.already_stored} already stored, in {self.seconds:.1f} s "
+                f"-> {self.table_dir} (run_id {self.run_id})")
+
+
+class RowRecorder:
+    """Adds run metadata to rows, batches them into the store, drives the progress bar."""
+
+    def __init__(self, store: ResultStore, meta: dict, total: int, kind: str,
+                 flush_every: int, flush_s: float, progress: bool):
+        self.store, self.meta = store, meta
+        self.flush_every, self.flush_s = flush_every, flush_s
+        self.buffer: list[dict] = []
+        self.last_flush = time.monotonic()
+        self.counts: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.bar = _progress_bar(total, kind) if progress else None
+
+    def add(self, row: dict) -> None:
+        with self.lock:
+            self.buffer.append({**self.meta, **row})
+            status = row["status"]
+            self.counts[status] = self.counts.get(status, 0) + 1
+            if len(self.buffer) >= self.flush_every or time.monotonic() - self.last_flush >= self.flush_s:
+                self._flush()
+        if self.bar is not None:
+            self.bar.set_postfix_str(self._postfix(), refresh=False)
+            self.bar.update(1)
+
+    def add_final(self, row: dict) -> None:
+        """Store ``row`` and everything buffered now (the inline watchdog, before exiting)."""
+        if self.lock.acquire(timeout=5):
+            try:
+                self.buffer.append({**self.meta, **row})
+                self._flush()
+            finally:
+                self.lock.release()
+        else:   # the main thread holds the lock: store this row alone
+            self.store.append(SWEEPS, [{**self.meta, **row}])
+
+    def close(self) -> None:
+        with self.lock:
+            self._flush()
+        if self.bar is not None:
+            self.bar.close()
+
+    def _flush(self) -> None:
+        if self.buffer:
+            self.store.append(SWEEPS, self.buffer)
+            self.buffer = []
+        self.last_flush = time.monotonic()
+
+    def _postfix(self) -> str:
+        ok = self.counts.get("ok", 0)
+        failed = sum(self.counts.get(s, 0) for s in FAILED)
+        skipped = sum(self.counts.get(s, 0) for s in NOT_RUN)
+        return f"ok={ok} failed={failed} skipped={skipped}"
+
+
+def _progress_bar(total: int, kind: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"sweep {kind}", unit="pt", file=sys.stderr,
+                dynamic_ncols=True, mininterval=0.5)
+
+
+def run_sweep(spec: SweepSpec, options: RunOptions = RunOptions(), run_id: str | None = None) -> SweepResult:
+    """Measure every point of ``spec`` not already stored; returns the counts."""
+    started = time.monotonic()
+    store = ResultStore(options.out)
+    points = expand(spec)
+    stored = store.keys(SWEEPS) if options.resume else set()
+    todo = [p for p in points if p.key(spec.kind) not in stored]
+    meta = run_metadata(run_id=run_id, sweep=spec.kind, executor=options.executor)
+    result = SweepResult(spec.kind, meta["run_id"], str(store.table_dir(SWEEPS)),
+                         total=len(points), already_stored=len(points) - len(todo))
+    recorder = RowRecorder(store, meta, len(todo), spec.kind, options.flush_every,
+                           options.flush_s, options.progress)
+    settings = MeasureSettings(
+        repeats=spec.repeats, warmup=spec.warmup, memory_budget=spec.memory_budget,
+        threads=options.threads or max(1, int(options.cpus_per_point)),
+        test_ops=workloads.test_ops_enabled(),
+    )
+    executor_options = ExecutorOptions(
+        timeout_s=spec.timeout_s, cpus_per_point=options.cpus_per_point,
+        gpus_per_point=options.gpus_per_point, address=options.address, num_cpus=options.num_cpus,
+    )
+    try:
+        if todo:
+            run_points(options.executor, todo, spec.kind, settings, executor_options,
+                       recorder.add, recorder.add_final)
+    finally:
+        recorder.close()
+        result.counts = dict(recorder.counts)
+        result.seconds = time.monotonic() - started
+    return result

@@ -1,0 +1,186 @@
+"""``kpbench sweep``: speed, memory and accuracy sweeps from flags or a TOML file.
+
+    kpbench sweep speed --backends numpy,torch,keops --N 1e2..1e5 --M same --D 3 \\
+        --blur 0.05,0.1 --dtype float32
+    kpbench sweep --config suite.toml           # a file, or a shipped preset by name
+    kpbench sweep --list-presets
+
+A TOML file holds one or more ``[[sweep]]`` tables (keys: the fields of
+:class:`kpbench.suite.spec.SweepSpec`, values as on the command line or as TOML lists)
+and optionally a ``[run]`` table (executor, out, cpus_per_point, ...). Flags given on
+the command line override the file for every sweep in it.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+import sys
+
+PRESETS_DIR = pathlib.Path(__file__).resolve().parent / "presets"
+
+# flag -> SweepSpec field (values parsed by kpbench.suite.spec)
+SPEC_FLAGS = {
+    "ops": "ops", "backends": "backends", "kernels": "kernels", "losses": "losses",
+    "N": "N", "M": "M", "D": "D", "blur": "blur", "p": "p", "reach": "reach",
+    "dtype": "dtype", "device": "device", "seed": "seed", "iters": "iters",
+    "scaling": "scaling", "repeats": "repeats", "warmup": "warmup", "timeout": "timeout_s",
+    "memory_budget": "memory_budget",
+}
+RUN_FLAGS = ("executor", "out", "address", "num_cpus", "cpus_per_point", "gpus_per_point",
+             "threads", "resume")
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sweep", help="run a speed/memory/accuracy sweep (Ray or inline) into Parquet",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", nargs="?", choices=("speed", "memory", "accuracy"),
+                        help="what to measure (default: the file's, else speed)")
+    parser.add_argument("--config", help="TOML file, or the name of a shipped preset")
+    parser.add_argument("--list-presets", action="store_true", help="list shipped presets and exit")
+    axes = parser.add_argument_group("sweep axes (comma lists; sizes also as ranges 1e2..1e5[:n])")
+    axes.add_argument("--ops", help="kernel_product,kernel_product_grad,softmin,sinkhorn,"
+                                    "sinkhorn_grad,flow_step")
+    axes.add_argument("--backends", help="numpy,torch,keops,cuda")
+    axes.add_argument("--kernels", help="gaussian,laplacian,energy (kernel ops)")
+    axes.add_argument("--losses", help="loss of flow_step: sinkhorn,mmd,energy,hausdorff,log_likelihood")
+    axes.add_argument("--N", help="source sizes, e.g. 1e2..1e5 or 1e2..1e5:7")
+    axes.add_argument("--M", help="target sizes, or 'same' (M = N)")
+    axes.add_argument("--D", help="dimensions")
+    axes.add_argument("--blur", help="blur scales sigma (eps = blur**p)")
+    axes.add_argument("--p", help="cost exponents 1,2 (softmin/Sinkhorn)")
+    axes.add_argument("--reach", help="unbalanced reach values, 'none' = balanced")
+    axes.add_argument("--dtype", help="float32,float64")
+    axes.add_argument("--device", help="cpu,cuda")
+    axes.add_argument("--seed", help="seeds")
+    axes.add_argument("--iters", help="Sinkhorn iteration counts; 'conv' = eps-scaling to convergence")
+    axes.add_argument("--scaling", help="eps-scaling factors (convergence runs)")
+    how = parser.add_argument_group("measurement")
+    how.add_argument("--repeats", type=int, help="timed repeats per point (default 5)")
+    how.add_argument("--warmup", type=int, help="untimed calls after the first (default 1)")
+    how.add_argument("--timeout", type=float, help="seconds per point (default 600)")
+    how.add_argument("--memory-budget", help="dense pre-flight budget, e.g. 4GiB (default: the backend's)")
+    where = parser.add_argument_group("execution")
+    where.add_argument("--executor", choices=("ray", "inline"), help="default ray")
+    where.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, a running "
+                                         "cluster, else a new local one)")
+    where.add_argument("--num-cpus", type=int, help="CPUs of a local Ray cluster started here")
+    where.add_argument("--cpus-per-point", type=float, help="Ray num_cpus per point (default 1)")
+    where.add_argument("--gpus-per-point", type=float, help="Ray num_gpus per CUDA point (default 1)")
+    where.add_argument("--threads", type=int, help="torch threads per point (default: cpus per point)")
+    where.add_argument("--out", help="results folder (default results)")
+    where.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
+                       help="skip points already stored (default on)")
+    where.add_argument("--dry-run", action="store_true", help="list the points, run nothing")
+    where.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from kpbench.backends.base import KPBenchError
+
+    if args.list_presets:
+        for path in sorted(PRESETS_DIR.glob("*.toml")):
+            print(f"{path.stem:20s} {_first_comment(path)}")
+        return 0
+    try:
+        specs, run_options = build(args)
+    except KPBenchError as exc:
+        print(f"kpbench sweep: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        return _dry_run(specs)
+    return run_specs(specs, run_options)
+
+
+def run_specs(specs, run_options) -> int:
+    from kpbench.suite.sweep import run_sweep
+
+    for spec in specs:
+        result = run_sweep(spec, run_options)
+        print(result.summary())
+    return 0
+
+
+def build(args):
+    """(list of SweepSpec, RunOptions) from the flags and the optional config file."""
+    from kpbench.backends.base import KPBenchError
+    from kpbench.suite.spec import spec_from_dict
+    from kpbench.suite.sweep import RunOptions
+
+    tables, run_table = ([{}], {})
+    if args.config:
+        tables, run_table = load_config(args.config)
+    overrides = {field: getattr(args, flag) for flag, field in SPEC_FLAGS.items()
+                 if getattr(args, flag) is not None}
+    if args.kind:
+        overrides["kind"] = args.kind
+    specs = [spec_from_dict({**table, **overrides}, where=f"sweep {i + 1} of {args.config or 'flags'}")
+             for i, table in enumerate(tables)]
+    known = {f.name for f in dataclasses.fields(RunOptions)}
+    unknown = sorted(set(run_table) - known)
+    if unknown:
+        raise KPBenchError(f"unknown key(s) in [run] of {args.config}: {', '.join(unknown)}")
+    run_values = {**run_table, **{flag: getattr(args, flag) for flag in RUN_FLAGS
+                                  if getattr(args, flag) is not None}}
+    if args.no_progress:
+        run_values["progress"] = False
+    return specs, RunOptions(**run_values)
+
+
+def load_config(name: str) -> tuple[list[dict], dict]:
+    """The [[sweep]] tables and the [run] table of a TOML file or shipped preset."""
+    import tomllib
+
+    from kpbench.backends.base import KPBenchError
+
+    path = resolve_config(name)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise KPBenchError(f"{path}: not valid TOML: {exc}") from exc
+    unknown = sorted(set(data) - {"sweep", "run"})
+    if unknown:
+        raise KPBenchError(f"{path}: unknown table(s) {', '.join(unknown)}; use [[sweep]] and [run]")
+    sweeps = data.get("sweep", [])
+    if isinstance(sweeps, dict):
+        sweeps = [sweeps]
+    if not sweeps:
+        raise KPBenchError(f"{path}: no [[sweep]] table")
+    return sweeps, data.get("run", {})
+
+
+def resolve_config(name: str) -> pathlib.Path:
+    from kpbench.backends.base import KPBenchError
+
+    path = pathlib.Path(name)
+    if path.is_file():
+        return path
+    preset = PRESETS_DIR / f"{name.removesuffix('.toml')}.toml"
+    if preset.is_file():
+        return preset
+    presets = ", ".join(p.stem for p in sorted(PRESETS_DIR.glob("*.toml")))
+    raise KPBenchError(f"no config file {name!r} and no preset of that name (presets: {presets})")
+
+
+def _first_comment(path: pathlib.Path) -> str:
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ")
+    return ""
+
+
+def _dry_run(specs) -> int:
+    from kpbench.suite.spec import expand
+
+    for spec in specs:
+        points = expand(spec)
+        print(f"# sweep {spec.kind}: {len(points)} points")
+        for point in points:
+            print(point.key(spec.kind), point)
+    return 0

@@ -1,0 +1,300 @@
+"""What each sweep op computes, on which inputs, and what it is compared with.
+
+Ops (``Point.op``):
+
+=====================  ===================================================  =============
+op                     one timed call                                       ``value``
+=====================  ===================================================  =============
+kernel_product         out_i = sum_j k(x_i, y_j) b_j                        |out|
+kernel_product_grad    d/dx of sum_i c_i out_i  (forward + backward)         |grad|
+softmin                out_i = -eps log sum_j exp(h_j - |x_i-y_j|^p/(p eps))  |out|
+sinkhorn               S_eps(alpha, beta), uniform weights                  S_eps
+sinkhorn_grad          d S_eps / dx  (forward + backward)                   |grad|
+flow_step              one Euler step of a gradient flow on a loss           the loss
+=====================  ===================================================  =============
+
+Inputs are generated once per point in float64 (x: uniform cube, y: Gaussian blobs,
+seeded) and cast to the point's dtype/device, so the reference sees the same numbers.
+The reference is the float64 NumPy backend for forward ops; NumPy has no autograd,
+so gradient ops are compared with the torch backend in float64 on the CPU, and
+``flow_step`` compares its loss value with the NumPy loss.
+
+Test-only ops (``_test_raise``, ``_test_sleep``, ``_test_exit``, ``_test_kill``) exist
+only after :func:`register_test_ops` (or with ``KPBENCH_TEST_OPS=1`` in the environment);
+the sweep forwards the switch to its workers. ``_test_sleep`` sleeps ``blur`` seconds.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+FLOW_LOSSES = ("sinkhorn", "mmd", "energy", "hausdorff", "log_likelihood")
+FLOW_LR = 0.1
+TEST_OPS_ENV = "KPBENCH_TEST_OPS"
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    name: str
+    family: str            # kernel | softmin | sinkhorn | flow | test
+    grad: bool             # needs autograd
+    primitive: str | None  # the backend primitive whose memory the pre-flight estimates
+
+
+OPS: dict[str, OpInfo] = {
+    op.name: op for op in (
+        OpInfo("kernel_product", "kernel", False, "kernel_product"),
+        OpInfo("kernel_product_grad", "kernel", True, "kernel_product"),
+        OpInfo("softmin", "softmin", False, "softmin"),
+        OpInfo("sinkhorn", "sinkhorn", False, "softmin"),
+        OpInfo("sinkhorn_grad", "sinkhorn", True, "softmin"),
+        OpInfo("flow_step", "flow", True, None),
+    )
+}
+TEST_OPS = ("_test_raise", "_test_sleep", "_test_exit", "_test_kill")
+
+
+def op_fields(op: str, name: str | None = None) -> set[str]:
+    """Which of kernel/p/reach/iters/scaling matter for ``op`` (``name``: the flow loss)."""
+    family = OPS[op].family
+    if family == "kernel":
+        return {"kernel"}
+    if family == "softmin":
+        return {"p"}
+    if family == "sinkhorn" or (family == "flow" and name == "sinkhorn"):
+        return {"p", "reach", "iters", "scaling"}
+    if family == "flow" and name == "hausdorff":
+        return {"p"}
+    return set()
+
+
+def flow_primitive(loss: str) -> str:
+    return "kernel_product" if loss in ("mmd", "energy", "log_likelihood") else "softmin"
+
+
+def register_test_ops() -> None:
+    """Make the crash/sleep test ops known here and (through the sweep) in its workers."""
+    os.environ[TEST_OPS_ENV] = "1"
+    for name in TEST_OPS:
+        OPS[name] = OpInfo(name, "test", False, None)
+
+
+def test_ops_enabled() -> bool:
+    return "_test_raise" in OPS
+
+
+if os.environ.get(TEST_OPS_ENV) == "1":
+    register_test_ops()
+
+
+# -- inputs ----------------------------------------------------------------------
+@dataclass
+class Data:
+    """float64 inputs of one point: clouds x (N, D), y (M, D), signals b, h (M,), c (N,)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    b: np.ndarray
+    h: np.ndarray
+    c: np.ndarray
+
+
+def make_data(point) -> Data:
+    from kpbench.datasets import gaussian_blobs, uniform_cube
+
+    rng = np.random.default_rng([point.seed, 7])
+    return Data(
+        x=uniform_cube(point.N, point.D, seed=point.seed),
+        y=gaussian_blobs(point.M, point.D, seed=point.seed + 1),
+        b=rng.uniform(0.5, 1.5, point.M),
+        h=np.log(1.0 / point.M) + 0.1 * rng.standard_normal(point.M),
+        c=rng.standard_normal(point.N),
+    )
+
+
+def cast(array: np.ndarray, backend, dtype: str, device: str):
+    """``array`` as the backend takes it: numpy for numpy, else a torch tensor on ``device``."""
+    if backend.array_module == "numpy":
+        return array.astype(dtype)
+    import torch
+
+    return torch.as_tensor(array).to(device=device, dtype=getattr(torch, dtype))
+
+
+# -- outputs ---------------------------------------------------------------------
+@dataclass
+class Summary:
+    """What a call's output is reduced to: a scalar, maybe a vector, maybe iterations."""
+
+    value: float
+    vector: np.ndarray | None = None
+    iterations: int | None = None
+
+
+def _to_numpy(t) -> np.ndarray:
+    if hasattr(t, "detach"):
+        t = t.detach().cpu().double().numpy()
+    return np.asarray(t, dtype=np.float64)
+
+
+def _vector_summary(out, iterations=None) -> Summary:
+    v = _to_numpy(out).ravel()
+    return Summary(float(np.linalg.norm(v)), v, iterations)
+
+
+@dataclass
+class Prepared:
+    """``call()`` is what is timed; ``summarize(call())`` reduces its output."""
+
+    call: Callable[[], object]
+    summarize: Callable[[object], Summary]
+
+
+# -- the ops -----------------------------------------------------------------------
+def prepare(point, data: Data, backend_name: str | None = None, dtype: str | None = None,
+            device: str | None = None) -> Prepared:
+    """The op of ``point`` on ``data`` (backend/dtype/device default to the point's)."""
+    from kpbench.backends import get_backend
+
+    name = backend_name or point.backend
+    dtype, device = dtype or point.dtype, device or point.device
+    family = OPS[point.op].family
+    if family == "test":
+        return _test_op(point)
+    backend = get_backend(name)
+    x, y = (cast(v, backend, dtype, device) for v in (data.x, data.y))
+    if family == "kernel":
+        b = cast(data.b, backend, dtype, device)
+        return _kernel_op(point, name, x, y, b, cast(data.c, backend, dtype, device))
+    if family == "softmin":
+        return _softmin_op(point, name, x, y, cast(data.h, backend, dtype, device))
+    if family == "sinkhorn":
+        return _sinkhorn_op(point, name, x, y)
+    return _flow_op(point, name, x, y)
+
+
+def _kernel_op(point, backend: str, x, y, b, c) -> Prepared:
+    from kpbench import losses
+
+    def forward(x):
+        return losses.kernel_product(x, y, b, kernel=point.kernel, blur=point.blur, backend=backend)
+
+    if not OPS[point.op].grad:
+        return Prepared(lambda: forward(x), _vector_summary)
+    import torch
+
+    x = x.detach().requires_grad_(True)
+
+    def call():
+        (grad,) = torch.autograd.grad((forward(x) * c).sum(), x)
+        return grad
+
+    return Prepared(call, _vector_summary)
+
+
+def _softmin_op(point, backend: str, x, y, h) -> Prepared:
+    from kpbench import losses
+
+    return Prepared(
+        lambda: losses.softmin(x, y, h, eps=point.eps, p=point.p, backend=backend),
+        _vector_summary,
+    )
+
+
+def _sinkhorn_kwargs(point) -> dict:
+    return dict(p=point.p, blur=point.blur, reach=point.reach, iters=point.iters,
+                **({"scaling": point.scaling} if point.scaling is not None else {}))
+
+
+def _sinkhorn_op(point, backend: str, x, y) -> Prepared:
+    from kpbench import losses
+
+    def forward(x):
+        return losses.sinkhorn(None, x, None, y, backend=backend, return_info=True,
+                               **_sinkhorn_kwargs(point))
+
+    if not OPS[point.op].grad:
+        return Prepared(lambda: forward(x),
+                        lambda out: Summary(float(out[0]), None, int(out[1]["iterations"])))
+    import torch
+
+    x = x.detach().requires_grad_(True)
+
+    def call():
+        value, info = forward(x)
+        (grad,) = torch.autograd.grad(value, x)
+        return grad, info
+
+    return Prepared(call, lambda out: _vector_summary(out[0], int(out[1]["iterations"])))
+
+
+def flow_loss(point, backend: str):
+    """The loss of a flow_step point, with its parameters bound: loss(a, x, b, y)."""
+    from kpbench import losses
+
+    params = {"blur": point.blur}
+    if point.kernel == "sinkhorn":
+        params = _sinkhorn_kwargs(point)
+    elif point.kernel == "hausdorff":
+        params["p"] = point.p
+    elif point.kernel == "mmd":
+        params["kernel"] = "gaussian"
+    elif point.kernel == "energy":
+        params = {}
+    return functools.partial(losses.make_loss(point.kernel, **params), backend=backend)
+
+
+def _flow_op(point, backend: str, x, y) -> Prepared:
+    import torch
+
+    from kpbench.suite.reproductions.flows import euler_step
+
+    loss_fn = flow_loss(point, backend)
+    a = torch.full((point.N,), 1.0 / point.N, dtype=x.dtype, device=x.device)
+    b = torch.full((point.M,), 1.0 / point.M, dtype=x.dtype, device=x.device)
+    return Prepared(lambda: euler_step(loss_fn, x, a, y, b, FLOW_LR),
+                    lambda out: Summary(float(out[1])))
+
+
+# -- references ----------------------------------------------------------------------
+def reference(point, data: Data) -> Summary:
+    """The float64 reference of ``point`` on the same inputs (see the module docstring)."""
+    if point.op == "flow_step":
+        value = flow_loss(point, "numpy")(None, data.x, None, data.y)
+        return Summary(float(value))
+    backend = "torch" if OPS[point.op].grad else "numpy"
+    prepared = prepare(point, data, backend, "float64", "cpu")
+    return prepared.summarize(prepared.call())
+
+
+def relative_error(got: Summary, ref: Summary) -> float:
+    """|got - ref| / |ref|, with Euclidean norms for vector outputs."""
+    if got.vector is not None and ref.vector is not None:
+        diff, scale = np.linalg.norm(got.vector - ref.vector), np.linalg.norm(ref.vector)
+    else:
+        diff, scale = abs(got.value - ref.value), abs(ref.value)
+    if scale == 0:
+        return 0.0 if diff == 0 else float("inf")
+    return float(diff / scale)
+
+
+# -- test-only ops ---------------------------------------------------------------------
+def _test_op(point) -> Prepared:
+    def call():
+        if point.op == "_test_raise":
+            raise RuntimeError("test op raised on purpose")
+        if point.op == "_test_sleep":
+            time.sleep(point.blur)
+        elif point.op == "_test_exit":
+            os._exit(3)
+        elif point.op == "_test_kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return point.blur
+
+    return Prepared(call, lambda out: Summary(float(out)))
