@@ -1,0 +1,523 @@
+"""The custom CUDA backend.
+
+Without a GPU (CI): the CUDA sources compile (nvcc; NVRTC where its library is found),
+the launcher only asks for template instances that exist, availability says why the
+backend cannot run, bad input is refused, the launch geometry covers every pair, the
+scalings reproduce the kernels, and the autograd formulas are right (checked with a
+dense stand-in for the four raw operations: a test double, never registered as a backend).
+
+With a GPU (marked ``gpu``, skipped with the reason elsewhere): agreement with the NumPy
+reference and with the dense torch backend, gradients included, and the losses.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import glob
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kpbench import losses
+from kpbench.backends import BackendUnavailable, KPBenchError, availability, get_backend
+from kpbench.backends.cuda import CudaBackend, launcher
+from kpbench.backends.cuda.autograd import KernelProduct, Softmin
+from kpbench.backends.torch_dense import dense_cost, dense_kernel
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECK_SCRIPT = ROOT / "scripts" / "check_cuda_sources.sh"
+KERNELS = ["gaussian", "laplacian", "energy"]
+NVCC = shutil.which(os.environ.get("NVCC", "nvcc"))
+needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found on PATH")
+
+
+# -- the sources compile ------------------------------------------------------------------
+@needs_nvcc
+def test_cuda_sources_compile_with_nvcc():
+    result = subprocess.run(["bash", str(CHECK_SCRIPT)], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "kernels.cu (sm_90)" in result.stdout and " 0 failed" in result.stdout
+
+
+@needs_nvcc
+def test_check_script_fails_on_a_broken_source(tmp_path):
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "kpbench").mkdir()
+    shutil.copy(CHECK_SCRIPT, tmp_path / "scripts")
+    (tmp_path / "kpbench" / "broken.cu").write_text(
+        "__global__ void k(float* x) { x[threadIdx.x] = 1.0f }\n")  # missing ';'
+    result = subprocess.run(["bash", str(tmp_path / "scripts" / CHECK_SCRIPT.name)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "FAILED  kpbench/broken.cu" in result.stdout
+
+
+def test_kernel_source_includes_nothing():
+    """NVRTC compiles the source at run time without host headers."""
+    lines = launcher.SOURCE.read_text().splitlines()
+    assert not [line for line in lines if line.lstrip().startswith("#include")]
+
+
+def requested_instances() -> list[str]:
+    """The template instances the launcher asks for, over static and run-time D."""
+    names = []
+    for dtype, itemsize in (("float32", 4), ("float64", 8)):
+        for d in (1, 3, 16, launcher.STATIC_DIM_MAX + 8):
+            for columns, kernel_id in ((1, 0), (3, 1), (launcher.MAX_COLUMNS, 2)):
+                geom = launcher.geometry(1000, 1000, d, columns, itemsize, 132)
+                names.append(launcher.kernel_name("kp_forward", dtype, kernel_id, geom, columns))
+                names.append(launcher.kernel_name("kp_grad", dtype, kernel_id, geom, columns))
+            for p in (1, 2):
+                for op, extras in (("softmin_lse", 1), ("softmin_grad", 2)):
+                    geom = launcher.geometry(1000, 1000, d, extras, itemsize, 132)
+                    names.append(launcher.kernel_name(op, dtype, p, geom))
+    return sorted(set(names))
+
+
+@needs_nvcc
+def test_launcher_asks_for_instances_that_compile(tmp_path):
+    """Each name the launcher builds is a valid instance (row sizes pass the static_asserts)."""
+    names = requested_instances()
+    wrapper = tmp_path / "requested.cu"
+    wrapper.write_text(f'#include "{launcher.SOURCE}"\nvoid* kpb_requested[] = {{\n'
+                       + ",\n".join(f"  (void*)&{name}" for name in names) + "\n};\n")
+    result = subprocess.run([NVCC, "-std=c++17", "-arch=sm_90", "-ptx", "-o",
+                             str(tmp_path / "requested.ptx"), str(wrapper)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    ptx = (tmp_path / "requested.ptx").read_text()
+    assert ptx.count(".entry") == len(names)
+
+
+def find_nvrtc() -> str | None:
+    candidates = [os.environ.get("KPBENCH_NVRTC_LIBRARY"), ctypes.util.find_library("nvrtc")]
+    for entry in sys.path:
+        candidates += sorted(glob.glob(os.path.join(entry, "nvidia", "*", "lib", "libnvrtc.so*")))
+    candidates += sorted(glob.glob("/usr/local/cuda*/lib*/libnvrtc.so*"))
+    for path in candidates:
+        if path and "builtins" not in path:
+            try:
+                ctypes.CDLL(path)
+                return path
+            except OSError:
+                continue
+    return None
+
+
+def nvrtc_compile(library: str, names: list[str], options: list[str]) -> tuple[int, str]:
+    nvrtc = ctypes.CDLL(library)
+    program = ctypes.c_void_p()
+    source = launcher.SOURCE.read_bytes()
+    assert nvrtc.nvrtcCreateProgram(ctypes.byref(program), source, b"kernels.cu", 0, None,
+                                    None) == 0
+    for name in names:
+        assert nvrtc.nvrtcAddNameExpression(program, name.encode()) == 0
+    encoded = [o.encode() for o in options]
+    status = nvrtc.nvrtcCompileProgram(program, len(encoded),
+                                       (ctypes.c_char_p * len(encoded))(*encoded))
+    size = ctypes.c_size_t()
+    nvrtc.nvrtcGetProgramLogSize(program, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    nvrtc.nvrtcGetProgramLog(program, log)
+    nvrtc.nvrtcDestroyProgram(ctypes.byref(program))
+    return status, log.value.decode(errors="replace")
+
+
+def test_nvrtc_compiles_what_the_launcher_asks_for():
+    """The run-time path: NVRTC, the launcher's options (plus -ftz=true, which CuPy adds)."""
+    library = find_nvrtc()
+    if library is None:
+        pytest.skip("libnvrtc not found (set KPBENCH_NVRTC_LIBRARY, or pip install nvidia-cuda-nvrtc)")
+    names = [n for n in requested_instances() if "float, " in n][:12]
+    status, log = nvrtc_compile(library, names,
+                                [*launcher.NVRTC_OPTIONS, "-arch=sm_90", "-ftz=true"])
+    assert status == 0, log
+    assert "warning" not in log.lower(), log
+
+
+# -- availability and input checks ----------------------------------------------------------
+no_cuda_here = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+
+
+@no_cuda_here
+def test_available_says_why_not():
+    ok, why = CudaBackend().available()
+    assert ok is False
+    assert why.startswith("no CUDA device")
+    if torch.version.cuda is None:
+        assert "CPU-only build" in why
+    assert availability()["cuda"] == (False, why)
+
+
+@no_cuda_here
+def test_get_backend_raises_with_the_reason():
+    _, why = CudaBackend().available()
+    with pytest.raises(BackendUnavailable, match="no CUDA device") as info:
+        get_backend("cuda")
+    assert why in str(info.value)
+
+
+def test_capabilities():
+    backend = CudaBackend()
+    assert backend.name == "cuda" and backend.array_module == "torch"
+    caps = backend.capabilities
+    assert (caps.autograd, caps.cuda, caps.float32, caps.float64, caps.dense) == (
+        True, True, True, True, False)
+
+
+def test_cpu_tensors_are_refused_with_a_clear_message():
+    x, y, b = torch.rand(5, 3), torch.rand(4, 3), torch.rand(4)
+    backend = CudaBackend()
+    with pytest.raises(KPBenchError, match="CUDA tensors; x is on cpu"):
+        backend.kernel_product(x, y, b, kernel="gaussian", blur=0.5)
+    with pytest.raises(KPBenchError, match="CUDA tensors"):
+        backend.softmin(x, y, torch.zeros(4), eps=0.1, p=2)
+
+
+def test_bad_input_is_refused_before_anything_runs():
+    backend = CudaBackend()
+    with pytest.raises(KPBenchError, match="dimension mismatch"):
+        backend.kernel_product(torch.rand(5, 3), torch.rand(4, 2), torch.rand(4),
+                               kernel="gaussian", blur=0.5)
+    with pytest.raises(KPBenchError, match="unknown kernel"):
+        backend.kernel_product(torch.rand(5, 3), torch.rand(4, 3), torch.rand(4),
+                               kernel="cauchy", blur=0.5)
+
+
+# -- launch geometry and scalings (pure Python) ----------------------------------------------
+@pytest.mark.parametrize("n, m, d, extras, itemsize", [
+    (1, 1, 1, 1, 4), (1_000_000, 1_000_000, 3, 1, 4), (100, 1_000_000, 3, 1, 8),
+    (10_000, 10_000, 16, 16, 8), (37, 20_000, 7, 2, 4), (5000, 300, 40, 1, 8),
+    (300, 5000, 1000, 2, 8), (257, 1, 2, 2, 4)])
+def test_geometry_covers_every_pair(n, m, d, extras, itemsize):
+    g = launcher.geometry(n, m, d, extras, itemsize, sm_count=132)
+    assert g.blocks * launcher.BLOCK >= n > (g.blocks - 1) * launcher.BLOCK
+    assert g.split_len % g.tile == 0
+    assert g.splits * g.split_len >= m > (g.splits - 1) * g.split_len   # no empty chunk
+    assert 1 <= g.splits <= launcher.MAX_SPLITS and 1 <= g.tile <= launcher.BLOCK
+    assert g.smem == g.tile * g.rowlen * itemsize <= launcher.SMEM_BUDGET
+    if d <= launcher.STATIC_DIM_MAX:
+        assert (g.dim, g.row) == (d, g.rowlen)
+        assert g.rowlen >= d + extras and (g.rowlen * itemsize) % 16 == 0
+    else:
+        assert (g.dim, g.row, g.rowlen) == (0, 0, d + extras)
+
+
+def test_geometry_splits_only_when_the_grid_is_small():
+    assert launcher.geometry(1_000_000, 1_000_000, 3, 1, 4, 132).splits == 1
+    assert launcher.geometry(100, 1_000_000, 3, 1, 4, 132).splits > 8
+
+
+def test_geometry_refuses_a_dimension_that_cannot_fit():
+    with pytest.raises(KPBenchError, match="too large for the cuda backend"):
+        launcher.geometry(10, 10, 10_000, 1, 8, 132)
+
+
+def exp2(t):
+    return np.exp2(t)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("blur", [0.05, 0.7])
+def test_kernel_scales_reproduce_the_kernel_and_its_gradient(kernel, blur):
+    """kernels.cu's Kern<> in scaled units, with (s, gfactor), gives k and grad_x k."""
+    rng = np.random.default_rng(1)
+    x, y = rng.random((50, 3)), rng.random((50, 3))
+    y[0] = x[0]                                      # x = y: gradient 0, not NaN
+    s, gfactor = launcher.kernel_scales(kernel, blur, "float64")
+    diff = s * x - s * y
+    q = (diff**2).sum(1)
+    r = np.sqrt(((x - y) ** 2).sum(1))
+    rsqrt0 = np.divide(1, np.sqrt(q), out=np.zeros_like(q), where=q > 0)
+    value = {"gaussian": exp2(-q), "laplacian": exp2(-np.sqrt(q)), "energy": -np.sqrt(q)}[kernel]
+    phi = {"gaussian": exp2(-q), "laplacian": exp2(-np.sqrt(q)) * rsqrt0, "energy": rsqrt0}[kernel]
+    k = {"gaussian": np.exp(-r**2 / (2 * blur**2)), "laplacian": np.exp(-r / blur),
+         "energy": -r}[kernel]
+    unit = np.divide(x - y, r[:, None], out=np.zeros_like(x), where=r[:, None] > 0)
+    grad = {"gaussian": -k[:, None] * (x - y) / blur**2,
+            "laplacian": -k[:, None] * unit / blur, "energy": -unit}[kernel]
+    np.testing.assert_allclose(value, k, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(gfactor * phi[:, None] * diff, grad, rtol=1e-10, atol=1e-300)
+    assert np.all(grad[0] == 0)
+
+
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("eps", [0.01, 0.5])
+def test_cost_scales_reproduce_the_cost_and_its_gradient(p, eps):
+    rng = np.random.default_rng(2)
+    x, y = rng.random((50, 2)), rng.random((50, 2))
+    y[0] = x[0]
+    s, gfactor = launcher.cost_scales(p, eps, "float64")
+    diff = s * x - s * y
+    q = (diff**2).sum(1)
+    r = np.sqrt(((x - y) ** 2).sum(1))
+    cost = r**p / p
+    scaled = q if p == 2 else np.sqrt(q)
+    psi = np.ones_like(q) if p == 2 else np.divide(1, np.sqrt(q), out=np.zeros_like(q), where=q > 0)
+    grad = (x - y) if p == 2 else np.divide(x - y, r[:, None], out=np.zeros_like(x),
+                                              where=r[:, None] > 0)
+    np.testing.assert_allclose(scaled, cost * math.log2(math.e) / eps, rtol=1e-12)
+    np.testing.assert_allclose(gfactor * psi[:, None] * diff, grad, rtol=1e-10, atol=1e-300)
+
+
+def test_float32_scale_is_rounded_and_gfactor_matches_it():
+    s, gfactor = launcher.kernel_scales("gaussian", 0.1, "float32")
+    assert s == float(np.float32(s))
+    assert gfactor == -1 / (s * 0.1**2)
+
+
+def test_out_of_range_blur_is_refused_in_float32():
+    with pytest.raises(KPBenchError, match="float32"):
+        launcher.cost_scales(1, 1e-40, "float32")
+
+
+# -- the autograd formulas, on a dense stand-in for the raw operations ------------------------
+class DenseOps:
+    """Test double of the launcher's four raw operations (same contract, dense, CPU):
+    lets the backward formulas of autograd.py be checked where no kernel can run."""
+
+    @staticmethod
+    def kernel_product(x, y, b, kernel, blur):
+        return dense_kernel(x, y, kernel, blur) @ b
+
+    @staticmethod
+    def kp_grad(x, y, g, b, kernel, blur):
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_(True)
+            out = dense_kernel(xr, y.detach(), kernel, blur) @ b.detach()
+            return torch.autograd.grad((out * g).sum(), xr)[0]
+
+    @staticmethod
+    def softmin_lse(x, y, h, eps, p):
+        return torch.logsumexp(h[None, :] - dense_cost(x, y, p) / eps, dim=1)
+
+    @staticmethod
+    def softmin_grad(x, y, alpha, beta, v, eps, p):
+        weights = torch.exp(alpha[:, None] + beta[None, :] - dense_cost(x, y, p) / eps)
+        if v is not None:
+            weights = weights * v[None, :]
+        diff = x[:, None, :] - y[None, :, :]
+        if p == 1:
+            r = diff.norm(dim=2, keepdim=True)
+            diff = torch.where(r > 0, diff / r.clamp_min(1e-300), 0.0)
+        return (weights[:, :, None] * diff).sum(1), weights.sum(1)
+
+
+def leaves(*arrays):
+    return [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in arrays]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("columns", [1, 3])
+def test_kernel_product_backward_formulas(kernel, columns):
+    rng = np.random.default_rng(3)
+    x, y, b = leaves(rng.random((6, 2)), rng.random((5, 2)), rng.random((5, columns)) - 0.3)
+    assert torch.autograd.gradcheck(
+        lambda x, y, b: KernelProduct.apply(x, y, b, kernel, 0.4, DenseOps), (x, y, b))
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_softmin_backward_formulas(p):
+    rng = np.random.default_rng(4)
+    x, y, h = leaves(rng.random((6, 3)), rng.random((7, 3)), rng.normal(size=7))
+    assert torch.autograd.gradcheck(
+        lambda x, y, h: Softmin.apply(x, y, h, 0.3, p, DenseOps), (x, y, h))
+
+
+def test_softmin_backward_through_one_input_only():
+    rng = np.random.default_rng(5)
+    x = torch.tensor(rng.random((6, 3)), requires_grad=True)
+    y, h = torch.tensor(rng.random((7, 3))), torch.tensor(rng.normal(size=7))
+    Softmin.apply(x, y, h, 0.3, 2, DenseOps).sum().backward()
+    expected = torch.autograd.grad(
+        get_backend("torch").softmin(x, y, h, eps=0.3, p=2).sum(), x)[0]
+    torch.testing.assert_close(x.grad, expected)
+
+
+# -- on a GPU -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cuda():
+    ok, why = CudaBackend().available()
+    if not ok:
+        pytest.skip(f"cuda backend unavailable: {why}")
+    return get_backend("cuda")
+
+
+TOL = {torch.float64: 1e-9, torch.float32: 1e-4}
+DIMS = [1, 2, 3, 7, 16, launcher.STATIC_DIM_MAX + 8]
+
+
+def rel_err(out, ref) -> float:
+    out = out.detach().cpu().double().numpy() if isinstance(out, torch.Tensor) else out
+    ref = ref.detach().cpu().double().numpy() if isinstance(ref, torch.Tensor) else ref
+    return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+
+
+def on_gpu(dtype, *arrays, grad=False):
+    return [torch.tensor(a, dtype=dtype, device="cuda", requires_grad=grad) for a in arrays]
+
+
+def as_ref(t):
+    """What the reference sees: the very values the GPU got, in float64."""
+    return t.detach().cpu().double().numpy()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("d", DIMS)
+@pytest.mark.parametrize("columns", [None, 3])
+def test_gpu_kernel_product_matches_reference(cuda, dtype, kernel, d, columns):
+    rng = np.random.default_rng(d)
+    b_shape = (700,) if columns is None else (700, columns)
+    x, y, b = on_gpu(dtype, rng.random((1000, d)), rng.random((700, d)), rng.random(b_shape))
+    out = cuda.kernel_product(x, y, b, kernel=kernel, blur=0.3)
+    ref = get_backend("numpy").kernel_product(as_ref(x), as_ref(y), as_ref(b), kernel=kernel,
+                                              blur=0.3)
+    assert out.dtype == dtype and out.device == x.device and tuple(out.shape) == ref.shape
+    assert rel_err(out, ref) <= TOL[dtype]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gpu_kernel_product_with_many_columns(cuda, dtype):
+    rng = np.random.default_rng(7)
+    columns = launcher.MAX_COLUMNS + 4                # two launches, concatenated
+    x, y, b = on_gpu(dtype, rng.random((300, 3)), rng.random((400, 3)),
+                     rng.normal(size=(400, columns)))
+    out = cuda.kernel_product(x, y, b, kernel="gaussian", blur=0.2)
+    ref = get_backend("numpy").kernel_product(as_ref(x), as_ref(y), as_ref(b),
+                                              kernel="gaussian", blur=0.2)
+    assert rel_err(out, ref) <= 10 * TOL[dtype]       # signed b: some cancellation
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("d", DIMS)
+def test_gpu_softmin_matches_reference(cuda, dtype, p, d):
+    rng = np.random.default_rng(10 + d)
+    x, y, h = on_gpu(dtype, rng.random((900, d)), rng.random((1100, d)), rng.normal(size=1100))
+    eps = 0.05**p
+    out = cuda.softmin(x, y, h, eps=eps, p=p)
+    ref = get_backend("numpy").softmin(as_ref(x), as_ref(y), as_ref(h), eps=eps, p=p)
+    assert out.dtype == dtype and out.shape == (900,)
+    assert rel_err(out, ref) <= TOL[dtype]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gpu_split_reductions_match_reference(cuda, dtype):
+    """Few rows, many columns: the j range is split over grid.y and reduced by torch."""
+    rng = np.random.default_rng(11)
+    x, y, b, h = on_gpu(dtype, rng.random((37, 3)), rng.random((50_000, 3)),
+                        rng.random(50_000), rng.normal(size=50_000))
+    assert launcher.geometry(37, 50_000, 3, 1, x.element_size(), launcher._sm_count(x.device)).splits > 1
+    numpy_ref = get_backend("numpy")
+    out = cuda.kernel_product(x, y, b, kernel="laplacian", blur=0.1)
+    assert rel_err(out, numpy_ref.kernel_product(as_ref(x), as_ref(y), as_ref(b),
+                                                 kernel="laplacian", blur=0.1)) <= TOL[dtype]
+    out = cuda.softmin(x, y, h, eps=0.01, p=2)
+    assert rel_err(out, numpy_ref.softmin(as_ref(x), as_ref(y), as_ref(h), eps=0.01, p=2)) <= TOL[dtype]
+
+
+@pytest.mark.gpu
+def test_gpu_softmin_with_zero_weights(cuda):
+    rng = np.random.default_rng(12)
+    x, y, h = on_gpu(torch.float64, rng.random((50, 2)), rng.random((60, 2)), rng.normal(size=60))
+    h[::3] = -math.inf                                   # log of zero weights
+    out = cuda.softmin(x, y, h, eps=0.1, p=1)
+    ref = get_backend("torch").softmin(x, y, h, eps=0.1, p=1)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+
+
+def grads_of(fn, *tensors):
+    value = fn(*tensors)
+    return torch.autograd.grad(value, tensors)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("d", [2, 16, launcher.STATIC_DIM_MAX + 8])
+def test_gpu_kernel_product_gradients_match_dense_torch(cuda, dtype, kernel, d):
+    rng = np.random.default_rng(20 + d)
+    data = rng.random((300, d)), rng.random((250, d)), rng.random((250, 2)), rng.normal(size=(300, 2))
+    x, y, b = on_gpu(dtype, *data[:3], grad=True)
+    xr, yr, br = on_gpu(torch.float64, *data[:3], grad=True)   # truth: dense torch in float64
+    g = torch.tensor(data[3], device="cuda")
+
+    def loss(backend, g):
+        return lambda x, y, b: (backend.kernel_product(x, y, b, kernel=kernel, blur=0.5) * g).sum()
+
+    got = grads_of(loss(cuda, g.to(dtype)), x, y, b)
+    want = grads_of(loss(get_backend("torch"), g), xr, yr, br)
+    for a, w in zip(got, want):
+        assert a.dtype == dtype and rel_err(a, w) <= 10 * TOL[dtype]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("d", [3, launcher.STATIC_DIM_MAX + 8])
+def test_gpu_softmin_gradients_match_dense_torch(cuda, dtype, p, d):
+    rng = np.random.default_rng(30 + d)
+    data = rng.random((200, d)), rng.random((300, d)), rng.normal(size=300), rng.normal(size=200)
+    x, y, h = on_gpu(dtype, *data[:3], grad=True)
+    xr, yr, hr = on_gpu(torch.float64, *data[:3], grad=True)
+    g = torch.tensor(data[3], device="cuda")
+    eps = 0.1**p
+
+    def loss(backend, g):
+        return lambda x, y, h: (backend.softmin(x, y, h, eps=eps, p=p) * g).sum()
+
+    got = grads_of(loss(cuda, g.to(dtype)), x, y, h)
+    want = grads_of(loss(get_backend("torch"), g), xr, yr, hr)
+    for a, w in zip(got, want):
+        assert rel_err(a, w) <= 10 * TOL[dtype]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gpu_gradients_at_coincident_points_are_zero_not_nan(cuda, dtype):
+    """Energy kernel and p=1 cost between a cloud and itself: sqrt at 0."""
+    x = torch.rand(64, 3, dtype=dtype, device="cuda", requires_grad=True)
+    b = torch.rand(64, dtype=dtype, device="cuda")
+    (gx,) = torch.autograd.grad(cuda.kernel_product(x, x.detach(), b, kernel="energy", blur=1.0).sum(), x)
+    (gs,) = torch.autograd.grad(cuda.softmin(x, x.detach(), torch.zeros_like(b), eps=0.1, p=1).sum(), x)
+    single = torch.zeros(1, 3, dtype=dtype, device="cuda", requires_grad=True)
+    (g1,) = torch.autograd.grad(cuda.kernel_product(single, single.detach(), b[:1], kernel="energy", blur=1.0).sum(), single)
+    assert torch.isfinite(gx).all() and torch.isfinite(gs).all()
+    assert torch.equal(g1, torch.zeros_like(g1))
+    want = torch.autograd.grad(get_backend("torch").kernel_product(x, x.detach(), b, kernel="energy", blur=1.0).sum(), x)[0]
+    assert rel_err(gx, want) <= 10 * TOL[dtype]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("loss, params", [
+    ("mmd", {"kernel": "gaussian", "blur": 0.2}), ("energy", {}),
+    ("sinkhorn", {"p": 2, "blur": 0.05}), ("sinkhorn", {"p": 1, "blur": 0.05}),
+    ("hausdorff", {"p": 2, "blur": 0.1}), ("log_likelihood", {"blur": 0.25})])
+def test_gpu_losses_match_dense_torch(cuda, dtype, loss, params):
+    rng = np.random.default_rng(40)
+    data = rng.random((400, 3)), rng.random((350, 3)) + 0.2
+    fn = losses.make_loss(loss, **params)
+    x, y = on_gpu(dtype, *data, grad=True)
+    xr, yr = on_gpu(torch.float64, *data, grad=True)
+    value = fn(None, x, None, y, backend="cuda")
+    want = fn(None, xr, None, yr, backend="torch")
+    assert value.dtype == dtype and value.device == x.device
+    assert rel_err(value.reshape(1), want.reshape(1)) <= 100 * TOL[dtype]
+    gx, gy = torch.autograd.grad(value, (x, y))
+    wx, wy = torch.autograd.grad(want, (xr, yr))
+    assert rel_err(gx, wx) <= 100 * TOL[dtype] and rel_err(gy, wy) <= 100 * TOL[dtype]
