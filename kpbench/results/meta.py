@@ -14,7 +14,6 @@ import pathlib
 import platform
 import socket
 import subprocess
-import sys
 import uuid
 
 from kpbench.results.schema import META_FIELDS

@@ -1,23 +1,26 @@
 """Executors: run sweep points, hand each finished row to ``on_row`` as it finishes.
 
+Timeouts, the same for both executors: a point runs under a SIGALRM set to the spec's
+``timeout_s``, counted from when the point starts in its process, which raises inside
+the point; Python code stops at once, a single native call (one big matmul) when it
+returns, and the row is recorded as ``timeout``. A point still stuck in native code
+``hard_grace_s`` (default :data:`HARD_TIMEOUT_GRACE_S`) seconds later is killed (see below).
+
 ``ray`` (default): every point is a Ray task with ``max_retries=0`` (a crash is a
 finding, not something to retry). CPU points ask ``num_cpus`` (default 1), CUDA points
-``num_gpus`` (default 1), so Ray spreads them over all CPUs/GPUs of all nodes. Only as
-many tasks as the cluster has slots are in flight, so a task starts about when it is
-submitted; its timeout counts from submission (a new worker's start-up, a few seconds,
-is included). A point past its timeout is cancelled with ``ray.cancel(force=True)``
-(its worker is killed) and recorded as ``timeout``; a worker that dies (os._exit,
-SIGKILL, the kernel's OOM killer) gives ``error`` with Ray's message; Ray's own memory
-monitor killing the task gives ``oom``. The sweep always goes on.
+``num_gpus`` (default 1) and ``num_cpus``, so Ray spreads them over all CPUs/GPUs of all
+nodes; only as many tasks as the cluster has slots are in flight. A task not done
+``timeout_s + hard_grace_s`` after its submission is cancelled with
+``ray.cancel(force=True)`` (its worker is killed) and recorded as ``timeout``. A worker
+that dies (os._exit, SIGKILL, the kernel's OOM killer) gives ``error`` with Ray's
+message; Ray's own memory monitor killing the task gives ``oom``. The sweep goes on.
 
 ``inline``: the points run one after another in this process (for debugging, and where
-Ray is missing). The timeout is a SIGALRM that raises inside the point: Python code is
-stopped at once, a single native call (one big matmul) only when it returns, and the
-row is recorded as ``timeout`` either way. If a point is stuck in native code for
-:data:`HARD_TIMEOUT_GRACE_S` seconds more, a watchdog records it as ``timeout`` and ends
-the process (exit code 124) rather than hang; rerunning the sweep resumes after it.
-A point that kills its process (os._exit, a segfault) takes an inline sweep down with it
-(the rows already stored stay); use the ray executor for crash isolation.
+Ray is missing). A point stuck in native code past the grace is recorded as ``timeout``
+by a watchdog thread, which then ends the process (exit code 124) rather than hang;
+rerunning the sweep resumes after it. A point that kills its process (os._exit, a
+segfault) takes an inline sweep down with it (the rows already stored stay); use the
+ray executor for crash isolation.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from kpbench.backends.base import KPBenchError
+from kpbench.results.meta import host_metadata
 from kpbench.suite.measure import MeasureSettings, base_row, run_point
 
 EXECUTORS = ("ray", "inline")
@@ -49,6 +53,7 @@ class ExecutorOptions:
     gpus_per_point: float = 1
     address: str | None = None      # Ray cluster address; None: "auto" if one runs, else local
     num_cpus: int | None = None     # size of a local Ray cluster started here (None: all cores)
+    hard_grace_s: float = HARD_TIMEOUT_GRACE_S   # past the timeout, before a stuck point is killed
 
 
 def run_points(executor: str, points: list, kind: str, settings: MeasureSettings,
@@ -75,21 +80,31 @@ class PointTimeout(BaseException):
 
 def run_inline(points, kind, settings, options, on_row, on_hang=None) -> None:
     for point in points:
-        on_row(_run_inline_point(point, kind, settings, options.timeout_s, on_hang))
+        on_row(_run_inline_point(point, kind, settings, options, on_hang))
 
 
-def _run_inline_point(point, kind, settings, timeout_s, on_hang):
-    timeout_row = failure_row(point, kind, "timeout",
-                              f"exceeded the timeout of {timeout_s:g} s (inline executor)")
-    watchdog = threading.Timer(timeout_s + HARD_TIMEOUT_GRACE_S, _hard_timeout,
-                               args=(timeout_row, on_hang))
-    watchdog.daemon = True
-    watchdog.start()
+def run_point_with_timeout(point, kind: str, settings: MeasureSettings, timeout_s: float) -> dict:
+    """run_point under a SIGALRM after ``timeout_s`` (main thread only; see the module docstring)."""
     try:
         with _alarm(timeout_s):
             return run_point(point, kind, settings)
     except PointTimeout:
-        return timeout_row
+        row = failure_row(point, kind, "timeout", f"exceeded the timeout of {timeout_s:g} s")
+        row.update(host_metadata())
+        return row
+
+
+def _run_inline_point(point, kind, settings, options, on_hang):
+    hung_row = failure_row(
+        point, kind, "timeout",
+        f"exceeded the timeout of {options.timeout_s:g} s and was still stuck (in native code) "
+        f"{options.hard_grace_s:g} s later: the sweep process was ended (rerun to resume)")
+    watchdog = threading.Timer(options.timeout_s + options.hard_grace_s, _hard_timeout,
+                               args=(hung_row, on_hang))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        return run_point_with_timeout(point, kind, settings, options.timeout_s)
     finally:
         watchdog.cancel()
 
@@ -120,8 +135,6 @@ class _alarm:
 
 
 def _hard_timeout(row: dict, on_hang: OnRow | None) -> None:
-    row = dict(row, error=row["error"] + f"; stuck in native code for {HARD_TIMEOUT_GRACE_S:g} s "
-               "more, the sweep process was ended (rerun to resume)")
     print(f"\nkpbench: point {row['key']} ({row['op']}, {row['backend']}, N={row['N']}) is stuck "
           "past its timeout; recording it as timeout and exiting", file=sys.stderr, flush=True)
     try:
@@ -138,7 +151,7 @@ def connect_ray(options: ExecutorOptions):
 
     if ray.is_initialized():
         return ray
-    runtime_env = _runtime_env()
+    runtime_env = worker_runtime_env()
     address = options.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
@@ -158,7 +171,7 @@ def _local_cluster_running() -> bool:
     return pathlib.Path("/tmp/ray/ray_current_cluster").exists()
 
 
-def _runtime_env() -> dict | None:
+def worker_runtime_env() -> dict | None:
     """Make a source checkout importable in the workers (an installed kpbench already is)."""
     try:
         importlib.metadata.version("kpbench")
@@ -169,8 +182,8 @@ def _runtime_env() -> dict | None:
         return {"env_vars": {"PYTHONPATH": path}}
 
 
-def _ray_point(point, kind, settings):
-    return run_point(point, kind, settings)
+def _ray_point(point, kind, settings, timeout_s):
+    return run_point_with_timeout(point, kind, settings, timeout_s)
 
 
 def run_ray(points, kind, settings, options, on_row) -> None:
@@ -195,8 +208,9 @@ def run_ray(points, kind, settings, options, on_row) -> None:
     try:
         while pending or in_flight:
             while (point := _next_fitting(pending, busy, slots)) is not None:
-                ref = task.options(**_resources(point, options)).remote(point, kind, settings)
-                in_flight[ref] = (point, time.monotonic() + options.timeout_s)
+                ref = task.options(**_resources(point, options)).remote(
+                    point, kind, settings, options.timeout_s)
+                in_flight[ref] = (point, time.monotonic() + options.timeout_s + options.hard_grace_s)
                 _take(busy, point, +1)
             if not in_flight:
                 continue
@@ -215,9 +229,10 @@ def run_ray(points, kind, settings, options, on_row) -> None:
                     ray.cancel(ref, force=True)
                     del in_flight[ref]
                     _take(busy, point, -1)
-                    on_row(failure_row(point, kind, "timeout",
-                                       f"exceeded the timeout of {options.timeout_s:g} s "
-                                       "(Ray task cancelled, worker killed)"))
+                    on_row(failure_row(
+                        point, kind, "timeout",
+                        f"exceeded the timeout of {options.timeout_s:g} s and was still running "
+                        f"{options.hard_grace_s:g} s later (Ray task cancelled, worker killed)"))
     finally:
         for ref in in_flight:   # interrupted: do not leave points running on the cluster
             ray.cancel(ref, force=True)

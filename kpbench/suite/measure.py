@@ -98,7 +98,8 @@ def run_point(point, kind: str, settings: MeasureSettings = MeasureSettings()) -
             _set_threads(settings.threads)
         if workloads.OPS[point.op].family != "test":
             check_supported(point)
-            row["mem_estimate_bytes"] = preflight(point, settings.memory_budget)
+            row["mem_estimate_bytes"] = estimate = dense_estimate(point)
+            check_budget(point, estimate, settings.memory_budget)
         data = workloads.make_data(point)
         row.update(MEASURES[kind](point, data, settings))
         row["status"] = "ok"
@@ -132,8 +133,8 @@ def check_supported(point) -> None:
             raise Unsupported("device cuda requested but no CUDA device is visible here")
 
 
-def preflight(point, budget: int | None) -> int | None:
-    """The dense memory estimate of the point's largest primitive call; Skipped if over budget."""
+def dense_estimate(point) -> int | None:
+    """Bytes of the point's largest primitive call on a dense backend (None: not dense)."""
     from kpbench.backends import get_backend
 
     backend = get_backend(point.backend)
@@ -145,15 +146,22 @@ def preflight(point, budget: int | None) -> int | None:
     size = max(point.N, point.M) if info.family in ("sinkhorn", "flow") else None
     N, M = (size, size) if size else (point.N, point.M)
     itemsize = np.dtype(point.dtype).itemsize
-    estimate = int(backend.memory_estimate(primitive, N, M, point.D, itemsize, grad=info.grad))
+    return int(backend.memory_estimate(primitive, N, M, point.D, itemsize, grad=info.grad))
+
+
+def check_budget(point, estimate: int | None, budget: int | None) -> None:
+    """The pre-flight: Skipped when a dense estimate exceeds the budget (None: the backend's)."""
+    if estimate is None:
+        return
     if budget is None:
-        budget = backend.memory_budget(point.device)
+        from kpbench.backends import get_backend
+
+        budget = get_backend(point.backend).memory_budget(point.device)
     if budget is not None and estimate > budget:
         raise Skipped(
             f"pre-flight: {point.backend} {point.op} at N={point.N}, M={point.M} needs an "
             f"estimated {format_bytes(estimate)} ({estimate} bytes), over the memory budget "
             f"of {format_bytes(budget)}")
-    return estimate
 
 
 # -- speed ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from kpbench.results.meta import run_metadata
 from kpbench.results.store import SWEEPS, ResultStore
 from kpbench.suite import workloads
-from kpbench.suite.executors import ExecutorOptions, run_points
+from kpbench.suite.executors import HARD_TIMEOUT_GRACE_S, ExecutorOptions, run_points
 from kpbench.suite.measure import MeasureSettings
 from kpbench.suite.spec import SweepSpec, expand
 
@@ -37,6 +37,7 @@ class RunOptions:
     cpus_per_point: float = 1
     gpus_per_point: float = 1
     threads: int | None = None           # torch threads per point (None: cpus_per_point)
+    hard_grace_s: float = HARD_TIMEOUT_GRACE_S   # a point stuck past its timeout is killed after this
     flush_every: int = 8
     flush_s: float = 10.0
     progress: bool = True
@@ -141,6 +142,7 @@ def run_sweep(spec: SweepSpec, options: RunOptions = RunOptions(), run_id: str |
     executor_options = ExecutorOptions(
         timeout_s=spec.timeout_s, cpus_per_point=options.cpus_per_point,
         gpus_per_point=options.gpus_per_point, address=options.address, num_cpus=options.num_cpus,
+        hard_grace_s=options.hard_grace_s,
     )
     try:
         if todo:

@@ -19,9 +19,10 @@ The reference is the float64 NumPy backend for forward ops; NumPy has no autogra
 so gradient ops are compared with the torch backend in float64 on the CPU, and
 ``flow_step`` compares its loss value with the NumPy loss.
 
-Test-only ops (``_test_raise``, ``_test_sleep``, ``_test_exit``, ``_test_kill``) exist
-only after :func:`register_test_ops` (or with ``KPBENCH_TEST_OPS=1`` in the environment);
-the sweep forwards the switch to its workers. ``_test_sleep`` sleeps ``blur`` seconds.
+Test-only ops (``_test_raise``, ``_test_sleep``, ``_test_hang``, ``_test_exit``,
+``_test_kill``) exist only after :func:`register_test_ops` (or with ``KPBENCH_TEST_OPS=1``
+in the environment); the sweep forwards the switch to its workers. ``_test_sleep`` sleeps
+``blur`` seconds, ``_test_hang`` too but with SIGALRM blocked (as a native call would be).
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ OPS: dict[str, OpInfo] = {
         OpInfo("flow_step", "flow", True, None),
     )
 }
-TEST_OPS = ("_test_raise", "_test_sleep", "_test_exit", "_test_kill")
+TEST_OPS = ("_test_raise", "_test_sleep", "_test_hang", "_test_exit", "_test_kill")
 
 
 def op_fields(op: str, name: str | None = None) -> set[str]:
@@ -291,6 +292,12 @@ def _test_op(point) -> Prepared:
             raise RuntimeError("test op raised on purpose")
         if point.op == "_test_sleep":
             time.sleep(point.blur)
+        elif point.op == "_test_hang":   # like a long native call: deaf to the timeout alarm
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+            try:
+                time.sleep(point.blur)
+            finally:   # a pending alarm fires now, as after a native call returns
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
         elif point.op == "_test_exit":
             os._exit(3)
         elif point.op == "_test_kill":

@@ -1,0 +1,18 @@
+"""Shared fixtures. ``ray_cluster``: ONE local Ray cluster (2 CPUs) for the whole session,
+started only by the tests that ask for it (starting Ray costs several seconds)."""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    from kpbench.suite.executors import worker_runtime_env
+
+    if not ray.is_initialized():
+        # address="local": a fresh cluster of our own, never another process's `ray start`
+        ray.init(address="local", num_cpus=2, include_dashboard=False,
+                 runtime_env=worker_runtime_env(), log_to_driver=False)
+    yield ray
+    ray.shutdown()

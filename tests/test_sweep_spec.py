@@ -1,0 +1,142 @@
+"""Sweep specs: ranges, the cartesian product and its collapsing, keys, config files, CLI flags."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from kpbench.backends.base import KPBenchError
+from kpbench.suite import sweep_cli
+from kpbench.suite.spec import (
+    Point, SweepSpec, expand, parse_bytes, parse_ints, parse_sizes, point_key, spec_from_dict,
+)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("1e2..1e5", [100, 1000, 10000, 100000]),
+    ("1e2..1e4:5", [100, 316, 1000, 3162, 10000]),
+    ("1e2..1e5:7", [100, 316, 1000, 3162, 10000, 31623, 100000]),
+    ("100,300,1e3", [100, 300, 1000]),
+    ("1e2..1e3,5000", [100, 1000, 5000]),
+    ("7..7", [7]),
+    ([100, "1e3"], [100, 1000]),
+])
+def test_parse_sizes(text, expected):
+    assert parse_sizes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "1e3..1e2", "abc", "1.5", "1e2..1e3:0", "-5"])
+def test_parse_sizes_rejects_bad_input(text):
+    with pytest.raises(KPBenchError):
+        parse_sizes(text)
+
+
+def test_parse_iters_and_bytes():
+    assert parse_ints("10,conv", allow_none=True) == [10, None]
+    with pytest.raises(KPBenchError):
+        parse_ints("conv")
+    assert parse_bytes("2GiB") == 2 * 1024**3
+    assert parse_bytes("512MB") == 512 * 10**6
+    assert parse_bytes("1e9") == 10**9 and parse_bytes("none") is None
+    with pytest.raises(KPBenchError):
+        parse_bytes("lots")
+
+
+def test_expand_collapses_the_axes_an_op_does_not_use():
+    spec = SweepSpec(ops=["kernel_product", "softmin", "sinkhorn"], backends=["torch"],
+                     kernels=["gaussian", "energy"], N=[100, 1000], p=[1, 2],
+                     reach=[None, 1.0], iters=[10, None], scaling=[0.5, 0.9])
+    points = expand(spec)
+    kp = [pt for pt in points if pt.op == "kernel_product"]
+    assert len(kp) == 2 * 2   # kernels x N; no p, reach, iters or scaling
+    assert {(pt.p, pt.reach, pt.iters, pt.scaling) for pt in kp} == {(None, None, None, None)}
+    softmin = [pt for pt in points if pt.op == "softmin"]
+    assert {pt.kernel for pt in softmin} == {"softmin"} and len(softmin) == 2 * 2   # p x N
+    sink = [pt for pt in points if pt.op == "sinkhorn"]
+    assert {pt.kernel for pt in sink} == {"sinkhorn"}
+    # per (N, p, reach): iters=10 (no scaling) + convergence at 2 scalings = 3
+    assert len(sink) == 2 * 2 * 2 * 3
+    assert all(pt.scaling is None for pt in sink if pt.iters == 10)
+    assert all(pt.M == pt.N for pt in points)
+    assert len(set(points)) == len(points)
+
+
+def test_explicit_M_gives_the_product():
+    points = expand(SweepSpec(backends=["numpy"], N=[10, 20], M=[5, 7]))
+    assert {(pt.N, pt.M) for pt in points} == {(10, 5), (10, 7), (20, 5), (20, 7)}
+
+
+def test_keys_are_stable_and_depend_on_kind_and_fields():
+    point = Point(op="kernel_product", backend="torch", kernel="gaussian", N=1000, M=1000, D=3,
+                  blur=0.05, p=None, reach=None, dtype="float32", device="cpu", seed=0,
+                  iters=None, scaling=None)
+    # pinned: changing how keys are computed would break resuming existing result stores
+    assert point.key("speed") == "6008ef0db25691a84286"
+    assert point.key("speed") == point_key("speed", point.as_row())
+    assert point.key("memory") != point.key("speed")
+    other = Point(**{**point.as_row(), "blur": 0.1})
+    assert other.key("speed") != point.key("speed")
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"backends": "numpy,tensorflow"}, "unknown backend 'tensorflow'"),
+    ({"ops": "kernel_prod"}, "unknown op"),
+    ({"dtype": "float16"}, "unknown dtype"),
+    ({"device": "tpu"}, "unknown device"),
+    ({"p": "3"}, "unknown p"),
+    ({"blur": "-0.1"}, "blur must be"),
+    ({"scaling": "1.5"}, "scaling must be in"),
+    ({"repeats": 0}, "repeats"),
+    ({"colour": "red"}, "unknown key"),
+])
+def test_bad_specs_are_refused_with_a_clear_message(values, message):
+    with pytest.raises(KPBenchError, match=message):
+        spec_from_dict(values)
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser()
+    sweep_cli.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_cli_flags_build_the_spec_and_run_options():
+    specs, run = sweep_cli.build(_parse([
+        "memory", "--backends", "numpy,torch", "--N", "1e2..1e4", "--M", "same", "--D", "3",
+        "--blur", "0.05,0.1", "--dtype", "float32", "--iters", "5,conv", "--executor", "inline",
+        "--no-resume", "--memory-budget", "1GiB", "--out", "elsewhere"]))
+    (spec,) = specs
+    assert spec.kind == "memory" and spec.N == [100, 1000, 10000] and spec.blur == [0.05, 0.1]
+    assert spec.iters == [5, None] and spec.memory_budget == 1024**3
+    assert run.executor == "inline" and run.resume is False and run.out == "elsewhere"
+
+
+def test_every_preset_loads_and_expands():
+    presets = sorted(sweep_cli.PRESETS_DIR.glob("*.toml"))
+    assert {"demo", "kernel_speed", "sinkhorn_speed", "memory", "accuracy", "gpu"} <= {p.stem for p in presets}
+    for path in presets:
+        specs, _ = sweep_cli.build(_parse(["--config", path.stem]))
+        assert all(expand(spec) for spec in specs), path
+
+
+def test_config_file_with_run_table_and_flag_override(tmp_path):
+    config = tmp_path / "suite.toml"
+    config.write_text(
+        '[run]\nexecutor = "inline"\n\n'
+        '[[sweep]]\nkind = "speed"\nbackends = ["torch"]\nN = "1e2..1e3"\n\n'
+        '[[sweep]]\nkind = "accuracy"\nops = ["sinkhorn"]\nbackends = ["keops"]\nN = [50]\n')
+    specs, run = sweep_cli.build(_parse(["--config", str(config), "--dtype", "float64"]))
+    assert [s.kind for s in specs] == ["speed", "accuracy"] and run.executor == "inline"
+    assert specs[0].N == [100, 1000] and all(s.dtype == ["float64"] for s in specs)
+    config.write_text("[sweeps]\nN = 1\n")
+    with pytest.raises(KPBenchError, match="unknown table"):
+        sweep_cli.build(_parse(["--config", str(config)]))
+    with pytest.raises(KPBenchError, match="no config file"):
+        sweep_cli.build(_parse(["--config", "no_such_preset"]))
+
+
+def test_dry_run_lists_points_without_running(capsys):
+    args = _parse(["speed", "--backends", "torch", "--N", "10,20", "--dry-run"])
+    assert sweep_cli.run(args) == 0
+    out = capsys.readouterr().out
+    assert "# sweep speed: 2 points" in out and "N=20" in out
