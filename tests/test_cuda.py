@@ -391,8 +391,9 @@ def test_gpu_kernel_product_matches_reference(cuda, dtype, kernel, d, columns):
 def test_gpu_kernel_product_with_many_columns(cuda, dtype):
     rng = np.random.default_rng(7)
     columns = launcher.MAX_COLUMNS + 4                # two launches, concatenated
-    x, y, b = on_gpu(dtype, rng.random((300, 3)), rng.random((400, 3)),
-                     rng.normal(size=(400, columns)))
+    x, y, bt = on_gpu(dtype, rng.random((300, 3)), rng.random((400, 3)),
+                      rng.normal(size=(columns, 400)))
+    b = bt.T                                          # not contiguous
     out = cuda.kernel_product(x, y, b, kernel="gaussian", blur=0.2)
     ref = get_backend("numpy").kernel_product(as_ref(x), as_ref(y), as_ref(b),
                                               kernel="gaussian", blur=0.2)
@@ -427,6 +428,20 @@ def test_gpu_split_reductions_match_reference(cuda, dtype):
                                                  kernel="laplacian", blur=0.1)) <= TOL[dtype]
     out = cuda.softmin(x, y, h, eps=0.01, p=2)
     assert rel_err(out, numpy_ref.softmin(as_ref(x), as_ref(y), as_ref(h), eps=0.01, p=2)) <= TOL[dtype]
+
+
+@pytest.mark.gpu
+def test_gpu_runs_on_the_current_torch_stream(cuda):
+    rng = np.random.default_rng(13)
+    x, y, b = on_gpu(torch.float32, rng.random((5000, 3)), rng.random((6000, 3)), rng.random(6000))
+    expected = cuda.kernel_product(x, y, b, kernel="gaussian", blur=0.1)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        y2 = y * 1.0                                  # produced on the side stream...
+        out = cuda.kernel_product(x, y2, b, kernel="gaussian", blur=0.1)   # ...and read there
+    side.synchronize()
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
 
 
 @pytest.mark.gpu

@@ -178,7 +178,7 @@ def _launch(expression: str, geom: Geometry, like, args) -> None:
 def _plan(x, y, extras: int) -> tuple[int, int, int, Geometry]:
     n, d = x.shape
     m = y.shape[0]
-    if max(n, m) >= 2**31 or max(n, m) * d >= 2**62:
+    if max(n, m) > 2**31 - 1 - BLOCK:
         raise KPBenchError(f"N={n}, M={m} is too large for the cuda backend (32-bit row indices)")
     return n, m, d, geometry(n, m, d, extras, x.element_size(), _sm_count(x.device))
 
