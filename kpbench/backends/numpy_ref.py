@@ -103,6 +103,14 @@ def np_sinkhorn(a, x, b, y, *, p: int, blur: float, scaling: float, reach, debia
             new += (f_aa, g_bb)
         return new
 
+    def alternate(eps, f_ba, g_ab, f_aa, g_bb):
+        # at fixed eps: Gauss-Seidel on the cross potentials, averaging on the symmetric ones
+        lam = damping(eps, reach, p)
+        f_new = lam * np_softmin(x, y, b_log + g_ab / eps, eps, p)
+        g_new = lam * np_softmin(y, x, a_log + f_new / eps, eps, p)
+        _, _, f_self, g_self = update(eps, f_ba, g_ab, f_aa, g_bb)
+        return (f_new, g_new) + _average((f_aa, g_bb), (f_self, g_self))
+
     eps0, lam0 = schedule[0], damping(schedule[0], reach, p)
     f_ba = lam0 * np_softmin(x, y, b_log, eps0, p)
     g_ab = lam0 * np_softmin(y, x, a_log, eps0, p)
@@ -116,7 +124,7 @@ def np_sinkhorn(a, x, b, y, *, p: int, blur: float, scaling: float, reach, debia
     eps = schedule[-1]
     if tol is not None:
         while iterations < max_iter:
-            new = _average(state, update(eps, *state))
+            new = alternate(eps, *state)
             change = np.abs(new[0] - state[0]).max()
             state, iterations = new, iterations + 1
             if change < tol:

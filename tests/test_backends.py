@@ -1,0 +1,141 @@
+"""Every backend agrees with the float64 NumPy reference on the two primitives."""
+import numpy as np
+import pytest
+import torch
+
+from kpbench.backends import (
+    BackendUnavailable,
+    KPBenchError,
+    MemoryBudgetExceeded,
+    availability,
+    get_backend,
+)
+
+BACKENDS = ["torch", "keops"]
+TOLERANCE = {torch.float64: 1e-5, torch.float32: 1e-3}
+SHAPES = [(1, 1, 1), (57, 33, 1), (200, 150, 3), (40, 70, 7)]
+
+
+def rel_err(out, ref) -> float:
+    out = out.detach().cpu().double().numpy()
+    return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+
+
+def clouds(N, M, D, seed=0, columns=None):
+    rng = np.random.default_rng(seed)
+    b_shape = (M,) if columns is None else (M, columns)
+    return rng.random((N, D)), rng.random((M, D)), rng.random(b_shape) + 0.1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("kernel", ["gaussian", "laplacian", "energy"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_kernel_product_matches_reference(backend, dtype, kernel, shape):
+    x, y, b = clouds(*shape)
+    ref = get_backend("numpy").kernel_product(x, y, b, kernel=kernel, blur=0.2)
+    t = [torch.tensor(v, dtype=dtype) for v in (x, y, b)]
+    out = get_backend(backend).kernel_product(*t, kernel=kernel, blur=0.2)
+    assert out.dtype == dtype and out.shape == ref.shape
+    assert rel_err(out, ref) <= TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("blur", [0.05, 0.5])
+def test_kernel_product_several_columns(backend, blur):
+    x, y, b = clouds(80, 60, 3, columns=3)
+    ref = get_backend("numpy").kernel_product(x, y, b, kernel="gaussian", blur=blur)
+    t = [torch.tensor(v) for v in (x, y, b)]
+    out = get_backend(backend).kernel_product(*t, kernel="gaussian", blur=blur)
+    assert out.shape == (80, 3)
+    assert rel_err(out, ref) <= 1e-5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("eps", [1e-3, 0.1])
+def test_softmin_matches_reference(backend, dtype, p, eps):
+    x, y, w = clouds(120, 90, 2, seed=1)
+    h = np.log(w / w.sum())
+    ref = get_backend("numpy").softmin(x, y, h, eps=eps, p=p)
+    t = [torch.tensor(v, dtype=dtype) for v in (x, y, h)]
+    out = get_backend(backend).softmin(*t, eps=eps, p=p)
+    assert out.dtype == dtype
+    assert rel_err(out, ref) <= TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_softmin_is_stable_where_naive_exp_overflows(backend):
+    # C/eps reaches ~1e4 here: exp(-C/eps) underflows, exp(h) would overflow without the max shift.
+    x, y, _ = clouds(30, 20, 2, seed=2)
+    h = np.full(20, 300.0)
+    ref = get_backend("numpy").softmin(x, y, h, eps=1e-4, p=2)
+    out = get_backend(backend).softmin(torch.tensor(x, dtype=torch.float32),
+                                       torch.tensor(y, dtype=torch.float32),
+                                       torch.tensor(h, dtype=torch.float32), eps=1e-4, p=2)
+    assert torch.isfinite(out).all()
+    assert rel_err(out, ref) <= 1e-3
+
+
+def test_numpy_reference_is_chunked(monkeypatch):
+    from kpbench.backends import numpy_ref
+
+    x, y, b = clouds(300, 50, 3)
+    whole = numpy_ref.np_kernel_product(x, y, b, "laplacian", 0.3)
+    monkeypatch.setattr(numpy_ref, "CHUNK_BYTES", 8 * 50 * 3 * 7)  # 7 rows per chunk
+    assert np.allclose(numpy_ref.np_kernel_product(x, y, b, "laplacian", 0.3), whole, rtol=1e-14)
+
+
+def test_registry_rejects_unknown_backend_and_lists_known_ones():
+    with pytest.raises(KPBenchError, match="unknown backend 'jax'.*numpy.*torch.*keops"):
+        get_backend("jax")
+
+
+def test_unavailable_backend_says_why():
+    ok, why = availability()["cuda"]
+    if ok:
+        pytest.skip("a CUDA device is present")
+    assert why
+    with pytest.raises(BackendUnavailable, match="backend 'cuda' is unavailable: .+"):
+        get_backend("cuda")
+
+
+def test_keops_unavailable_reason_when_pykeops_missing(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pykeops(name, *args, **kwargs):
+        if name == "pykeops" or name.startswith("pykeops."):
+            raise ImportError("No module named 'pykeops'")
+        return real_import(name, *args, **kwargs)
+
+    from kpbench.backends.keops import KeOpsBackend
+
+    monkeypatch.setattr(builtins, "__import__", no_pykeops)
+    assert KeOpsBackend().available() == (False, "pykeops not installed (pip install 'kpbench[keops]')")
+
+
+def test_dense_torch_refuses_before_exhausting_memory():
+    x = torch.rand(100_000, 3)
+    with pytest.raises(MemoryBudgetExceeded, match=r"torch kernel_product at N=100000.*needs an estimated") as info:
+        get_backend("torch").kernel_product(x, x, torch.ones(100_000), kernel="gaussian", blur=0.1)
+    assert info.value.estimate_bytes >= 100_000**2 * 4
+    assert info.value.estimate_bytes > info.value.budget_bytes
+
+
+def test_test_slowdown_hook(monkeypatch):
+    import time
+
+    from kpbench import backends
+
+    monkeypatch.setenv("KPBENCH_TEST_SLOWDOWN", "torch=0.2")
+    backends._INSTANCES.pop("torch", None)
+    try:
+        x = torch.rand(10, 2)
+        start = time.perf_counter()
+        get_backend("torch").kernel_product(x, x, torch.ones(10), kernel="gaussian", blur=1.0)
+        assert time.perf_counter() - start >= 0.2
+    finally:
+        backends._INSTANCES.pop("torch", None)

@@ -1,0 +1,217 @@
+"""The losses: agreement across backends, the mathematics' limits, gradients, known pitfalls."""
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from kpbench import losses
+
+BACKENDS = ["torch", "keops"]
+
+
+def cloud_pair(N=60, M=50, D=2, seed=0, shift=0.3):
+    rng = np.random.default_rng(seed)
+    return rng.random((N, D)), rng.random((M, D)) * 0.8 + shift
+
+
+def t64(*arrays, grad=False):
+    return [torch.tensor(a, dtype=torch.float64, requires_grad=grad) for a in arrays]
+
+
+LOSS_CASES = [
+    ("mmd", dict(kernel="gaussian", blur=0.2)),
+    ("mmd", dict(kernel="laplacian", blur=0.2)),
+    ("energy", {}),
+    ("hausdorff", dict(p=2, blur=0.1)),
+    ("log_likelihood", dict(blur=0.25)),
+    ("sinkhorn", dict(p=2, blur=0.05)),
+    ("sinkhorn", dict(p=1, blur=0.05)),
+    ("sinkhorn", dict(p=2, blur=0.1, reach=0.3)),
+    ("sinkhorn", dict(p=2, blur=0.1, debias=False)),
+    ("sinkhorn_multiplicative", dict(p=2, blur=0.3, iters=50)),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name,params", LOSS_CASES)
+def test_losses_match_reference(backend, name, params):
+    x, y = cloud_pair()
+    loss = losses.make_loss(name, **params)
+    ref = loss(None, x, None, y, backend="numpy")
+    for dtype, tol in [(torch.float64, 1e-5), (torch.float32, 1e-3)]:
+        value = loss(None, torch.tensor(x, dtype=dtype), None, torch.tensor(y, dtype=dtype),
+                     backend=backend)
+        assert value.dtype == dtype
+        assert abs(float(value) - ref) <= tol * abs(ref), (dtype, float(value), ref)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_sinkhorn_divergence_properties(backend):
+    for seed in range(3):
+        x, y = cloud_pair(40, 30, D=3, seed=seed)
+        s_xy = float(losses.sinkhorn(x=x, y=y, blur=0.05, backend=backend))
+        s_yx = float(losses.sinkhorn(x=y, y=x, blur=0.05, backend=backend))
+        assert s_xy > 0
+        assert s_xy == pytest.approx(s_yx, rel=1e-6)
+        assert abs(float(losses.sinkhorn(x=x, y=x, blur=0.05, backend=backend))) < 1e-12
+
+
+def test_sinkhorn_stays_nonnegative_with_aggressive_scaling():
+    # Nearly identical clouds, few annealing steps: a known source of negative values.
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        x = rng.random((50, 2))
+        y = x + rng.normal(0, 0.01, x.shape)
+        for scaling in (0.1, 0.3):
+            assert float(losses.sinkhorn(x=x, y=y, blur=0.01, scaling=scaling, backend="torch")) >= 0
+
+
+def exact_w2_half(x, y) -> float:
+    cost = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1) / 2
+    rows, cols = linear_sum_assignment(cost)
+    return float(cost[rows, cols].mean())
+
+
+def test_small_blur_approaches_exact_optimal_transport():
+    """S_eps -> W2^2/2 as blur -> 0 (N = M uniform: the exact OT is an assignment).
+
+    Debiasing removes the first-order entropic bias; what is left for N=80 points at
+    typical spacing ~0.1 is measured at ~2e-3 (blur .02) and ~2e-4 (blur .01) once the
+    potentials have converged (tol). The bound 2e-3 at blur .01 leaves a 10x margin and
+    still fails if the limit were wrong; the error must also shrink with the blur.
+    """
+    x, y = cloud_pair(80, 80, D=2, seed=0)
+    exact = exact_w2_half(x, y)
+    errors = []
+    for blur in (0.05, 0.02, 0.01):
+        s = losses.sinkhorn(x=x, y=y, p=2, blur=blur, scaling=0.9, tol=1e-9, max_iter=3000,
+                            backend="numpy")
+        errors.append(abs(s - exact) / exact)
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 2e-3
+
+
+def test_large_blur_approaches_energy_distance():
+    """p=1, blur -> inf: the plan tends to a x b and S_eps to 1/2 |a - b|^2 for k = -|x - y|.
+    The deviation decays like diameter/blur: measured 6.5e-3 at blur 10, 6.5e-4 at 100."""
+    x, y = cloud_pair(60, 45, D=2, seed=3, shift=0.5)
+    energy = losses.energy_distance(x=x, y=y, backend="numpy")
+    errors = [abs(losses.sinkhorn(x=x, y=y, p=1, blur=blur, backend="numpy") - energy) / energy
+              for blur in (10.0, 100.0, 1000.0)]
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 1e-4
+
+
+def test_dual_value_equals_primal_cost_at_small_blur():
+    """OT_eps from the dual potentials equals <pi, C> + eps KL(pi | a x b) of the plan they
+    define, once converged (blur .05 ~ a third of the point spacing: ~800 iterations)."""
+    x, y = cloud_pair(40, 40, D=2, seed=4)
+    blur, eps = 0.05, 0.05**2
+    a = b = np.full(40, 1 / 40)
+    options = dict(x=x, y=y, blur=blur, debias=False, tol=1e-11, max_iter=5000, backend="numpy")
+    f, g = losses.sinkhorn(potentials=True, **options)
+    dual = losses.sinkhorn(**options)
+    cost = ((x[:, None] - y[None]) ** 2).sum(-1) / 2
+    plan = a[:, None] * b[None] * np.exp((f[:, None] + g[None] - cost) / eps)
+    assert plan.sum(1) == pytest.approx(a, rel=1e-6)
+    assert plan.sum(0) == pytest.approx(b, rel=1e-6)
+    primal = (plan * cost).sum() + eps * (plan * np.log(plan / (a[:, None] * b[None]))).sum()
+    assert dual == pytest.approx(primal, rel=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name,params", [
+    ("mmd", dict(kernel="gaussian", blur=0.3)),
+    ("energy", {}),
+    ("hausdorff", dict(p=2, blur=0.2)),
+    ("sinkhorn", dict(p=2, blur=0.1, tol=1e-12, max_iter=2000)),
+    ("sinkhorn", dict(p=1, blur=0.1, tol=1e-12, max_iter=2000)),
+    ("sinkhorn", dict(p=2, blur=0.1, reach=0.5, tol=1e-12, max_iter=2000)),
+])
+def test_position_gradients_match_finite_differences(backend, name, params):
+    x, y = cloud_pair(25, 20, D=2, seed=5)
+    loss = losses.make_loss(name, **params)
+    xt, yt = t64(x, y, grad=True)
+    gx, gy = torch.autograd.grad(loss(None, xt, None, yt, backend=backend), [xt, yt])
+    rng = np.random.default_rng(0)
+    step = 1e-5
+    for grad, which in ((gx, 0), (gy, 1)):
+        direction = rng.normal(size=(x, y)[which].shape)
+        plus, minus = [c.copy() for c in (x, y)], [c.copy() for c in (x, y)]
+        plus[which] += step * direction
+        minus[which] -= step * direction
+        fd = (loss(None, plus[0], None, plus[1], backend="numpy")
+              - loss(None, minus[0], None, minus[1], backend="numpy")) / (2 * step)
+        assert float((grad.numpy() * direction).sum()) == pytest.approx(fd, rel=1e-5, abs=1e-9)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_weight_gradients_match_finite_differences(backend):
+    x, y = cloud_pair(25, 20, D=2, seed=6)
+    a = np.full(25, 1 / 25)
+    b = np.full(20, 1 / 20)
+    at, xt, bt, yt = t64(a, x, b, y)
+    at.requires_grad_(True)
+    loss = losses.make_loss("sinkhorn", p=2, blur=0.1, tol=1e-12, max_iter=2000)
+    (ga,) = torch.autograd.grad(loss(at, xt, bt, yt, backend=backend), [at])
+    direction = np.zeros(25)
+    direction[[0, 7]] = (1.0, -1.0)  # keeps the total mass: balanced OT needs equal masses
+    step = 1e-6
+    fd = (loss(a + step * direction, x, b, y, backend="numpy")
+          - loss(a - step * direction, x, b, y, backend="numpy")) / (2 * step)
+    assert float((ga.numpy() * direction).sum()) == pytest.approx(fd, rel=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name,params", [("energy", {}), ("sinkhorn", dict(p=1, blur=0.1)),
+                                         ("mmd", dict(kernel="laplacian", blur=0.1))])
+def test_no_nan_gradient_when_points_coincide(backend, name, params):
+    # |x - y| is not differentiable at 0; a naive sqrt gives 0 * inf = NaN there.
+    x, _ = cloud_pair(20, 20, seed=7)
+    xt = torch.tensor(x, requires_grad=True)
+    value = losses.make_loss(name, **params)(None, xt, None, torch.tensor(x), backend=backend)
+    (grad,) = torch.autograd.grad(value, [xt])
+    assert torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "keops"])
+def test_single_point_and_identical_points_do_not_crash(backend):
+    # The diameter of a cloud of identical points is 0: the eps schedule must not take log(0).
+    one = np.array([[0.5, 0.5]])
+    same = np.repeat(one, 5, axis=0)
+    for x, y in [(one, one), (same, same), (one, same)]:
+        value = float(losses.sinkhorn(x=x, y=y, blur=0.05, backend=backend))
+        assert value == pytest.approx(0.0, abs=1e-12)
+    value = float(losses.sinkhorn(x=one, y=one + 0.1, blur=0.01, backend=backend))
+    assert value == pytest.approx(0.01, rel=1e-3)  # |0.1 sqrt 2|^2 / 2
+
+
+def test_float64_runs_in_float64_on_every_path():
+    x, y = cloud_pair()
+    for backend in BACKENDS:
+        xt, yt = t64(x, y)
+        for name, params in LOSS_CASES:
+            assert losses.make_loss(name, **params)(None, xt, None, yt, backend=backend).dtype == torch.float64
+
+
+def test_multiplicative_sinkhorn_underflows_to_nan_in_float32_where_log_domain_does_not():
+    x, y = cloud_pair(50, 50, D=2, seed=8, shift=2.5)  # clouds ~2.5 apart: exp(-C/eps) = 0 in float32
+    xt, yt = (torch.tensor(v, dtype=torch.float32) for v in (x, y))
+    assert torch.isnan(losses.sinkhorn_multiplicative(x=xt, y=yt, blur=0.15, iters=10))
+    assert torch.isfinite(losses.sinkhorn(x=xt, y=yt, blur=0.15))
+
+
+def test_potentials_and_info():
+    x, y = cloud_pair()
+    (f, g), info = losses.sinkhorn(x=torch.tensor(x), y=torch.tensor(y), potentials=True,
+                                   return_info=True)
+    assert f.shape == (60,) and g.shape == (50,)
+    assert info["iterations"] == len(info["eps_schedule"])
+    ref_f, ref_g = losses.sinkhorn(x=x, y=y, potentials=True, backend="numpy")
+    assert np.allclose(f.numpy(), ref_f, atol=1e-10) and np.allclose(g.numpy(), ref_g, atol=1e-10)
+
+
+def test_fixed_iteration_count():
+    x, y = cloud_pair()
+    _, info = losses.sinkhorn(x=x, y=y, iters=7, return_info=True, backend="torch")
+    assert info["iterations"] == 7 and info["eps_schedule"] == [0.05**2] * 7
