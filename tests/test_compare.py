@@ -100,6 +100,12 @@ def test_bad_input_exits_2_with_a_message(tmp_path, capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
+def test_no_point_in_common_is_an_error_not_a_pass(tmp_path, capsys):
+    paths = two_stores(tmp_path, [sweep_row(N=1000, time=1.0)], [sweep_row(N=2000, time=1.0)])
+    assert run_cli(compare_cli, ["compare", *paths]) == 2
+    assert "no sweep point in common" in capsys.readouterr().err
+
+
 def test_missing_path_exits_2(tmp_path, capsys):
     assert run_cli(compare_cli, ["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
     assert "does not exist" in capsys.readouterr().err

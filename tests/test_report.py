@@ -60,13 +60,14 @@ def mixed_rows() -> list[dict]:
         sweep_row(backend="keops", N=10000, time=0.200, mem=2e6, err=2e-7),
         sweep_row(backend="keops", N=100000, time=15.0, mem=3e6, err=4e-7),
     ]
-    softmin = [sweep_row(op="softmin", backend="torch", N=n, time=t, mem=m, err=1e-6, p=2)
+    softmin = [sweep_row(op="softmin", backend="torch", N=n, time=t, mem=m, err=1e-6, p=2, kernel="softmin")
                for n, t, m in [(1000, 0.003, 5e6), (10000, 0.3, 5e8)]]
-    softmin.append(sweep_row(op="softmin", backend="torch", N=100000, status="oom", p=2))
+    softmin.append(sweep_row(op="softmin", backend="torch", N=100000, status="oom", p=2, kernel="softmin"))
     sinkhorn = [
-        sweep_row(op="sinkhorn", backend="torch", N=1000, status="error", p=2),
-        sweep_row(op="sinkhorn", backend="keops", N=1000, status="unsupported", p=2),
-        sweep_row(op="sinkhorn", backend="numpy", N=1000, status="skipped", p=2, dtype="float64"),
+        sweep_row(op="sinkhorn", backend="torch", N=1000, status="error", p=2, kernel="sinkhorn"),
+        sweep_row(op="sinkhorn", backend="keops", N=1000, status="unsupported", p=2, kernel="sinkhorn"),
+        sweep_row(op="sinkhorn", backend="numpy", N=1000, status="skipped", p=2, kernel="sinkhorn",
+                  dtype="float64"),
     ]
     return kp + softmin + sinkhorn
 
@@ -100,8 +101,25 @@ def test_crossover_map_names_the_lead_changes(mixed_store):
     kp32 = [line for line in lines if line.startswith("kernel_product") and "float32" in line]
     assert kp32 == ["kernel_product gaussian D=3 blur=0.1 float32 cpu: "
                     "keops fastest at N<=1e3, torch at 1e4, keops from 1e5"]
-    assert "softmin gaussian D=3 blur=0.1 p=2 float32 cpu: torch fastest at all N (1e3..1e4) (only torch ran)" in lines
+    # the kernel column of a softmin row only repeats the op: left out of the label
+    assert "softmin D=3 blur=0.1 p=2 float32 cpu: torch fastest at all N (1e3..1e4) (only torch ran)" in lines
     assert any(line.startswith("sinkhorn") and "no backend completed" in line for line in lines)
+
+
+def test_crossover_without_speed_rows_says_so(tmp_path):
+    write_sweeps(tmp_path, [sweep_row(backend="torch", mem=1e6), sweep_row(backend="keops", err=1e-7)])
+    assert report.crossover_lines(report.load_sweeps(tmp_path)) == [
+        "kernel_product gaussian D=3 blur=0.1 float32 cpu: no timings (only memory/accuracy rows)"]
+
+
+def test_unsupported_only_combinations_stay_out_of_the_frontier_and_tables(tmp_path):
+    write_sweeps(tmp_path, [sweep_row(backend="numpy", status="unsupported"),
+                            sweep_row(backend="torch", time=0.1)])
+    frame = report.load_sweeps(tmp_path)
+    assert [r[1] for r in report.oom_frontier(frame)] == ["torch"]
+    [(_, _, rows)] = report.op_tables(frame, "kernel_product")
+    assert [r[:3] for r in rows[:2]] == [["numpy float32 cpu", "median time", "unsupported"],
+                                         ["torch float32 cpu", "median time", "100 ms"]]
 
 
 def test_oom_frontier_gives_largest_ok_and_first_failure(mixed_store):

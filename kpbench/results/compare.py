@@ -14,7 +14,8 @@ Noise floors, so that a ratio of two meaningless numbers never decides anything:
 * peak memory is compared only when the larger of the two is at least ``mem_floor``
   (1 MiB): CPU peaks are RSS deltas, which jitter by a few pages.
 
-Points present on one side only are listed in a note and ignored.
+Points present on one side only are listed in a note and ignored; no point in common at
+all is an error (a regression gate must not pass by comparing nothing).
 """
 from __future__ import annotations
 
@@ -83,8 +84,13 @@ def compare(baseline: pd.DataFrame, new: pd.DataFrame, threshold: float = DEFAUL
             raise KPBenchError(f"the {name} has several rows per point key; pick one run first")
     base_rows = {r["key"]: r for r in baseline.to_dict("records")}
     new_rows = {r["key"]: r for r in new.to_dict("records")}
+    common = base_rows.keys() & new_rows.keys()
+    if not common:
+        raise KPBenchError(
+            f"no sweep point in common ({len(base_rows)} points in the baseline, {len(new_rows)} "
+            "in the new run): were they run with the same sweep spec and kind?")
     points, failed_both = [], 0
-    for key in sorted(base_rows.keys() & new_rows.keys()):
+    for key in sorted(common):
         b, n = base_rows[key], new_rows[key]
         if b["status"] != "ok" and n["status"] != "ok":
             failed_both += 1

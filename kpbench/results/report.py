@@ -143,12 +143,15 @@ def _value(v):
     return v
 
 
-def config_label(config: dict, only: list[str] | None = None) -> str:
-    """'gaussian D=3 blur=0.1 p=2 float32 cpu' from a config dict; nulls are left out."""
+def config_label(config: dict, only: list[str] | None = None, op: str | None = None) -> str:
+    """'gaussian D=3 blur=0.1 p=2 float32 cpu' from a config dict; nulls are left out, and so
+    is a kernel that only repeats the op's family (softmin/softmin, sinkhorn_grad/sinkhorn)."""
     parts = []
     for name in CONFIG_COLUMNS:
         value = config.get(name)
         if value is None or (only is not None and name not in only):
+            continue
+        if name == "kernel" and op is not None and op.startswith(str(value)):
             continue
         if name in ("kernel", "dtype", "device"):
             parts.append(str(value))
@@ -166,7 +169,7 @@ def point_label(row) -> str:
     """One line naming a sweep point: op backend config N (seed if not 0) (sweep kind)."""
     config = row_config(row)
     seed, kind = _value(row.get("seed")), _value(row.get("sweep"))
-    text = f"{row['op']} {row['backend']} {config_label(config)} N={fmt_n(row['N'])}"
+    text = f"{row['op']} {row['backend']} {config_label(config, op=row['op'])} N={fmt_n(row['N'])}"
     text += f" seed={int(seed)}" if seed not in (None, 0) else ""
     return text + (f" ({kind})" if kind else "")
 
@@ -253,7 +256,7 @@ def crossover_lines(frame: pd.DataFrame) -> list[str]:
         groups.setdefault((op, config), {}).setdefault(n, {})[backend] = cell
     lines = []
     for (op, config), by_n in sorted(groups.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
-        head = f"{op} {config_label(config_dict(config))}".strip()
+        head = f"{op} {config_label(config_dict(config), op=op)}".strip()
         backends = sorted({b for per_n in by_n.values() for b in per_n}, key=backend_sort_key)
         winners = []
         for n in sorted(by_n):
@@ -261,7 +264,9 @@ def crossover_lines(frame: pd.DataFrame) -> list[str]:
             if timed:
                 winners.append((n, min(timed)[1]))
         if not winners:
-            lines.append(f"{head}: no backend completed any N ({', '.join(backends)} tried)")
+            completed = any(c.status == "ok" for per_n in by_n.values() for c in per_n.values())
+            lines.append(f"{head}: no timings (only memory/accuracy rows)" if completed else
+                         f"{head}: no backend completed any N ({', '.join(backends)} tried)")
             continue
         text = _describe_runs(_runs(winners))
         if len(backends) == 1:
@@ -307,10 +312,14 @@ REFUSED = ("oom", "skipped")
 
 def oom_frontier(frame: pd.DataFrame) -> list[list[str]]:
     """Per (op, backend, device, dtype): the largest N completed, the first N refused by the
-    memory pre-flight or out of memory, and the first N that timed out ('-' where none)."""
+    memory pre-flight or out of memory, and the first N that timed out ('-' where none).
+    Combinations that are only ever unsupported are left out."""
     rows = []
     keys = ["op", "backend", "device", "dtype"]
     for key, group in frame.groupby(keys, dropna=False, sort=False):
+        if (group["status"] == "unsupported").all():
+            continue   # e.g. numpy in float32: no frontier to speak of
+
         def n_where(statuses, pick):
             ns = group.loc[group["status"].isin(statuses), "N"]
             return fmt_n(pick(ns)) if not ns.empty else "-"
@@ -349,10 +358,12 @@ def op_tables(frame: pd.DataFrame, op: str) -> list[tuple[str, list[str], list[l
             row_cells = [entries.get((*line, n)) for n in ns]
             name = " ".join(str(part) for part in line if part is not None)
             rows.append([name, "median time"] + [_time_text(c) for c in row_cells])
+            if not any(c is not None and c.status == "ok" for c in row_cells):
+                continue   # only failures: their statuses say it all
             rows.append(["", "speed-up vs numpy"] + [_ok_text(c, "speedup", fmt_ratio) for c in row_cells])
             rows.append(["", "peak memory"] + [_ok_text(c, "mem", fmt_bytes) for c in row_cells])
             rows.append(["", "max rel. error"] + [_ok_text(c, "err", fmt_err) for c in row_cells])
-        result.append((config_label(config_dict(shared)) or "(default)", header, rows))
+        result.append((config_label(config_dict(shared), op=op) or "(default)", header, rows))
     return result
 
 
