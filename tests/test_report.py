@@ -180,13 +180,15 @@ def test_report_files_html_images_and_markdown(mixed_store, tmp_path):
 def test_reproduction_tables_are_summarised(tmp_path):
     root = tmp_path / "results"
     ResultStore(root).append("flow_1d", [
-        {"loss": "sinkhorn", "backend": "torch", "N": 100, "step": s, "loss_value": 1.0 / (s + 1)}
-        for s in range(5)])
+        {"loss": loss, "backend": "torch", "N": 100, "D": 1, "status": "ok", "step": s,
+         "nan": False, "loss_value": scale / (s + 1), "w2": 0.1 * scale}
+        for loss, scale in (("energy", 1.0), ("sinkhorn", 2.0)) for s in range(5)])
     md = (report.write_report(root).parent / "report.md").read_text()
     assert "No sweep results found" in md
     assert "### flow_1d" in md
-    assert "| loss | backend | N | rows | last step | loss_value |" in md
-    assert "| sinkhorn | torch | 100 | 5 | 4 | 0.2 |" in md
+    assert "in every row: backend=torch, N=100, D=1, nan=False." in md
+    assert "| loss | rows | last step | status | loss_value | w2 |" in md
+    assert "| sinkhorn | 5 | 4 | ok | 0.4 | 0.2 |" in md
 
 
 def test_partial_results_single_backend_only_failures(tmp_path):

@@ -404,20 +404,28 @@ def _text(v) -> str:
 # -- reproductions ----------------------------------------------------------------------
 
 _REPRO_GROUP = ["loss", "backend", "N", "M", "blur", "p", "reach", "dtype", "device", "seed"]
-_REPRO_STEP = ["step", "iteration", "iter", "snapshot", "epoch", "t"]
-_MAX_VALUE_COLUMNS = 6
+_REPRO_STEP = ["step", "iteration", "iter", "snapshot", "epoch"]
+_MAX_VALUE_COLUMNS = 8
 
 
-def reproduction_summary(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Per (loss, backend, N, ...): rows, last step, and the numeric columns at the last step."""
+def reproduction_summary(frame: pd.DataFrame) -> tuple[str, list[str], list[list[str]]]:
+    """(the columns constant over the table as text, header, rows): per (loss, backend, N,
+    ...) the row count, the last step, its status and its numeric columns."""
     from kpbench.results.meta import META_COLUMNS
 
-    group_cols = [c for c in _REPRO_GROUP if c in frame and frame[c].notna().any()]
+    varying = {c for c in frame.columns if frame[c].astype(str).nunique(dropna=False) > 1}
     step_col = next((c for c in _REPRO_STEP if c in frame), None)
-    skip = set(group_cols) | set(META_COLUMNS) | {step_col, "key"}
+    skip = set(META_COLUMNS) | {step_col, "key", "error", "status"}
+    constant = [c for c in frame.columns if c not in varying and c not in skip
+                and frame[c].notna().all()]
+    group_cols = [c for c in _REPRO_GROUP if c in varying]
     value_cols = [c for c in frame.columns
-                  if c not in skip and pd.api.types.is_numeric_dtype(frame[c])][:_MAX_VALUE_COLUMNS]
-    header = group_cols + ["rows"] + ([f"last {step_col}"] if step_col else []) + value_cols
+                  if c in varying and c not in skip and c not in group_cols
+                  and pd.api.types.is_numeric_dtype(frame[c])
+                  and not pd.api.types.is_bool_dtype(frame[c])][:_MAX_VALUE_COLUMNS]
+    has_status = "status" in frame
+    header = (group_cols + ["rows"] + ([f"last {step_col}"] if step_col else [])
+              + (["status"] if has_status else []) + value_cols)
     rows = []
     groups = frame.groupby(group_cols, dropna=False, sort=True) if group_cols else [((), frame)]
     for key, group in groups:
@@ -426,9 +434,12 @@ def reproduction_summary(frame: pd.DataFrame) -> tuple[list[str], list[list[str]
         row = [_text(k) for k in key] + [str(len(group))]
         if step_col:
             row.append(_text(last[step_col]))
+        if has_status:
+            row.append(_text(last["status"]))
         row += [_fmt_number(last[c]) for c in value_cols]
         rows.append(row)
-    return header, rows
+    same = ", ".join(f"{c}={_fmt_number(frame[c].iloc[0])}" for c in constant)
+    return same, header, rows
 
 
 def _fmt_number(v) -> str:
@@ -529,8 +540,10 @@ def _add_reproductions(doc: Document, results_dir: pathlib.Path, out_dir: pathli
         return
     doc.add(Heading("Reproductions"))
     for name, table in tables.items():
-        header, rows = reproduction_summary(table)
-        doc.add(Heading(name, 3), Table(header, rows))
+        same, header, rows = reproduction_summary(table)
+        doc.add(Heading(name, 3),
+                Para("Values at the last step of each run" + (f"; in every row: {same}." if same else ".")),
+                Table(header, rows))
     for path in figures:
         doc.add(Image(path, str(path.relative_to(results_dir))))
 
