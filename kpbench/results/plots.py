@@ -39,6 +39,8 @@ def sweep_figures(frame: pd.DataFrame, out_dir: pathlib.Path) -> list[tuple[path
         path = draw(out_dir / name)
         if path is not None:
             figures.append((path, caption))
+        else:
+            (out_dir / name).unlink(missing_ok=True)   # no stale plot from an earlier report
     return figures
 
 
