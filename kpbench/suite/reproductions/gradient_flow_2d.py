@@ -35,6 +35,7 @@ LOSSES = (
     LossSpec.of("sinkhorn_p2_blur0.01", "sinkhorn", p=2, blur=0.01),
     LossSpec.of("sinkhorn_p2_blur0.1", "sinkhorn", p=2, blur=0.1),
     LossSpec.of("unbalanced_p2_blur0.01_reach0.1", "sinkhorn", p=2, blur=0.01, reach=0.1),
+    LossSpec.of("unbalanced_p2_blur0.01_reach0.3", "sinkhorn", p=2, blur=0.01, reach=0.3),
 )
 DISTANCES = {"w2": w2_matching, "energy": energy_to_target}
 
