@@ -33,21 +33,18 @@ def run(args) -> int:
     from kpbench.backends.base import KPBenchError
     from kpbench.results.report import write_report
     from kpbench.suite.spec import spec_from_dict
-    from kpbench.suite.sweep import RunOptions, run_sweep
-    from kpbench.suite.sweep_cli import load_config
+    from kpbench.suite.sweep import RunOptions
+    from kpbench.suite.sweep_cli import load_config, run_specs
 
+    options = RunOptions(executor=args.executor, out=args.out, resume=args.resume,
+                         num_cpus=args.num_cpus)
     try:
         tables, _ = load_config(args.config)
         specs = [spec_from_dict(t, where=f"sweep {i + 1} of {args.config}") for i, t in enumerate(tables)]
-    except KPBenchError as exc:
+        run_specs(specs, options)
+    except (KPBenchError, ConnectionError) as exc:
         print(f"kpbench demo: {exc}", file=sys.stderr)
         return 2
-    options = RunOptions(executor=args.executor, out=args.out, resume=args.resume,
-                         num_cpus=args.num_cpus)
-    for i, spec in enumerate(specs, 1):
-        print(f"[{i}/{len(specs)}] {spec.kind}: {', '.join(spec.ops)} on {', '.join(spec.backends)}",
-              flush=True)
-        print(run_sweep(spec, options).summary(), flush=True)
     report = write_report(args.out, args.report_dir)
     print(f"report: {report} (and report.md beside it)")
     return 0

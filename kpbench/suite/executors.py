@@ -29,6 +29,7 @@ import importlib.metadata
 import os
 import pathlib
 import signal
+import socket
 import sys
 import threading
 import time
@@ -147,13 +148,18 @@ def _hard_timeout(row: dict, on_hang: OnRow | None) -> None:
 # -- ray ---------------------------------------------------------------------------
 def connect_ray(options: ExecutorOptions):
     """Connect to the running cluster (``address`` / RAY_ADDRESS / a local one), else start one."""
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise KPBenchError("the ray executor needs Ray: pip install 'kpbench[ray]' "
+                           "(or run with --executor inline)") from None
 
     if ray.is_initialized():
         return ray
     runtime_env = worker_runtime_env()
     address = options.address or os.environ.get("RAY_ADDRESS")
     if address:
+        _check_reachable(address)
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
         return ray
     if _local_cluster_running():
@@ -165,6 +171,17 @@ def connect_ray(options: ExecutorOptions):
     ray.init(address="local", num_cpus=options.num_cpus, include_dashboard=False,
              runtime_env=runtime_env, log_to_driver=False)
     return ray
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a host:port nobody listens on (ray.init would retry for minutes)."""
+    host, _, port = address.rpartition(":")
+    if address in ("auto", "local") or "://" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConnectionError(f"cannot reach a Ray cluster at {address}: {exc}") from None
 
 
 def _local_cluster_running() -> bool:

@@ -90,20 +90,26 @@ def run(args) -> int:
         return 0
     try:
         specs, run_options = build(args)
-    except KPBenchError as exc:
+        if args.dry_run:
+            return _dry_run(specs)
+        return run_specs(specs, run_options)
+    except (KPBenchError, ConnectionError) as exc:
         print(f"kpbench sweep: {exc}", file=sys.stderr)
         return 2
-    if args.dry_run:
-        return _dry_run(specs)
-    return run_specs(specs, run_options)
 
 
 def run_specs(specs, run_options) -> int:
+    """Run the sweeps one after another as one run (one run_id)."""
+    import uuid
+
     from kpbench.suite.sweep import run_sweep
 
-    for spec in specs:
-        result = run_sweep(spec, run_options)
-        print(result.summary())
+    run_id = uuid.uuid4().hex
+    for i, spec in enumerate(specs, 1):
+        if len(specs) > 1:
+            print(f"[{i}/{len(specs)}] {spec.kind}: {', '.join(spec.ops)} on "
+                  f"{', '.join(spec.backends)}", flush=True)
+        print(run_sweep(spec, run_options, run_id=run_id).summary(), flush=True)
     return 0
 
 
