@@ -59,6 +59,23 @@ def test_asv_check_accepts_the_suite(tmp_path):
     assert "No problems found" in proc.stdout
 
 
+def test_asv_quick_run_of_one_benchmark_passes(tmp_path):
+    """The CI smoke check: asv itself runs a benchmark end to end (a broken one fails here)."""
+    pytest.importorskip("asv")
+    env = {**os.environ, "HOME": str(tmp_path)}
+
+    def asv(*args):
+        return subprocess.run([sys.executable, "-m", "asv", *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=300, env=env)
+
+    assert asv("machine", "--yes", "--machine", "ci").returncode == 0
+    proc = asv("run", "--quick", "--python=same", "--machine", "ci", "--show-stderr",
+               "--bench", r"KernelProduct.time_kernel_product\('(numpy|torch)', 'cpu', 200\)")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "failed" not in proc.stdout.lower()
+    assert "time_kernel_product" in proc.stdout
+
+
 def test_every_benchmark_kind_is_there(bench):
     _, primitives, sinkhorn = bench
     names = {name for module in (primitives, sinkhorn) for cls in vars(module).values()
