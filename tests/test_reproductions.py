@@ -17,7 +17,7 @@ from kpbench.suite.reproductions import gradient_flow_1d as flow1d
 from kpbench.suite.reproductions import gradient_flow_2d as flow2d
 from kpbench.suite.reproductions import model_fitting as fitting
 from kpbench.suite.reproductions.common import AUTOGRAD_ERROR, make_setup
-from kpbench.suite.reproductions.flows import LossSpec, euler_step, labeled_l2, run_flow
+from kpbench.suite.reproductions.flows import euler_step, labeled_l2, run_flow
 from kpbench.suite.reproductions.metrics import w2_1d
 
 SPECS_1D = {s.label: s for s in flow1d.LOSSES}

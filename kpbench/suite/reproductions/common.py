@@ -66,6 +66,17 @@ def make_setup(backend: str = "torch", dtype: str = "float64", device: str = "au
     return Setup(backend=bk.name, dtype=dtype, device=device, seed=int(seed))
 
 
+def select_specs(specs, names):
+    """The specs (anything with a ``label``) named in ``names`` (None: all), in their order."""
+    if not names:
+        return list(specs)
+    labels = [s.label for s in specs]
+    unknown = [n for n in names if n not in labels]
+    if unknown:
+        raise KPBenchError(f"unknown loss(es) {', '.join(unknown)}; choose among {', '.join(labels)}")
+    return [s for s in specs if s.label in names]
+
+
 def run_meta(table: str) -> dict:
     """Run metadata (one run_id) shared by every row of one reproduction run."""
     return run_metadata(sweep=table, executor="inline")

@@ -12,7 +12,7 @@ import torch
 
 from kpbench import losses
 from kpbench.backends.base import KPBenchError
-from kpbench.suite.reproductions.common import Setup, Stopwatch, finite, nan_to_none
+from kpbench.suite.reproductions.common import Setup, Stopwatch, finite, nan_to_none, run_meta
 
 SNAPSHOT_TIMES = (0.0, 0.25, 0.5, 1.0, 2.0, 5.0)
 
@@ -161,6 +161,10 @@ def flow_rows(trace: FlowTrace, setup: Setup, meta: dict, distances: dict, *, y_
     return rows
 
 
+SUMMARY_COLUMNS = ["loss", "status", "t_final", "w2_start", "w2_final", "energy_final",
+                   "loss_final", "time_per_iter_s", "figure"]
+
+
 def summary(trace: FlowTrace, rows: list[dict], figure) -> dict:
     """The last snapshot's numbers, for the printed table."""
     last = rows[-1] if rows else {}
@@ -177,8 +181,6 @@ def run_suite(specs, x0_np, y_np, setup: Setup, *, store, table: str, lr: float,
               extra: dict | None = None) -> list[dict]:
     """Run every loss of ``specs`` on the same inputs; each loss's rows are one Parquet part
     (written as soon as it ends), its figure one PNG. Returns one summary per loss."""
-    from kpbench.suite.reproductions.common import run_meta
-
     meta = run_meta(table)
     x0, y = setup.tensor(x0_np), setup.tensor(y_np)
     a = setup.tensor(a_np if a_np is not None else np.full(len(x0_np), 1.0 / len(x0_np)))

@@ -11,8 +11,8 @@ import numpy as np
 
 from kpbench import datasets
 from kpbench.results.store import ResultStore
-from kpbench.suite.reproductions.common import make_setup, print_table, pyplot
-from kpbench.suite.reproductions.flows import LossSpec, run_suite
+from kpbench.suite.reproductions.common import make_setup, print_table, pyplot, select_specs
+from kpbench.suite.reproductions.flows import SUMMARY_COLUMNS, LossSpec, run_suite
 from kpbench.suite.reproductions.metrics import energy_to_target, w2_1d
 
 TABLE = "flow_1d"
@@ -37,19 +37,6 @@ LOSSES = (
 DISTANCES = {"w2": w2_1d, "energy": energy_to_target}
 
 
-def select(specs, names):
-    """The specs whose label is in ``names`` (None: all), in the canonical order."""
-    if not names:
-        return list(specs)
-    labels = [s.label for s in specs]
-    unknown = [n for n in names if n not in labels]
-    if unknown:
-        from kpbench.backends.base import KPBenchError
-
-        raise KPBenchError(f"unknown loss(es) {', '.join(unknown)}; choose among {', '.join(labels)}")
-    return [s for s in specs if s.label in names]
-
-
 def inputs(N: int, M: int) -> tuple[np.ndarray, np.ndarray]:
     return datasets.interval_1d(N, *SOURCE), datasets.interval_1d(M, *TARGET)
 
@@ -61,7 +48,7 @@ def run(backend: str = "torch", N: int | None = None, M: int | None = None,
     setup = make_setup(backend, dtype, device, seed)
     N = N or DEFAULT_N
     x0, y = inputs(N, M or N)
-    return run_suite(select(LOSSES, losses), x0, y, setup, store=ResultStore(out), table=TABLE,
+    return run_suite(select_specs(LOSSES, losses), x0, y, setup, store=ResultStore(out), table=TABLE,
                      lr=LR, t_max=t_max, distances=DISTANCES, figures_name=FIGURES,
                      draw=draw if figures else None)
 
@@ -92,10 +79,6 @@ def draw(trace, y_np: np.ndarray, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
-
-
-SUMMARY_COLUMNS = ["loss", "status", "t_final", "w2_start", "w2_final", "energy_final",
-                   "loss_final", "time_per_iter_s", "figure"]
 
 
 def report(summaries: list[dict]) -> None:

@@ -12,9 +12,8 @@ import numpy as np
 
 from kpbench import datasets
 from kpbench.results.store import ResultStore
-from kpbench.suite.reproductions.common import make_setup, print_table, pyplot
-from kpbench.suite.reproductions.flows import LossSpec, run_suite
-from kpbench.suite.reproductions.gradient_flow_1d import SUMMARY_COLUMNS, select
+from kpbench.suite.reproductions.common import make_setup, print_table, pyplot, select_specs
+from kpbench.suite.reproductions.flows import SUMMARY_COLUMNS, LossSpec, run_suite
 from kpbench.suite.reproductions.metrics import energy_to_target, w2_matching
 
 TABLE = "flow_2d"
@@ -54,7 +53,7 @@ def run(backend: str = "torch", N: int | None = None, M: int | None = None,
     setup = make_setup(backend, dtype, device, seed)
     N = N or DEFAULT_N
     M = M or N
-    specs = select(LOSSES, losses)
+    specs = select_specs(LOSSES, losses)
     skipped = [s for s in specs if s.name == "labeled_l2" and N != M]
     x0, y = inputs(N, M, seed)
     summaries = run_suite([s for s in specs if s not in skipped], x0, y, setup,

@@ -32,9 +32,9 @@ from kpbench.backends.base import KPBenchError
 from kpbench.results.store import ResultStore
 from kpbench.suite.reproductions.common import (
     Setup, Stopwatch, finite, make_setup, nan_to_none, print_table, pyplot, run_meta,
+    select_specs,
 )
 from kpbench.suite.reproductions.flows import LossSpec
-from kpbench.suite.reproductions.gradient_flow_1d import select
 from kpbench.suite.reproductions.metrics import energy_to_target
 
 TABLE = "model_fitting"
@@ -232,8 +232,7 @@ def run(backend: str = "torch", N: int | None = None, M: int | None = None,
 
 
 def select_fidelities(names) -> list[Fidelity]:
-    specs = select([f.spec for f in FIDELITIES], names)
-    return [f for f in FIDELITIES if f.spec in specs]
+    return select_specs(FIDELITIES, names)
 
 
 def summary(trace: FitTrace, final_distance) -> dict:
