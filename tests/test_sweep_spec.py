@@ -61,6 +61,13 @@ def test_expand_collapses_the_axes_an_op_does_not_use():
     assert len(set(points)) == len(points)
 
 
+def test_the_numpy_reference_is_always_float64():
+    points = expand(SweepSpec(backends=["numpy", "torch"], N=[10], dtype=["float32"]))
+    assert {(pt.backend, pt.dtype) for pt in points} == {("numpy", "float64"), ("torch", "float32")}
+    points = expand(SweepSpec(backends=["numpy", "keops"], N=[10], dtype=["float32", "float64"]))
+    assert len(points) == 3
+
+
 def test_explicit_M_gives_the_product():
     points = expand(SweepSpec(backends=["numpy"], N=[10, 20], M=[5, 7]))
     assert {(pt.N, pt.M) for pt in points} == {(10, 5), (10, 7), (20, 5), (20, 7)}

@@ -10,6 +10,10 @@ Ranges are written as in the command line::
     "1e2..1e5:7"    -> 7 log-spaced integers from 100 to 100000
     "100,300,1000"  -> a plain list (items may themselves be ranges)
 
+The numpy backend is the float64 reference: its points are always float64, whatever
+``dtype`` lists (so ``--backends numpy,torch --dtype float32`` times torch in float32
+against the float64 baseline). Other backends lacking a dtype give ``unsupported`` rows.
+
 A point's key is a hash of the measurement kind (speed | memory | accuracy) and the
 point fields (schema.POINT_COLUMNS), so resuming a sweep skips exactly the points that
 were measured the same way before.
@@ -30,6 +34,7 @@ from kpbench.results.schema import POINT_COLUMNS
 from kpbench.suite import workloads
 
 KINDS = ("speed", "memory", "accuracy")
+REFERENCE_BACKEND, REFERENCE_DTYPE = "numpy", "float64"
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda")
 NONE_WORDS = ("none", "null", "conv", "converge", "")
@@ -142,7 +147,7 @@ def expand(spec: SweepSpec) -> list[Point]:
                     for M in ([N] if spec.M == "same" else spec.M):
                         for D in spec.D:
                             for blur in spec.blur:
-                                for dtype in spec.dtype:
+                                for dtype in _dtypes(backend, spec):
                                     for device in spec.device:
                                         for seed in spec.seed:
                                             point = Point(
@@ -152,6 +157,11 @@ def expand(spec: SweepSpec) -> list[Point]:
                                             )
                                             points[point] = None
     return list(points)
+
+
+def _dtypes(backend: str, spec: SweepSpec) -> list[str]:
+    # the reference backend has one dtype: it is the baseline every other dtype is compared to
+    return [REFERENCE_DTYPE] if backend == REFERENCE_BACKEND else spec.dtype
 
 
 def _op_variants(op: str, spec: SweepSpec) -> list[dict]:
