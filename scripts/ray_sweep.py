@@ -11,6 +11,7 @@ runs this script (the head node), under ``--out`` (default ``results``).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.executor not in (None, "ray"):
         parser.error("ray_sweep.py runs sweeps on a Ray cluster; use `kpbench sweep` for --executor inline")
     args.executor = "ray"
-    args.address = args.address or "auto"
+    args.address = args.address or os.environ.get("RAY_ADDRESS") or "auto"
     return sweep_cli.run(args)
 
 

@@ -65,6 +65,16 @@ def test_inline_and_ray_give_the_same_rows(ray_cluster, tmp_path):
     assert str(tmp_path / "ray" / "sweeps") in ray.summary()
 
 
+def test_cuda_points_on_a_ray_cluster_without_gpus_are_unsupported(ray_cluster, tmp_path):
+    if ray_cluster.cluster_resources().get("GPU", 0):
+        pytest.skip("the test cluster has a GPU")
+    spec = spec_from_dict({"kind": "speed", "backends": "torch", "N": "50", "device": "cpu,cuda"})
+    result = run_sweep(spec, options(tmp_path, "ray"))
+    rows = stored(tmp_path).set_index("device")
+    assert result.counts == {"ok": 1, "unsupported": 1}
+    assert rows.loc["cuda", "error"] == "device cuda requested but the Ray cluster has no GPU"
+
+
 def test_ray_records_raises_timeouts_and_dead_workers_and_finishes(ray_cluster, tmp_path):
     spec = spec_from_dict({"kind": "speed", "backends": "numpy", "dtype": "float64", "N": "30",
                            "ops": "_test_raise,_test_exit,_test_kill,_test_sleep,_test_hang,kernel_product",
