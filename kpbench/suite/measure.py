@@ -133,6 +133,9 @@ def check_supported(point) -> None:
             raise Unsupported("device cuda requested but no CUDA device is visible here")
 
 
+LOSS_CALLS_KEPT_FOR_BACKWARD = 4
+
+
 def dense_estimate(point) -> int | None:
     """Bytes of the point's largest primitive call on a dense backend (None: not dense)."""
     from kpbench.backends import get_backend
@@ -146,7 +149,11 @@ def dense_estimate(point) -> int | None:
     size = max(point.N, point.M) if info.family in ("sinkhorn", "flow") else None
     N, M = (size, size) if size else (point.N, point.M)
     itemsize = np.dtype(point.dtype).itemsize
-    return int(backend.memory_estimate(primitive, N, M, point.D, itemsize, grad=info.grad))
+    per_call = backend.memory_estimate(primitive, N, M, point.D, itemsize, grad=info.grad)
+    # A differentiated loss keeps the buffers of all its primitive calls for the backward:
+    # up to four (Sinkhorn's last step and Hausdorff: xy, yx, xx, yy; MMD: three).
+    retained = LOSS_CALLS_KEPT_FOR_BACKWARD if info.grad and size else 1
+    return int(per_call * retained)
 
 
 def check_budget(point, estimate: int | None, budget: int | None) -> None:
