@@ -172,12 +172,16 @@ def check_budget(point, estimate: int | None, budget: int | None) -> None:
 
 
 # -- speed ---------------------------------------------------------------------------
-def measure_speed(point, data, settings: MeasureSettings) -> dict:
+def _first_call(point, data):
+    """Prepare the workload and time its first call (compilation, caches) apart."""
     prepared = workloads.prepare(point, data)
     sync = _synchronizer(point.device)
     first_call_s, out = _timed(prepared.call, sync)
-    summary = prepared.summarize(out)
-    del out
+    return prepared, sync, first_call_s, prepared.summarize(out)
+
+
+def measure_speed(point, data, settings: MeasureSettings) -> dict:
+    prepared, sync, first_call_s, summary = _first_call(point, data)
     for _ in range(settings.warmup):
         prepared.call()
     times = [_timed(prepared.call, sync)[0] for _ in range(settings.repeats)]
@@ -267,11 +271,7 @@ def _malloc_trim() -> None:
 
 # -- accuracy -------------------------------------------------------------------------
 def measure_accuracy(point, data, settings: MeasureSettings) -> dict:
-    prepared = workloads.prepare(point, data)
-    sync = _synchronizer(point.device)
-    first_call_s, out = _timed(prepared.call, sync)
-    summary = prepared.summarize(out)
-    del out
+    prepared, _sync, first_call_s, summary = _first_call(point, data)
     result = dict(first_call_s=first_call_s, value=summary.value, iterations=summary.iterations)
     if workloads.OPS[point.op].family == "test":
         return result

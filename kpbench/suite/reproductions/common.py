@@ -124,6 +124,16 @@ def pyplot():
     return plt
 
 
+def save_snapshot_figure(fig, axes, n_snapshots: int, title: str, path) -> None:
+    """Blank the panels left over after the snapshots, title, save and close."""
+    for ax in axes.ravel()[n_snapshots:]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    pyplot().close(fig)
+
+
 def print_table(summaries: list[dict], columns: list[str]) -> None:
     """A plain-text table of the per-loss summaries."""
     cells = [[_fmt(s.get(c)) for c in columns] for s in summaries]

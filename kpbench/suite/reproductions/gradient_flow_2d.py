@@ -12,7 +12,8 @@ import numpy as np
 
 from kpbench import datasets
 from kpbench.results.store import ResultStore
-from kpbench.suite.reproductions.common import make_setup, print_table, pyplot, select_specs
+from kpbench.suite.reproductions.common import (make_setup, print_table, pyplot,
+                                               save_snapshot_figure, select_specs)
 from kpbench.suite.reproductions.flows import SUMMARY_COLUMNS, LossSpec, run_suite
 from kpbench.suite.reproductions.metrics import energy_to_target, w2_matching
 
@@ -85,12 +86,7 @@ def draw(trace, y_np: np.ndarray, path) -> None:
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
-    for ax in axes.ravel()[len(trace.snapshots):]:
-        ax.axis("off")
-    fig.suptitle(f"2D gradient flow: {trace.spec.label}  (arrows: -grad/a, 1/4 scale)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    save_snapshot_figure(fig, axes, len(trace.snapshots), f"2D gradient flow: {trace.spec.label}  (arrows: -grad/a, 1/4 scale)", path)
 
 
 def report(summaries: list[dict]) -> None:
