@@ -44,6 +44,32 @@ RESULT_FIELDS = [
     pa.field("rel_err_exact", pa.float64()),      # Sinkhorn vs exact OT (small N=M only)
     pa.field("value", pa.float64()),              # a scalar summary of the output (e.g. the loss)
     pa.field("iterations", pa.int64()),           # Sinkhorn iterations actually run
+    # -- timing detail (see kpbench.suite.measure) --
+    pa.field("time_q1_s", pa.float64()),          # first quartile of the per-call sample times
+    pa.field("time_q3_s", pa.float64()),          # third quartile
+    pa.field("time_samples_s", pa.list_(pa.float64())),   # per-call time of every sample
+    pa.field("number", pa.int64()),               # calls per timed sample (calibrated, like timeit)
+    pa.field("warmup", pa.int64()),               # untimed calls after the first
+    pa.field("timer", pa.string()),               # perf_counter | cuda_events
+    # -- threads and placement --
+    pa.field("threads", pa.int64()),              # torch intra-op threads
+    pa.field("omp_threads", pa.int64()),          # OpenMP threads (KeOps CPU)
+    pa.field("blas_threads", pa.int64()),         # BLAS threads (NumPy)
+    pa.field("cpu_affinity", pa.string()),        # CPUs the process may run on, e.g. "0-1"
+    pa.field("node", pa.string()),                # Ray node id (or host) that ran the point
+    pa.field("node_ip", pa.string()),
+    pa.field("gpu_ids", pa.string()),             # GPU ids Ray assigned ("" = none)
+    pa.field("point_started_at", pa.timestamp("us", tz="UTC")),
+    pa.field("point_ended_at", pa.timestamp("us", tz="UTC")),
+    # -- what was solved, how well --
+    pa.field("marginal_err", pa.float64()),       # Sinkhorn: |pi 1 - a|_1 + |pi^T 1 - b|_1
+    pa.field("converged", pa.bool_()),            # Sinkhorn tol runs: stopped by tol (not max_iter)
+    pa.field("grad_fd_rel_err", pa.float64()),    # gradient vs central finite differences
+    pa.field("input_hash", pa.string()),          # short hash of the generated inputs (after cast)
+    pa.field("deterministic", pa.bool_()),        # bit-reproducible across runs on this machine
+    pa.field("backend_settings", pa.string()),    # JSON: backend/peer-specific settings used
+    pa.field("timeout_s", pa.float64()),          # the spec's per-point timeout
+    pa.field("memory_budget", pa.int64()),        # the spec's dense memory budget (null: backend's)
 ]
 
 META_FIELDS = [
