@@ -1,0 +1,267 @@
+"""``kpbench rerun STORE``: measure the points of a stored run again, from its rows alone.
+
+    kpbench rerun results                       # the latest run of results/, into results/
+    kpbench rerun results --run-id 3fa2 --out elsewhere --executor inline
+
+Everything a point needs is read from its row: the point columns (op, backend, kernel,
+N, M, D, blur, p, reach, dtype, device, seed, iters, scaling; the data generator is
+fixed per op and seeded, see kpbench.results.fingerprint), the kind of measure (the
+``sweep`` column) and the settings of the run (repeats for speed, warmup, threads,
+timeout_s, memory_budget, and the KeOps/CUDA build flags ``cxxflags``, set as
+``CXXFLAGS`` while the rerun runs). A row whose point columns no longer give its key, or
+a setting that no row of its kind recorded, is an error naming the column.
+
+The rerun is a new run (new run_id) in ``--out`` (default: the same store; there the
+stored keys are not skipped, elsewhere an interrupted rerun resumes). Afterwards the
+input hashes of both runs are compared (exit 1 when a point's generated inputs differ:
+not the same problem), the build flags too, and the ``kpbench compare`` command that
+compares the two runs is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import pathlib
+import sys
+import uuid
+from dataclasses import dataclass
+
+import pandas as pd
+
+from kpbench.backends.base import KPBenchError
+from kpbench.results.schema import POINT_COLUMNS
+
+INT_POINT_COLUMNS = ("N", "M", "D", "seed", "p", "iters")
+FLOAT_POINT_COLUMNS = ("blur", "reach", "scaling")
+NULLABLE_POINT_COLUMNS = ("p", "reach", "iters", "scaling")    # null: the op does not use it
+# settings of the run: (column, needed for these kinds; None = every kind)
+SETTINGS = (("repeats", ("speed",)), ("warmup", None), ("threads", None), ("timeout_s", None),
+            ("memory_budget", None), ("cxxflags", None))
+NULLABLE_SETTINGS = ("memory_budget",)                        # null: the backend's own budget
+
+
+@dataclass
+class RerunGroup:
+    """Points of one kind measured with one set of settings."""
+
+    kind: str
+    settings: dict
+    points: list
+
+    def spec(self):
+        from kpbench.suite.spec import SweepSpec
+
+        s = self.settings
+        return SweepSpec(
+            kind=self.kind, ops=_unique(p.op for p in self.points),
+            backends=_unique(p.backend for p in self.points),
+            dtype=_unique(p.dtype for p in self.points),
+            device=_unique(p.device for p in self.points),
+            repeats=int(s.get("repeats") or 1), warmup=int(s["warmup"]),
+            timeout_s=float(s["timeout_s"]),
+            memory_budget=None if s["memory_budget"] is None else int(s["memory_budget"]),
+        )
+
+
+# -- reading a stored run ------------------------------------------------------------
+def load_run(store: str | os.PathLike, run_id: str | None = None) -> tuple[str, pd.DataFrame]:
+    """(run_id, its rows: one per point key) of ``run_id`` (prefix; None: the latest run)."""
+    from kpbench.results.report import load_sweeps, select_run
+
+    rows = select_run(load_sweeps(store), run_id or "latest")
+    if rows.empty:
+        raise KPBenchError(f"no sweep rows in {store}: nothing to rerun")
+    return str(rows["run_id"].iloc[0]), rows
+
+
+def plan(rows: pd.DataFrame, run_id: str = "?") -> list[RerunGroup]:
+    """The groups (kind, settings, points) that measure ``rows`` again."""
+    _check_columns(rows, ["key", "sweep"] + POINT_COLUMNS + [c for c, _ in SETTINGS])
+    groups = []
+    for kind, of_kind in rows.groupby("sweep", dropna=False):
+        if not isinstance(kind, str) or not kind:
+            raise KPBenchError(f"run {run_id}: {len(of_kind)} rows have no 'sweep' column "
+                               "(the kind of measure: speed | memory | accuracy)")
+        filled = _fill_settings(of_kind, kind, run_id)
+        names = [c for c, kinds in SETTINGS if kinds is None or kind in kinds]
+        for values, group in filled.groupby(names, dropna=False, sort=True):
+            settings = {n: _none(v) for n, v in zip(names, values)}
+            groups.append(RerunGroup(kind, settings, [point_from_row(r, kind)
+                                                      for r in group.to_dict("records")]))
+    return groups
+
+
+def point_from_row(row: dict, kind: str):
+    """The Point of a stored row; its key must be the row's (else the row is not rerunnable)."""
+    from kpbench.suite.spec import Point
+
+    values = {}
+    for name in POINT_COLUMNS:
+        value = _none(row.get(name))
+        if value is None and name not in NULLABLE_POINT_COLUMNS:
+            raise KPBenchError(f"row {row.get('key')}: column {name!r} is empty: cannot rerun it")
+        if value is not None and name in INT_POINT_COLUMNS:
+            value = int(value)
+        elif value is not None and name in FLOAT_POINT_COLUMNS:
+            value = float(value)
+        values[name] = value
+    point = Point(**values)
+    if point.key(kind) != row.get("key"):
+        raise KPBenchError(
+            f"row {row.get('key')}: its point columns give the key {point.key(kind)} "
+            f"({kind}): stored by a kpbench with other point keys, cannot rerun it exactly")
+    return point
+
+
+def _check_columns(rows: pd.DataFrame, names: list[str]) -> None:
+    missing = [n for n in names if n not in rows]
+    if missing:
+        raise KPBenchError(f"cannot rerun: the rows lack the column(s) {', '.join(missing)}")
+
+
+def _fill_settings(rows: pd.DataFrame, kind: str, run_id: str) -> pd.DataFrame:
+    """Rows that did not record a setting (failed points) take the one value of their kind."""
+    rows = rows.copy()
+    for name, kinds in SETTINGS:
+        if kinds is not None and kind not in kinds:
+            continue
+        column = rows[name].astype(object).where(rows[name].notna(), None)
+        values = column.dropna().unique()
+        if len(values) == 0 and name not in NULLABLE_SETTINGS:
+            raise KPBenchError(
+                f"cannot rerun run {run_id}: column {name!r} is empty in all {len(rows)} {kind} "
+                "rows (stored before kpbench recorded it); a rerun needs "
+                + ", ".join(c for c, k in SETTINGS if k is None or kind in k))
+        if len(values) > 1 and column.isna().any():
+            raise KPBenchError(
+                f"cannot rerun run {run_id}: {int(column.isna().sum())} {kind} rows have no "
+                f"{name!r} and the others several ({', '.join(map(str, values))}): ambiguous")
+        rows[name] = column.fillna(values[0]) if len(values) == 1 else column
+    return rows
+
+
+def _none(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def _unique(values) -> list:
+    return list(dict.fromkeys(values))
+
+
+# -- running it ----------------------------------------------------------------------
+def rerun(store, run_id: str | None = None, out=None, executor: str | None = None,
+          address: str | None = None, num_cpus: int | None = None,
+          progress: bool = True) -> tuple[str, str, list[RerunGroup]]:
+    """Measure the points of the stored run again as a new run; returns
+    (old run_id, new run_id, the groups run)."""
+    from kpbench.suite.sweep import RunOptions, run_sweep
+
+    old_id, rows = load_run(store, run_id)
+    groups = plan(rows, old_id)
+    out = pathlib.Path(out) if out is not None else store_root(store)
+    options = RunOptions(executor=executor or _stored_executor(rows), out=str(out),
+                         resume=out.resolve() != store_root(store).resolve(),
+                         address=address, num_cpus=num_cpus, progress=progress)
+    new_id = uuid.uuid4().hex
+    with build_flags(_one_cxxflags(groups, old_id)):
+        for group in groups:
+            options.threads = int(group.settings["threads"])
+            result = run_sweep(group.spec(), options, run_id=new_id, points=group.points)
+            print(result.summary(), flush=True)
+    return old_id, new_id, groups
+
+
+def store_root(path) -> pathlib.Path:
+    path = pathlib.Path(path)
+    return path.parent if path.name == "sweeps" else path
+
+
+def _stored_executor(rows: pd.DataFrame) -> str:
+    values = rows["executor"].dropna().unique() if "executor" in rows else []
+    return str(values[0]) if len(values) == 1 else "ray"
+
+
+def _one_cxxflags(groups: list[RerunGroup], run_id: str) -> str:
+    flags = _unique(g.settings["cxxflags"] for g in groups)
+    if len(flags) > 1:
+        raise KPBenchError(f"run {run_id} was built with several CXXFLAGS ({flags}): "
+                           "rerun needs one set of build flags per run")
+    return flags[0]
+
+
+@contextlib.contextmanager
+def build_flags(cxxflags: str):
+    """CXXFLAGS set to the stored flags (KeOps compiles with them), restored afterwards."""
+    before = os.environ.get("CXXFLAGS")
+    os.environ["CXXFLAGS"] = cxxflags
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("CXXFLAGS", None)
+        else:
+            os.environ["CXXFLAGS"] = before
+
+
+def check_rerun(store, old_id: str, out, new_id: str) -> tuple[list[str], bool]:
+    """Lines comparing the two runs' inputs and build flags; True when the inputs differ."""
+    from kpbench.results.fingerprint import hash_mismatches
+    from kpbench.results.report import load_sweeps, select_run
+
+    old = select_run(load_sweeps(store), old_id)
+    new = select_run(load_sweeps(out), new_id)
+    lines = hash_mismatches(old, new)
+    differ = any(line.startswith("inputs DIFFER") for line in lines)
+    flags = {side: sorted(set(rows["cxxflags"].dropna())) for side, rows in (("old", old), ("new", new))}
+    if flags["old"] != flags["new"]:
+        lines.append(f"build flags differ: CXXFLAGS {flags['old']} -> {flags['new']} "
+                     "(workers of an already running Ray cluster keep their own environment)")
+    return lines, differ
+
+
+# -- the command ---------------------------------------------------------------------
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "rerun", help="measure the points of a stored run again (then: kpbench compare)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("store", metavar="STORE", help="results dir (or its sweeps dir)")
+    parser.add_argument("--run-id", default=None, help="run to rerun (id or unique prefix; "
+                                                       "default: the latest)")
+    parser.add_argument("--out", default=None, help="results dir of the rerun (default: STORE)")
+    parser.add_argument("--executor", choices=("ray", "inline"), default=None,
+                        help="default: the stored run's")
+    parser.add_argument("--address", default=None, help="Ray cluster address")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray cluster")
+    parser.add_argument("--dry-run", action="store_true", help="list the points, run nothing")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    try:
+        if args.dry_run:
+            return _dry_run(args.store, args.run_id)
+        old_id, new_id, _ = rerun(args.store, args.run_id, args.out, args.executor,
+                                  args.address, args.num_cpus, progress=not args.no_progress)
+        out = args.out or str(store_root(args.store))
+        lines, differ = check_rerun(args.store, old_id, out, new_id)
+    except (KPBenchError, ConnectionError) as exc:
+        print(f"kpbench rerun: error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    print(f"rerun of {old_id} -> {new_id}; compare them with:\n"
+          f"  kpbench compare {args.store} {out} --run-id {old_id} {new_id}")
+    return 1 if differ else 0
+
+
+def _dry_run(store, run_id) -> int:
+    old_id, rows = load_run(store, run_id)
+    for group in plan(rows, old_id):
+        print(f"# {group.kind}: {len(group.points)} points, settings {group.settings}")
+        for point in group.points:
+            print(point.key(group.kind), point)
+    return 0

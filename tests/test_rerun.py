@@ -1,0 +1,210 @@
+"""Rerunning a stored run from its rows; input hashes; the stored environment of a run."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from kpbench.backends.base import KPBenchError
+from kpbench.results import meta
+from kpbench.results.fingerprint import hash_mismatches, input_hash
+from kpbench.results.report import load_sweeps, select_run
+from kpbench.results.store import SWEEPS, ResultStore
+from kpbench.suite import rerun as rr
+from kpbench.suite.cli import main
+from kpbench.suite.spec import SweepSpec
+from kpbench.suite.sweep import RunOptions, run_sweep
+
+SPEC = dict(kind="accuracy", ops=["kernel_product", "sinkhorn"], backends=["numpy", "torch"],
+            N=[30], iters=[5], dtype=["float32", "float64"], warmup=0, timeout_s=120.0)
+
+
+@pytest.fixture(scope="module")
+def stored_run(tmp_path_factory):
+    """A small accuracy run (6 points) in its own store: (store path, run_id)."""
+    out = tmp_path_factory.mktemp("stored")
+    result = run_sweep(SweepSpec(**SPEC), RunOptions(executor="inline", out=str(out),
+                                                     progress=False, threads=1))
+    assert result.counts == {"ok": 6}
+    return out, result.run_id
+
+
+def copy_rows(src, dst, change=None):
+    """A store at ``dst`` holding the rows of ``src``, each passed through ``change``."""
+    store = ResultStore(src)
+    rows = pa.concat_tables([pq.read_table(p) for p in store.parts(SWEEPS)]).to_pylist()
+    for row in rows:
+        if change:
+            change(row)
+    ResultStore(dst).append(SWEEPS, rows)
+    return dst
+
+
+# -- input hashes -----------------------------------------------------------------------
+def test_input_hash_sees_values_dtype_shape_and_ignores_the_container():
+    rng = np.random.default_rng(0)
+    x, y = rng.random((5, 3)), rng.random((4, 3))
+    h = input_hash([x, y], "float32")
+    assert h == input_hash([x.copy(), y.copy()], "float32") and len(h) == 16
+    assert h == input_hash([torch.tensor(x, dtype=torch.float32), torch.tensor(y)], "float32")
+    assert h != input_hash([x, y], "float64")
+    assert h != input_hash([x.reshape(3, 5), y], "float32")
+    x2 = x.copy()
+    x2[0, 0] = np.nextafter(x2[0, 0], 2.0)      # one ulp in float64 ...
+    assert input_hash([x2, y]) != input_hash([x, y])
+    assert input_hash([x2, y], "float32") == h  # ... gone after the cast to float32
+
+
+def test_rows_carry_hashes_settings_and_determinism(stored_run):
+    out, run_id = stored_run
+    rows = load_sweeps(out)
+    assert rows["input_hash"].str.len().eq(16).all()
+    # one problem per (op, N, seed, dtype): numpy and torch float64 share their inputs
+    f64 = rows[rows["dtype"] == "float64"].groupby("op")["input_hash"].nunique()
+    assert (f64 == 1).all()
+    assert rows.groupby("op")["input_hash"].nunique().eq(2).all()   # float32 is another
+    assert rows["deterministic"].all()
+    assert set(rows["warmup"]) == {0} and set(rows["threads"]) == {1}
+    assert set(rows["timeout_s"]) == {120.0} and rows["memory_budget"].isna().all()
+
+
+def test_hash_mismatches_names_the_points_that_differ(stored_run):
+    rows = select_run(load_sweeps(stored_run[0]), None)
+    same = hash_mismatches(rows, rows)
+    assert same == ["inputs: 6 points with matching input hashes (same generated data)"]
+    other = rows.copy()
+    other.loc[0, "input_hash"] = "0" * 16
+    lines = hash_mismatches(rows, other)
+    assert lines[0].startswith("inputs DIFFER: 1 of 6 points")
+    assert "0000000000000000" in lines[1] and rows.loc[0, "op"] in lines[1]
+    assert hash_mismatches(rows, other.assign(input_hash=None)) == []
+
+
+# -- rerun ------------------------------------------------------------------------------
+def test_plan_rebuilds_the_points_and_settings_of_the_run(stored_run):
+    out, run_id = stored_run
+    old_id, rows = rr.load_run(out, run_id[:6])
+    assert old_id == run_id
+    (group,) = rr.plan(rows, old_id)
+    assert group.kind == "accuracy"
+    assert group.settings == {"warmup": 0, "threads": 1, "timeout_s": 120.0,
+                              "memory_budget": None, "cxxflags": ""}
+    assert sorted(p.key("accuracy") for p in group.points) == sorted(rows["key"])
+    spec = group.spec()
+    assert (spec.kind, spec.warmup, spec.timeout_s) == ("accuracy", 0, 120.0)
+
+
+def test_rerun_elsewhere_measures_the_same_problem_and_values(stored_run, tmp_path, capsys):
+    out, run_id = stored_run
+    new_store = tmp_path / "rerun"
+    assert main(["rerun", str(out), "--out", str(new_store), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "inputs: 6 points with matching input hashes" in printed
+    assert f"kpbench compare {out} {new_store} --run-id {run_id} " in printed
+    old = select_run(load_sweeps(out), run_id).set_index("key").sort_index()
+    new = load_sweeps(new_store).set_index("key").sort_index()
+    assert list(new.index) == list(old.index) and new["run_id"].nunique() == 1
+    assert new["run_id"].iloc[0] != run_id and set(new["executor"]) == {"inline"}
+    # deterministic CPU points on the same machine: the same bits
+    assert new["value"].tolist() == old["value"].tolist()
+    assert meta.load_environment(new_store, new["run_id"].iloc[0])["python"]["version"]
+
+
+def test_rerun_into_the_same_store_adds_a_second_run(tmp_path, stored_run, capsys):
+    store = copy_rows(stored_run[0], tmp_path / "same")
+    assert main(["rerun", str(store), "--no-progress"]) == 0
+    runs = load_sweeps(store)["run_id"]
+    assert runs.nunique() == 2 and runs.value_counts().tolist() == [6, 6]
+
+
+def test_rerun_exits_1_when_the_inputs_differ(tmp_path, stored_run, capsys):
+    def other_hash(row):
+        if row["op"] == "sinkhorn" and row["backend"] == "torch":
+            row["input_hash"] = "f" * 16
+
+    store = copy_rows(stored_run[0], tmp_path / "old", other_hash)
+    assert main(["rerun", str(store), "--out", str(tmp_path / "new"), "--no-progress"]) == 1
+    printed = capsys.readouterr().out
+    assert "inputs DIFFER: 2 of 6 points" in printed and "ffffffffffffffff ->" in printed
+
+
+@pytest.mark.parametrize("column", ["warmup", "threads", "timeout_s", "cxxflags"])
+def test_a_setting_no_row_recorded_is_an_error_naming_it(tmp_path, stored_run, capsys, column):
+    store = copy_rows(stored_run[0], tmp_path / "old", lambda r: r.update({column: None}))
+    assert main(["rerun", str(store), "--out", str(tmp_path / "new")]) == 2
+    err = capsys.readouterr().err
+    assert f"column {column!r} is empty in all 6 accuracy rows" in err
+    assert not (tmp_path / "new").exists()
+
+
+def test_failed_rows_take_the_settings_of_their_kind(tmp_path, stored_run):
+    def drop_settings(row):
+        if row["op"] == "sinkhorn":
+            row.update(warmup=None, threads=None, status="error", error="RuntimeError: boom")
+
+    store = copy_rows(stored_run[0], tmp_path / "old", drop_settings)
+    old_id, rows = rr.load_run(store)
+    (group,) = rr.plan(rows, old_id)
+    assert group.settings["warmup"] == 0 and len(group.points) == 6
+
+
+def test_ambiguous_or_broken_rows_are_refused(tmp_path, stored_run):
+    def two_warmups(row):
+        row["warmup"] = {"kernel_product": 0, "sinkhorn": None}[row["op"]] \
+            if row["backend"] == "numpy" else 3
+
+    store = copy_rows(stored_run[0], tmp_path / "a", two_warmups)
+    with pytest.raises(KPBenchError, match="rows have no 'warmup' and the others several"):
+        rr.plan(*reversed(rr.load_run(store)))
+    store = copy_rows(stored_run[0], tmp_path / "b", lambda r: r.update(N=r["N"] + 1))
+    with pytest.raises(KPBenchError, match="its point columns give the key"):
+        rr.plan(*reversed(rr.load_run(store)))
+    store = copy_rows(stored_run[0], tmp_path / "c", lambda r: r.update(dtype=None))
+    with pytest.raises(KPBenchError, match="column 'dtype' is empty"):
+        rr.plan(*reversed(rr.load_run(store)))
+
+
+def test_rerun_sets_the_stored_build_flags_while_it_runs(monkeypatch):
+    monkeypatch.setenv("CXXFLAGS", "-O1")
+    with rr.build_flags("-ffast-math"):
+        assert meta.host_metadata()["cxxflags"] == "-ffast-math"
+    assert meta.host_metadata()["cxxflags"] == "-O1"
+
+
+# -- the environment of a run -------------------------------------------------------------
+def test_environment_is_stored_once_per_run(stored_run, tmp_path):
+    out, run_id = stored_run
+    env = meta.load_environment(out, run_id)
+    assert env["packages"]["numpy"] == np.__version__
+    assert torch.__version__.startswith(env["packages"]["torch"].split("+")[0])
+    assert env["cpu"]["model"] and "flags" in env["cpu"]
+    assert meta.load_environment(out / "sweeps", run_id) == env
+    assert meta.load_environment(out, "no-such-run") is None
+    store = ResultStore(tmp_path)
+    assert meta.record_environment(store, "r1", {"a": 1}) is True
+    assert meta.record_environment(store, "r1", {"a": 2}) is False
+    assert json.loads(store.read(meta.RUNS)["environment"].iloc[0]) == {"a": 1}
+
+
+def test_env_diff_lists_what_changed(monkeypatch):
+    a = {"packages": {"numpy": "2.0", "torch": "2.1"}, "cpu": {"flags": "sse avx avx2"},
+         "env": {"CXXFLAGS": "-O3"}}
+    b = {"packages": {"numpy": "2.1", "torch": "2.1", "scipy": "1.14"},
+         "cpu": {"flags": "sse avx avx512f"}, "env": {}}
+    assert meta.env_diff(a, b) == [
+        "cpu.flags: +avx512f -avx2",
+        "env.CXXFLAGS: -O3 -> (absent)",
+        "packages.numpy: 2.0 -> 2.1",
+        "packages.scipy: (absent) -> 1.14",
+    ]
+    assert meta.env_diff(a, a) == []
+    assert meta.env_diff(a, None) == ["environment: not recorded for the new run (cannot compare)"]
+    monkeypatch.setenv("KPBENCH_X", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setenv("UNRELATED_VAR", "1")
+    env = meta.result_env_vars()
+    assert env["KPBENCH_X"] == "1" and env["OMP_NUM_THREADS"] == "2" and "UNRELATED_VAR" not in env
