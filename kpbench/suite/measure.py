@@ -49,6 +49,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from kpbench.backends.base import BackendUnavailable, MemoryBudgetExceeded, format_bytes
+from kpbench.results.determinism import deterministic
+from kpbench.results.fingerprint import input_hash
 from kpbench.results.meta import host_metadata
 from kpbench.suite import workloads
 
@@ -93,6 +95,7 @@ def run_point(point, kind: str, settings: MeasureSettings = MeasureSettings()) -
         workloads.register_test_ops()
     row = base_row(point, kind)
     row.update(host_metadata())
+    row["deterministic"] = deterministic(point.backend, point.dtype, point.device)
     try:
         if settings.threads:
             _set_threads(settings.threads)
@@ -101,6 +104,7 @@ def run_point(point, kind: str, settings: MeasureSettings = MeasureSettings()) -
             row["mem_estimate_bytes"] = estimate = dense_estimate(point)
             check_budget(point, estimate, settings.memory_budget)
         data = workloads.make_data(point)
+        row["input_hash"] = input_hash([data.x, data.y, data.b, data.h, data.c], point.dtype)
         row.update(MEASURES[kind](point, data, settings))
         row["status"] = "ok"
     except (Unsupported, BackendUnavailable) as exc:

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from kpbench.results.meta import run_metadata
+from kpbench.results.meta import record_environment, run_metadata
 from kpbench.results.store import SWEEPS, ResultStore
 from kpbench.suite import workloads
 from kpbench.suite.executors import HARD_TIMEOUT_GRACE_S, ExecutorOptions, run_points
@@ -122,14 +122,16 @@ def _progress_bar(total: int, kind: str):
                 dynamic_ncols=True, mininterval=0.5)
 
 
-def run_sweep(spec: SweepSpec, options: RunOptions = RunOptions(), run_id: str | None = None) -> SweepResult:
-    """Measure every point of ``spec`` not already stored; returns the counts."""
+def run_sweep(spec: SweepSpec, options: RunOptions = RunOptions(), run_id: str | None = None,
+              points: list | None = None) -> SweepResult:
+    """Measure every point of ``spec`` (or the given ``points``) not already stored."""
     started = time.monotonic()
     store = ResultStore(options.out)
-    points = expand(spec)
+    points = expand(spec) if points is None else points
     stored = store.keys(SWEEPS) if options.resume else set()
     todo = [p for p in points if p.key(spec.kind) not in stored]
     meta = run_metadata(run_id=run_id, sweep=spec.kind, executor=options.executor)
+    record_environment(store, meta["run_id"])
     result = SweepResult(spec.kind, meta["run_id"], str(store.table_dir(SWEEPS)),
                          total=len(points), already_stored=len(points) - len(todo))
     recorder = RowRecorder(store, meta, len(todo), spec.kind, options.flush_every,
@@ -139,6 +141,10 @@ def run_sweep(spec: SweepSpec, options: RunOptions = RunOptions(), run_id: str |
         threads=options.threads or max(1, int(options.cpus_per_point)),
         test_ops=workloads.test_ops_enabled(),
     )
+    # the spec's settings in every row (failed points too; a measured row's own win),
+    # so that ``kpbench rerun`` can recover them from the rows alone
+    meta.update(warmup=spec.warmup, threads=settings.threads, timeout_s=spec.timeout_s,
+                memory_budget=spec.memory_budget, **({"repeats": spec.repeats} if spec.kind == "speed" else {}))
     executor_options = ExecutorOptions(
         timeout_s=spec.timeout_s, cpus_per_point=options.cpus_per_point,
         gpus_per_point=options.gpus_per_point, address=options.address, num_cpus=options.num_cpus,
