@@ -9,11 +9,13 @@ import io
 import pytest
 from PIL import Image
 
-from kpbench.results import report
+from kpbench.results import format as fmt
+from kpbench.results import report, tables
 from kpbench.results.meta import run_metadata
 from kpbench.results.schema import POINT_COLUMNS
 from kpbench.results.store import ResultStore
 from kpbench.results import report_cli
+from kpbench.results.selection import load_sweeps
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -97,33 +99,37 @@ def mixed_store(tmp_path):
 
 
 def test_crossover_map_names_the_lead_changes(mixed_store):
-    lines = report.crossover_lines(report.load_sweeps(mixed_store))
+    lines = tables.crossover_lines(load_sweeps(mixed_store))
     kp32 = [line for line in lines if line.startswith("kernel_product") and "float32" in line]
+    # at 1e5 torch was refused: keops is not "fastest" there, only timed
     assert kp32 == ["kernel_product gaussian D=3 blur=0.1 float32 cpu: "
-                    "keops fastest at N<=1e3, torch at 1e4, keops from 1e5"]
+                    "keops fastest at N<=1e3, torch from 1e4; only keops was timed at N=1e5"]
+    # the numpy reference is float64: alone in its configuration, it wins nothing
+    assert ("kernel_product gaussian D=3 blur=0.1 float64 cpu: only numpy was timed (no comparison)"
+            in lines)
     # the kernel column of a softmin row only repeats the op: left out of the label
-    assert "softmin D=3 blur=0.1 p=2 float32 cpu: torch fastest at all N (1e3..1e4) (only torch ran)" in lines
+    assert "softmin D=3 blur=0.1 p=2 float32 cpu: only torch was timed (no comparison)" in lines
     assert any(line.startswith("sinkhorn") and "no backend completed" in line for line in lines)
 
 
 def test_crossover_without_speed_rows_says_so(tmp_path):
     write_sweeps(tmp_path, [sweep_row(backend="torch", mem=1e6), sweep_row(backend="keops", err=1e-7)])
-    assert report.crossover_lines(report.load_sweeps(tmp_path)) == [
+    assert tables.crossover_lines(load_sweeps(tmp_path)) == [
         "kernel_product gaussian D=3 blur=0.1 float32 cpu: no timings (only memory/accuracy rows)"]
 
 
 def test_unsupported_only_combinations_stay_out_of_the_frontier_and_tables(tmp_path):
     write_sweeps(tmp_path, [sweep_row(backend="numpy", status="unsupported"),
                             sweep_row(backend="torch", time=0.1)])
-    frame = report.load_sweeps(tmp_path)
-    assert [r[1] for r in report.oom_frontier(frame)] == ["torch"]
-    [(_, _, rows)] = report.op_tables(frame, "kernel_product")
-    assert [r[:3] for r in rows[:2]] == [["numpy float32 cpu", "median time", "unsupported"],
+    frame = load_sweeps(tmp_path)
+    assert [r[1] for r in tables.oom_frontier(frame)] == ["torch"]
+    [(_, _, rows)] = tables.op_tables(frame, "kernel_product")
+    assert [r[:3] for r in rows[:2]] == [["numpy float32 cpu", "status", "unsupported"],
                                          ["torch float32 cpu", "median time", "100 ms"]]
 
 
 def test_oom_frontier_gives_largest_ok_and_first_failure(mixed_store):
-    rows = report.oom_frontier(report.load_sweeps(mixed_store))
+    rows = tables.oom_frontier(load_sweeps(mixed_store))
     by_backend = {(r[0], r[1]): r for r in rows}
     assert by_backend[("kernel_product", "torch")][4:] == ["1e4", "1e5", "-"]
     assert by_backend[("kernel_product", "numpy")][4:] == ["1e4", "-", "1e5"]
@@ -131,19 +137,35 @@ def test_oom_frontier_gives_largest_ok_and_first_failure(mixed_store):
     assert by_backend[("kernel_product", "keops")][4:] == ["1e5", "-", "-"]
 
 
-def test_backend_by_n_table_with_speedup_vs_numpy(mixed_store):
-    frame = report.load_sweeps(mixed_store)
-    [(title, header, rows)] = report.op_tables(frame, "kernel_product")
+def test_backend_by_n_table_with_speedups_in_the_same_dtype_only(mixed_store):
+    frame = load_sweeps(mixed_store)
+    [(title, header, rows)] = tables.op_tables(frame, "kernel_product")
     assert title == "gaussian D=3 blur=0.1"
     assert header == ["backend", "metric", "N=1e3", "N=1e4", "N=1e5"]
     names = [r[0] for r in rows if r[0]]
     assert names == ["numpy float64 cpu", "torch float32 cpu", "keops float32 cpu"]
-    torch_time, torch_speedup, torch_mem, torch_err = rows[4:8]
+    # numpy (float64) has no float64 torch row to be compared with: no speed-up row at all
+    assert [r[1] for r in rows[:3]] == ["median time", "peak memory", "max rel. error"]
+    assert rows[0][2:] == ["20 ms", "2 s", "timeout"]
+    torch_time, torch_speedup, torch_mem, torch_err = rows[3:7]
     assert torch_time[1:] == ["median time", "2 ms", "100 ms", "skipped"]
-    assert torch_speedup[2:] == ["10x", "20x", ""]   # numpy 20 ms / 2 ms, 2 s / 100 ms
+    assert torch_speedup[1:] == ["speed-up vs torch", "1x", "1x", ""]
     assert torch_mem[2:4] == ["3.8 MiB", "381.5 MiB"]
     assert torch_err[2:4] == ["2.0e-07", "3.0e-07"]
-    assert rows[0][2:] == ["20 ms", "2 s", "timeout"]
+    keops_speedup = rows[8]
+    assert keops_speedup[1:] == ["speed-up vs torch", "2x", "0.5x", ""]   # 2 ms / 1 ms, 100 / 200 ms
+
+
+def test_baseline_is_selectable(mixed_store):
+    [(_, _, rows)] = tables.op_tables(load_sweeps(mixed_store), "kernel_product", baseline="keops")
+    speedups = [r[2:] for r in rows if r[1] == "speed-up vs keops"]
+    assert speedups == [["0.5x", "2x", ""], ["1x", "1x", "1x"]]   # torch, keops
+
+
+def test_tables_leave_out_metrics_a_configuration_has_nothing_for(tmp_path):
+    write_sweeps(tmp_path, [sweep_row(backend="torch", err=1e-7), sweep_row(backend="keops", err=2e-7)])
+    [(_, _, rows)] = tables.op_tables(load_sweeps(tmp_path), "kernel_product")
+    assert [r[1] for r in rows] == ["max rel. error", "max rel. error"]
 
 
 def test_report_files_html_images_and_markdown(mixed_store, tmp_path):
@@ -156,12 +178,13 @@ def test_report_files_html_images_and_markdown(mixed_store, tmp_path):
     html_path = report.write_report(mixed_store)
     out = mixed_store / "report"
     assert html_path == out / "report.html"
-    for name in ("time_vs_n.png", "memory_vs_n.png", "error_vs_blur.png", "error_vs_dtype.png"):
+    for name in ("time_vs_n.png", "memory_vs_n.png", "error_vs_dtype.png"):
         assert (out / name).read_bytes().startswith(PNG_MAGIC), name
+    assert not (out / "error_vs_blur.png").exists()   # one blur only: nothing to plot against
 
     parser = _Collector()
     parser.feed(html_path.read_text(encoding="utf-8"))
-    assert len(parser.images) == 5  # four plots + the reproduction figure
+    assert len(parser.images) == 4  # three plots + the reproduction figure
     for src in parser.images:
         assert src.startswith("data:image/png;base64,")
         raw = base64.b64decode(src.split(",", 1)[1], validate=True)
@@ -171,10 +194,16 @@ def test_report_files_html_images_and_markdown(mixed_store, tmp_path):
 
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "## Crossover map" in md and "## OOM frontier" in md
-    assert "keops fastest at N<=1e3, torch at 1e4, keops from 1e5" in md
+    assert "keops fastest at N<=1e3, torch from 1e4" in md
     assert "| kernel_product | torch | cpu | float32 | 1e4 | 1e5 | - |" in md
     assert "![figures/flow_2d/snapshot.png](../figures/flow_2d/snapshot.png)" in md
     assert "![Median time vs N (log-log), one panel per op](time_vs_n.png)" in md
+
+
+def test_error_vs_blur_plot_needs_two_blurs(tmp_path):
+    write_sweeps(tmp_path / "results", [sweep_row(backend="torch", err=1e-7, blur=b) for b in (0.1, 0.5)])
+    report.write_report(tmp_path / "results")
+    assert (tmp_path / "results" / "report" / "error_vs_blur.png").read_bytes().startswith(PNG_MAGIC)
 
 
 def test_reproduction_tables_are_summarised(tmp_path):
@@ -222,4 +251,4 @@ def test_report_cli_writes_to_out(mixed_store, tmp_path, capsys):
 @pytest.mark.parametrize("n, text", [(200, "200"), (1000, "1e3"), (4000, "4e3"),
                                      (100000, "1e5"), (1500, "1500")])
 def test_fmt_n(n, text):
-    assert report.fmt_n(n) == text
+    assert fmt.fmt_n(n) == text

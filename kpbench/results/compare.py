@@ -1,10 +1,24 @@
-"""Compare two benchmark runs point by point, like ``asv continuous --factor``.
+"""Compare two benchmark runs point by point: a regression gate that noise does not trip.
 
 Rows are matched by their point key. For points that are ok on both sides the ratios
-new/baseline of ``time_median_s``, ``peak_mem_bytes`` and ``rel_err`` are computed; a ratio
-above ``threshold`` is a regression, below ``1/threshold`` an improvement. A point that
-was ok in the baseline and is not ok in the new run (oom, timeout, error, ...) is a
-regression too. Time, memory and status regressions fail the comparison (exit 1).
+new/baseline of ``time_median_s``, ``peak_mem_bytes`` and ``rel_err`` are computed.
+
+A **time** change counts (regression above ``threshold``, improvement below
+``1/threshold``) only when the two timing distributions differ too, decided as asv does
+(``asv.statistics.is_different``):
+
+* with the per-call sample times of both rows (``time_samples_s``), and enough of them for
+  the test to be able to reach ``p_threshold`` (2 / C(n+m, n) < p_threshold; 10 and 10
+  samples can, 5 and 5 cannot), a two-sided Mann-Whitney U rank test: different when
+  p < ``p_threshold`` (default 0.002, asv's);
+* otherwise the inter-quartile ranges [q1, q3] (``time_q1_s``/``time_q3_s``, or the
+  samples' quartiles, or median +- IQR/2 from ``time_iqr_s``): different when they do not
+  overlap;
+* a row without any spread recorded is judged by its ratio alone.
+
+A ratio over the threshold whose distributions do not differ is reported as noise ("?").
+A point that was ok in the baseline and is not ok in the new run (oom, timeout, error,
+...) is a regression too. Time, memory and status regressions fail the comparison (exit 1).
 
 Noise floors, so that a ratio of two meaningless numbers never decides anything:
 
@@ -14,20 +28,25 @@ Noise floors, so that a ratio of two meaningless numbers never decides anything:
 * peak memory is compared only when the larger of the two is at least ``mem_floor``
   (1 MiB): CPU peaks are RSS deltas, which jitter by a few pages.
 
-Points present on one side only are listed in a note and ignored; no point in common at
-all is an error (a regression gate must not pass by comparing nothing).
+Two rows measured on different hosts or GPUs, or with different torch, pykeops or numpy
+versions, are not comparable: :func:`compare` refuses (``EnvironmentMismatch``) unless
+``allow_env_mismatch`` is set, and then says what differed. Points present on one side
+only are listed in a note and ignored; no point in common at all is an error (a
+regression gate must not pass by comparing nothing).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from kpbench.backends.base import KPBenchError
-from kpbench.results.report import fmt_bytes, fmt_err, fmt_seconds, point_label
+from kpbench.results.format import fmt_bytes, fmt_err, fmt_seconds, point_label, value
 
 DEFAULT_THRESHOLD = 1.1
+P_THRESHOLD = 0.002
 ERR_FLOOR = 1e-12
 MEM_FLOOR = 1 << 20
 # (column, short name, formatter, fails the comparison when it regresses)
@@ -36,7 +55,13 @@ METRICS = (
     ("peak_mem_bytes", "mem", fmt_bytes, True),
     ("rel_err", "err", fmt_err, False),
 )
+# What must be the same on both sides for their timings to be comparable.
+ENV_COLUMNS = ("host", "gpu", "torch_version", "pykeops_version", "numpy_version")
 _MAX_LISTED = 10
+
+
+class EnvironmentMismatch(KPBenchError):
+    """The two sides were measured on different machines or library versions."""
 
 
 @dataclass
@@ -49,6 +74,8 @@ class PointComparison:
     ratios: dict = field(default_factory=dict)   # metric short name -> new/baseline (compared only)
     regressed: list = field(default_factory=list)   # metric names, or "status"
     improved: list = field(default_factory=list)
+    noise: list = field(default_factory=list)    # past the threshold, same distribution
+    evidence: str = ""                           # how the time distributions were judged
 
     @property
     def failing(self) -> bool:
@@ -63,6 +90,8 @@ class Comparison:
     only_baseline: list[str]
     only_new: list[str]
     failed_both: int
+    env_differences: list[str] = field(default_factory=list)   # allowed mismatches, described
+    p_threshold: float = P_THRESHOLD
 
     @property
     def failed(self) -> bool:
@@ -72,38 +101,68 @@ class Comparison:
         return sum(metric in getattr(p, attr) for p in self.points)
 
 
+@dataclass(frozen=True)
+class GateSettings:
+    threshold: float = DEFAULT_THRESHOLD
+    err_floor: float = ERR_FLOOR
+    mem_floor: float = MEM_FLOOR
+    p_threshold: float = P_THRESHOLD
+
+
 def compare(baseline: pd.DataFrame, new: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD,
-            err_floor: float = ERR_FLOOR, mem_floor: float = MEM_FLOOR) -> Comparison:
-    """Compare two sets of sweep rows (one row per key each, see report.select_run)."""
+            err_floor: float = ERR_FLOOR, mem_floor: float = MEM_FLOOR,
+            p_threshold: float = P_THRESHOLD, allow_env_mismatch: bool = False) -> Comparison:
+    """Compare two sets of sweep rows (one row per key each, see selection.select_run)."""
     if not (threshold > 1 and math.isfinite(threshold)):
         raise KPBenchError(f"threshold must be a finite number > 1 (e.g. 1.1), got {threshold!r}")
-    for name, frame in (("baseline", baseline), ("new", new)):
-        if frame.empty:
-            raise KPBenchError(f"the {name} has no sweep rows")
-        if frame["key"].duplicated().any():
-            raise KPBenchError(f"the {name} has several rows per point key; pick one run first")
-    base_rows = {r["key"]: r for r in baseline.to_dict("records")}
-    new_rows = {r["key"]: r for r in new.to_dict("records")}
-    common = base_rows.keys() & new_rows.keys()
+    if not 0 < p_threshold < 1:
+        raise KPBenchError(f"p_threshold must be in (0, 1) (e.g. 0.002), got {p_threshold!r}")
+    settings = GateSettings(threshold, err_floor, mem_floor, p_threshold)
+    base_rows, new_rows = _rows_by_key(baseline, "baseline"), _rows_by_key(new, "new")
+    common = sorted(base_rows.keys() & new_rows.keys())
     if not common:
         raise KPBenchError(
             f"no sweep point in common ({len(base_rows)} points in the baseline, {len(new_rows)} "
             "in the new run): were they run with the same sweep spec and kind?")
-    points, failed_both = [], 0
-    for key in sorted(common):
-        b, n = base_rows[key], new_rows[key]
-        if b["status"] != "ok" and n["status"] != "ok":
-            failed_both += 1
-            continue
-        points.append(_compare_point(b, n, threshold, err_floor, mem_floor))
+    differences = env_differences([(base_rows[k], new_rows[k]) for k in common])
+    if differences and not allow_env_mismatch:
+        raise EnvironmentMismatch(
+            "the two sides were measured in different environments: " + "; ".join(differences)
+            + ". Their timings are not comparable; pass --allow-env-mismatch "
+              "(allow_env_mismatch=True) to compare them anyway.")
+    pairs = [(base_rows[k], new_rows[k]) for k in common]
+    compared = [(b, n) for b, n in pairs if b["status"] == "ok" or n["status"] == "ok"]
     return Comparison(
-        threshold=threshold, points=points, failed_both=failed_both,
+        threshold=threshold, p_threshold=p_threshold, env_differences=differences,
+        points=[compare_point(b, n, settings) for b, n in compared],
+        failed_both=len(pairs) - len(compared),
         only_baseline=sorted(point_label(base_rows[k]) for k in base_rows.keys() - new_rows.keys()),
         only_new=sorted(point_label(new_rows[k]) for k in new_rows.keys() - base_rows.keys()),
     )
 
 
-def _compare_point(b: dict, n: dict, threshold: float, err_floor: float, mem_floor: float):
+def _rows_by_key(frame: pd.DataFrame, name: str) -> dict:
+    if frame.empty:
+        raise KPBenchError(f"the {name} has no sweep rows")
+    if frame["key"].duplicated().any():
+        raise KPBenchError(f"the {name} has several rows per point key; pick one run first")
+    return {r["key"]: r for r in frame.to_dict("records")}
+
+
+def env_differences(pairs: list[tuple[dict, dict]]) -> list[str]:
+    """'host: a -> b' for each ENV_COLUMNS value that differs between matched rows
+    (a value unknown on one side is not a difference)."""
+    seen: dict[str, set] = {}
+    for b, n in pairs:
+        for column in ENV_COLUMNS:
+            before, after = value(b.get(column)), value(n.get(column))
+            if before not in (None, "") and after not in (None, "") and before != after:
+                seen.setdefault(column, set()).add((str(before), str(after)))
+    return [f"{column}: " + ", ".join(f"{x} -> {y}" for x, y in sorted(changes))
+            for column, changes in seen.items()]
+
+
+def compare_point(b: dict, n: dict, settings: GateSettings = GateSettings()) -> PointComparison:
     point = PointComparison(point_label(b), b["status"], n["status"])
     if b["status"] != "ok":
         point.improved.append("status")
@@ -114,43 +173,96 @@ def _compare_point(b: dict, n: dict, threshold: float, err_floor: float, mem_flo
     for column, name, _, _ in METRICS:
         base, new = _number(b.get(column)), _number(n.get(column))
         point.base[name], point.new[name] = base, new
-        if not _comparable(name, base, new, err_floor, mem_floor):
-            continue
-        ratio = new / base
-        point.ratios[name] = ratio
-        if ratio > threshold:
-            point.regressed.append(name)
-        elif ratio < 1 / threshold:
-            point.improved.append(name)
+        if _comparable(name, base, new, settings):
+            point.ratios[name] = new / base
+            _judge(point, name, b, n, settings)
     return point
 
 
-def _number(value) -> float | None:
+def _judge(point: PointComparison, name: str, b: dict, n: dict, settings: GateSettings) -> None:
+    ratio, t = point.ratios[name], settings.threshold
+    if 1 / t <= ratio <= t:
+        return
+    if name == "time":
+        differ, point.evidence = distributions_differ(b, n, settings.p_threshold)
+        if not differ:
+            point.noise.append(name)
+            return
+    (point.regressed if ratio > t else point.improved).append(name)
+
+
+def samples(row: dict) -> list[float]:
+    """The per-call sample times of a row (finite ones; [] when none were stored)."""
+    raw = row.get("time_samples_s")
+    if raw is None or (not isinstance(raw, (list, tuple, np.ndarray))):
+        return []
+    return [float(s) for s in raw if s is not None and math.isfinite(float(s))]
+
+
+def quartiles(row: dict) -> tuple[float, float] | None:
+    """[q1, q3] of a row's times: the stored quartiles, else from the samples, else
+    median -+ IQR/2; None when the row records no spread."""
+    q1, q3 = _number(row.get("time_q1_s")), _number(row.get("time_q3_s"))
+    if q1 is not None and q3 is not None:
+        return q1, q3
+    times = samples(row)
+    if len(times) >= 2:
+        low, high = np.percentile(times, [25, 75])
+        return float(low), float(high)
+    median, iqr = _number(row.get("time_median_s")), _number(row.get("time_iqr_s"))
+    if median is not None and iqr is not None:
+        return median - iqr / 2, median + iqr / 2
+    return None
+
+
+def rank_test_can_decide(n: int, m: int, p_threshold: float) -> bool:
+    """Whether a two-sided exact Mann-Whitney test of n and m samples can reach p_threshold."""
+    return n > 0 and m > 0 and 2 / math.comb(n + m, min(n, m)) < p_threshold
+
+
+def distributions_differ(b: dict, n: dict, p_threshold: float = P_THRESHOLD) -> tuple[bool, str]:
+    """(differ, how it was decided) for the timings of two rows; see the module doc."""
+    x, y = samples(b), samples(n)
+    if rank_test_can_decide(len(x), len(y), p_threshold):
+        from scipy.stats import mannwhitneyu
+
+        p = float(mannwhitneyu(x, y, alternative="two-sided").pvalue)
+        return p < p_threshold, f"rank test p={p:.2g} ({len(x)} vs {len(y)} samples)"
+    qb, qn = quartiles(b), quartiles(n)
+    if qb is None or qn is None:
+        return True, "no spread recorded: ratio alone"
+    apart = qb[1] < qn[0] or qn[1] < qb[0]
+    return apart, "IQRs apart" if apart else "IQRs overlap"
+
+
+def _number(v) -> float | None:
     try:
-        value = float(value)
+        v = float(v)
     except (TypeError, ValueError):
         return None
-    return value if math.isfinite(value) else None
+    return v if math.isfinite(v) else None
 
 
-def _comparable(name: str, base, new, err_floor: float, mem_floor: float) -> bool:
+def _comparable(name: str, base, new, settings: GateSettings) -> bool:
     if base is None or new is None:
         return False
     if name == "err":
-        return base > err_floor and new > err_floor
+        return base > settings.err_floor and new > settings.err_floor
     if name == "mem":
-        return base > 0 and new > 0 and max(base, new) >= mem_floor
+        return base > 0 and new > 0 and max(base, new) >= settings.mem_floor
     return base > 0 and new > 0
 
 
-def _mark(point: PointComparison) -> str:
+def mark(point: PointComparison) -> str:
     if "status" in point.regressed:
         return "!"
     if point.failing:
         return "+"
     if point.regressed:
         return "~"      # an error ratio moved: reported, not failing
-    return "-" if point.improved else " "
+    if point.improved:
+        return "-"
+    return "?" if point.noise else " "
 
 
 def format_comparison(result: Comparison, only_changed: bool = False) -> str:
@@ -158,7 +270,7 @@ def format_comparison(result: Comparison, only_changed: bool = False) -> str:
     points = sorted(result.points, key=lambda p: (not p.failing, "status" not in p.regressed,
                                                  -p.ratios.get("time", 0.0), p.label))
     if only_changed:
-        points = [p for p in points if p.regressed or p.improved]
+        points = [p for p in points if p.regressed or p.improved or p.noise]
     header = f"{'':1} {'time':>8} {'mem':>8} {'err':>8}  {'base time':>10} {'new time':>10}  point"
     lines = [header, "-" * len(header)]
     for p in points:
@@ -167,7 +279,8 @@ def format_comparison(result: Comparison, only_changed: bool = False) -> str:
             before, after = p.base_status, p.new_status
         else:
             before, after = fmt_seconds(p.base.get("time")), fmt_seconds(p.new.get("time"))
-        lines.append(f"{_mark(p)} {' '.join(ratios)}  {before:>10} {after:>10}  {p.label}")
+        evidence = f"  [{p.evidence}]" if p.evidence else ""
+        lines.append(f"{mark(p)} {' '.join(ratios)}  {before:>10} {after:>10}  {p.label}{evidence}")
     if len(lines) == 2:
         lines.append("(no changed points)" if only_changed else "(no point ok on either side)")
     lines += [""] + _notes(result)
@@ -178,13 +291,17 @@ def _notes(result: Comparison) -> list[str]:
     t = result.threshold
     notes = [
         f"{len(result.points)} points compared (ratios new/baseline; regression > {t:g}, "
-        f"improvement < {1 / t:.3g}; marks: + regression, ! ok -> failed, ~ error ratio only, "
-        f"- improvement).",
+        f"improvement < {1 / t:.3g}, a time change only where the distributions differ "
+        f"(rank test p < {result.p_threshold:g}, else IQRs apart); marks: + regression, "
+        f"! ok -> failed, ~ error ratio only, - improvement, ? past the threshold but within noise).",
         f"regressions: time {result.count('time')}, memory {result.count('mem')}, "
         f"status {result.count('status')}; error ratio (reported, not failing) {result.count('err')}.",
         f"improvements: time {result.count('time', 'improved')}, memory {result.count('mem', 'improved')}, "
         f"status {result.count('status', 'improved')}, error {result.count('err', 'improved')}.",
+        f"within noise (ratio past the threshold, same distribution): {result.count('time', 'noise')}.",
     ]
+    if result.env_differences:
+        notes.append("note: environments differ (allowed): " + "; ".join(result.env_differences))
     if result.failed_both:
         notes.append(f"{result.failed_both} points failed on both sides (ignored).")
     for side, labels in (("baseline", result.only_baseline), ("new run", result.only_new)):
@@ -195,5 +312,7 @@ def _notes(result: Comparison) -> list[str]:
     return notes
 
 
-__all__ = ["compare", "format_comparison", "Comparison", "PointComparison",
-           "DEFAULT_THRESHOLD", "ERR_FLOOR", "MEM_FLOOR"]
+__all__ = ["compare", "compare_point", "distributions_differ", "env_differences",
+           "format_comparison", "mark", "quartiles", "samples", "Comparison",
+           "EnvironmentMismatch", "GateSettings", "PointComparison",
+           "DEFAULT_THRESHOLD", "ENV_COLUMNS", "ERR_FLOOR", "MEM_FLOOR", "P_THRESHOLD"]

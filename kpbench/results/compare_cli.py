@@ -1,4 +1,9 @@
-"""``kpbench compare BASELINE NEW [--threshold 1.1]``: exit 1 on a time/memory/status regression."""
+"""``kpbench compare BASELINE NEW [--threshold 1.1]``: exit 1 on a time/memory/status regression.
+
+A time regression needs the ratio past the threshold *and* timing distributions that
+differ (rank test on the samples, else non-overlapping IQRs); rows from different hosts,
+GPUs or torch/pykeops/numpy versions are refused (exit 2) unless --allow-env-mismatch.
+"""
 from __future__ import annotations
 
 import sys
@@ -9,9 +14,13 @@ def add_parser(subparsers) -> None:
         "compare", help="compare two runs point by point; exit 1 on a regression",
         description="Match the sweep points of BASELINE and NEW by key and print the ratios "
                     "new/baseline of median time, peak memory and relative error. Exit status "
-                    "1 when a time or memory ratio exceeds the threshold or a point that was "
-                    "ok fails in NEW; 0 otherwise; 2 on bad input. Relative errors are compared "
-                    "only when both exceed --err-floor and never fail the comparison.")
+                    "1 when a time or memory ratio exceeds the threshold (for time: and the two "
+                    "timing distributions differ, by a Mann-Whitney rank test on the samples "
+                    "or, without enough samples, non-overlapping inter-quartile ranges) or a "
+                    "point that was ok fails in NEW; 0 otherwise; 2 on bad input, including "
+                    "rows measured on different hosts, GPUs or library versions (unless "
+                    "--allow-env-mismatch). Relative errors are compared only when both "
+                    "exceed --err-floor and never fail the comparison.")
     parser.add_argument("baseline", metavar="BASELINE", help="results dir or sweeps Parquet dir")
     parser.add_argument("new", metavar="NEW", help="results dir or sweeps Parquet dir")
     parser.add_argument("--threshold", type=float, default=None,
@@ -25,13 +34,18 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--mem-floor", type=float, default=None,
                         help="compare peak memory only when one side reaches this many bytes "
                              "(default 1 MiB)")
+    parser.add_argument("--p-threshold", type=float, default=None,
+                        help="significance level of the rank test (default 0.002, as asv)")
+    parser.add_argument("--allow-env-mismatch", action="store_true",
+                        help="compare rows from different hosts, GPUs or torch/pykeops/numpy "
+                             "versions (refused by default)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from kpbench.backends.base import KPBenchError
     from kpbench.results import compare as cmp
-    from kpbench.results.report import load_sweeps, select_run
+    from kpbench.results.selection import load_sweeps, select_run
 
     runs = args.run_id or ("all", "all")
     try:
@@ -42,6 +56,8 @@ def run(args) -> int:
             threshold=cmp.DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
             err_floor=cmp.ERR_FLOOR if args.err_floor is None else args.err_floor,
             mem_floor=cmp.MEM_FLOOR if args.mem_floor is None else args.mem_floor,
+            p_threshold=cmp.P_THRESHOLD if args.p_threshold is None else args.p_threshold,
+            allow_env_mismatch=args.allow_env_mismatch,
         )
     except KPBenchError as exc:
         print(f"kpbench compare: error: {exc}", file=sys.stderr)

@@ -1,8 +1,8 @@
 """Report plots (PNG, matplotlib's Agg canvas; no pyplot state, safe in any process).
 
 Each function takes the sweep rows (with the ``config`` column of
-:func:`kpbench.results.report.with_config`) and writes one PNG, or returns None when
-there is nothing to draw.
+:func:`kpbench.results.selection.with_config`) and writes one PNG, or returns None when
+there is nothing to draw (an error-vs-blur plot needs two blurs or more).
 """
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from kpbench.results.report import (
-    CONFIG_COLUMNS, REFERENCE_BACKEND, backend_sort_key, config_dict, config_label,
-)
+from kpbench.results.format import CONFIG_COLUMNS, backend_sort_key, config_label
+from kpbench.results.selection import config_dict
+
+# errors are measured against this float64 backend: its own error is 0 by definition
+REFERENCE_BACKEND = "numpy"
 
 BACKEND_COLORS = {"numpy": "tab:blue", "torch": "tab:orange", "keops": "tab:green", "cuda": "tab:red"}
 LINESTYLES = ("-", "--", ":", "-.")
@@ -101,9 +103,9 @@ def plot_error_vs_blur(frame: pd.DataFrame, path: pathlib.Path):
     """Max rel. error (over N and seeds) vs blur; lines per backend and dtype; panel per op."""
     data = _errors(frame)
     data = data[data["blur"].notna()]
-    if data.empty:
-        return None
-    ops = sorted(data["op"].unique())
+    ops = sorted(op for op, group in data.groupby("op") if group["blur"].nunique() > 1)
+    if not ops:
+        return None   # one blur per op: a plot of single points says nothing about blur
     fig, axes = _panels(len(ops))
     for ax, op in zip(axes, ops):
         of_op = data[data["op"] == op]

@@ -7,21 +7,27 @@ import sys
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "report", help="write report.md and a self-contained report.html from a results store",
-        description="Tables (time, speed-up vs numpy, memory, error, status counts), the "
-                    "crossover map, the OOM frontier, plots and reproduction figures, read "
-                    "from the Parquet store alone.")
+        description="Interactive charts (time, who wins where, accuracy vs time, memory, "
+                    "statuses), tables (time, speed-up vs a baseline backend in the same dtype "
+                    "and device, memory, error, status counts), the crossover map, the OOM "
+                    "frontier, PNG plots and reproduction figures, read from the Parquet "
+                    "store alone.")
     parser.add_argument("results_dir", metavar="RESULTS_DIR", help="results directory (with sweeps/)")
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="output directory (default: RESULTS_DIR/report)")
+    parser.add_argument("--baseline", default=None, metavar="BACKEND",
+                        help="backend the speed-ups are computed against (default torch, the "
+                             "dense backend)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from kpbench.backends.base import KPBenchError
-    from kpbench.results.report import load_sweeps, write_report
+    from kpbench.results.report import write_report
+    from kpbench.results.selection import DEFAULT_BASELINE, load_sweeps
 
     try:
-        html_path = write_report(args.results_dir, args.out)
+        html_path = write_report(args.results_dir, args.out, baseline=args.baseline or DEFAULT_BASELINE)
         empty = load_sweeps(args.results_dir).empty
     except KPBenchError as exc:
         print(f"kpbench report: error: {exc}", file=sys.stderr)

@@ -1,0 +1,138 @@
+"""Data selection: which sweep rows a report or a comparison looks at, grouped how.
+
+``load_sweeps`` reads a store (or a Parquet file), ``select_run`` keeps one run (or all,
+latest row per point key), ``with_config`` tags each row with its configuration and
+``cells`` summarises each (op, configuration, backend, N) over seeds and sweep kinds.
+Speed-ups are computed only between cells of the same op, configuration (dtype and
+device included) and N, against a baseline backend the caller picks.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+from dataclasses import dataclass
+
+import pandas as pd
+
+from kpbench.backends.base import KPBenchError
+from kpbench.results.format import CONFIG_COLUMNS, row_config, value
+from kpbench.results.schema import COLUMNS
+from kpbench.results.store import SWEEPS, ResultStore, latest_per_key
+
+# The dense backend: the one a user has without installing anything else.
+DEFAULT_BASELINE = "torch"
+
+
+def load_sweeps(path: str | os.PathLike) -> pd.DataFrame:
+    """Sweep rows from a results dir (with ``sweeps/``), a sweeps dir, or one Parquet file.
+
+    All rows of every run (see :func:`select_run`), every schema column present.
+    """
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise KPBenchError(f"no results at {path}: the path does not exist")
+    if (path / SWEEPS).is_dir():
+        frame = ResultStore(path).read(SWEEPS)
+    elif path.is_dir() and path.name == SWEEPS:
+        frame = ResultStore(path.parent).read(SWEEPS)
+    elif (path.is_dir() and any(path.glob("*.parquet"))) or (path.is_file() and path.suffix == ".parquet"):
+        frame = pd.read_parquet(path)
+    elif path.is_dir():
+        frame = pd.DataFrame(columns=COLUMNS)
+    else:
+        raise KPBenchError(f"{path} is neither a results directory nor a Parquet file")
+    for column in COLUMNS:
+        if column not in frame:
+            frame[column] = None
+    return frame
+
+
+def select_run(frame: pd.DataFrame, run_id: str | None) -> pd.DataFrame:
+    """Rows of one run (``run_id`` exact or a unique prefix; "latest" = the last started run),
+    or with ``None`` all runs; then one row per point key, the latest winning."""
+    if run_id is not None and frame.empty:
+        raise KPBenchError(f"no run {run_id!r}: there are no sweep rows")
+    if run_id is not None:
+        frame = frame[frame["run_id"] == _find_run(frame, run_id)]
+    return latest_per_key(frame).reset_index(drop=True)
+
+
+def _find_run(frame: pd.DataFrame, run_id: str) -> str:
+    runs = runs_in_order(frame)
+    if run_id == "latest":
+        return runs[-1]
+    matches = [r for r in runs if r == run_id] or [r for r in runs if r.startswith(run_id)]
+    if len(matches) != 1:
+        what = "no run" if not matches else "an ambiguous run id prefix"
+        raise KPBenchError(f"{what} {run_id!r} in these results; runs: {', '.join(runs) or 'none'}")
+    return matches[0]
+
+
+def runs_in_order(frame: pd.DataFrame) -> list[str]:
+    started = frame.groupby("run_id", dropna=True)["started_at"].min().sort_values(kind="stable")
+    return [str(r) for r in started.index]
+
+
+def load_table(results_dir: pathlib.Path, table: str) -> pd.DataFrame:
+    return ResultStore(results_dir).read(table)
+
+
+def with_config(frame: pd.DataFrame) -> pd.DataFrame:
+    """Adds ``config`` (a hashable tuple of CONFIG_COLUMNS values, nulls as None)."""
+    frame = frame.copy()
+    configs = [tuple(row_config(r)[c] for c in CONFIG_COLUMNS) for r in frame.to_dict("records")]
+    frame["config"] = pd.Series(configs, index=frame.index, dtype=object)
+    return frame
+
+
+def config_dict(config: tuple) -> dict:
+    return dict(zip(CONFIG_COLUMNS, config))
+
+
+@dataclass
+class Cell:
+    """What happened at one (op, config, backend, N), over seeds and sweep kinds."""
+    status: str
+    time: float | None = None
+    mem: float | None = None
+    err: float | None = None
+    speedup: float | None = None     # baseline time / this time, same op, config and N
+    error: str | None = None         # an error message of a failed row
+
+
+def cells(frame: pd.DataFrame, baseline: str = DEFAULT_BASELINE) -> dict[tuple, Cell]:
+    """(op, config, backend, N) -> Cell: median time, max memory and error of the ok rows,
+    and the speed-up over ``baseline`` in the same op, config (dtype, device) and N."""
+    frame = frame if "config" in frame else with_config(frame)
+    result: dict[tuple, Cell] = {}
+    for key, group in frame.groupby(["op", "config", "backend", "N"], sort=False):
+        result[key] = _cell(group)
+    for (op, config, backend, n), cell in result.items():
+        base = result.get((op, config, baseline, n))
+        if base is not None and base.time and cell.time:
+            cell.speedup = base.time / cell.time
+    return result
+
+
+def _cell(group: pd.DataFrame) -> Cell:
+    ok = group[group["status"] == "ok"]
+    if ok.empty:
+        errors = group["error"].dropna()
+        return Cell(status=group["status"].mode().iloc[0],
+                    error=str(errors.iloc[0]) if not errors.empty else None)
+    return Cell(
+        status="ok",
+        time=value(pd.to_numeric(ok["time_median_s"]).median()),
+        mem=value(pd.to_numeric(ok["peak_mem_bytes"]).max()),
+        err=value(pd.to_numeric(ok["rel_err"]).max()),
+    )
+
+
+def sweep_frame(results_dir: pathlib.Path) -> pd.DataFrame:
+    """The rows a report shows: latest per point key, with their config."""
+    frame = latest_per_key(load_sweeps(results_dir))
+    return with_config(frame) if not frame.empty else frame
+
+
+__all__ = ["DEFAULT_BASELINE", "Cell", "cells", "config_dict", "load_sweeps", "load_table",
+           "runs_in_order", "select_run", "sweep_frame", "with_config"]
