@@ -147,19 +147,18 @@ def test_backend_by_n_table_with_speedups_in_the_same_dtype_only(mixed_store):
     # numpy (float64) has no float64 torch row to be compared with: no speed-up row at all
     assert [r[1] for r in rows[:3]] == ["median time", "peak memory", "max rel. error"]
     assert rows[0][2:] == ["20 ms", "2 s", "timeout"]
-    torch_time, torch_speedup, torch_mem, torch_err = rows[3:7]
+    torch_time, torch_mem, torch_err = rows[3:6]   # the baseline: no speed-up over itself
     assert torch_time[1:] == ["median time", "2 ms", "100 ms", "skipped"]
-    assert torch_speedup[1:] == ["speed-up vs torch", "1x", "1x", ""]
-    assert torch_mem[2:4] == ["3.8 MiB", "381.5 MiB"]
-    assert torch_err[2:4] == ["2.0e-07", "3.0e-07"]
-    keops_speedup = rows[8]
+    assert torch_mem[1:4] == ["peak memory", "3.8 MiB", "381.5 MiB"]
+    assert torch_err[1:4] == ["max rel. error", "2.0e-07", "3.0e-07"]
+    keops_speedup = rows[7]
     assert keops_speedup[1:] == ["speed-up vs torch", "2x", "0.5x", ""]   # 2 ms / 1 ms, 100 / 200 ms
 
 
 def test_baseline_is_selectable(mixed_store):
     [(_, _, rows)] = tables.op_tables(load_sweeps(mixed_store), "kernel_product", baseline="keops")
     speedups = [r[2:] for r in rows if r[1] == "speed-up vs keops"]
-    assert speedups == [["0.5x", "2x", ""], ["1x", "1x", "1x"]]   # torch, keops
+    assert speedups == [["0.5x", "2x", ""]]   # torch's; keops is the baseline
 
 
 def test_tables_leave_out_metrics_a_configuration_has_nothing_for(tmp_path):
@@ -252,3 +251,23 @@ def test_report_cli_writes_to_out(mixed_store, tmp_path, capsys):
                                      (100000, "1e5"), (1500, "1500")])
 def test_fmt_n(n, text):
     assert fmt.fmt_n(n) == text
+
+
+def test_interactive_page_inlines_plotly_and_the_data(mixed_store):
+    from kpbench.results import interactive
+    from kpbench.results.selection import sweep_frame
+
+    page = report.write_report(mixed_store).read_text(encoding="utf-8")
+    assert "plotly.js v" in page and "window.KPBENCH = " in page
+    assert "<script src" not in page          # nothing fetched: works offline
+    assert "(interactive charts: open report.html)" in (mixed_store / "report" / "report.md").read_text()
+    payload = interactive.payload_of(sweep_frame(mixed_store))
+    wins = {(w["N"], w["dtype"]): w for w in payload["wins"] if w["op"] == "kernel_product"}
+    assert (wins[1000, "float32"]["winner"], wins[1000, "float32"]["runner_up"]) == ("keops", "torch")
+    assert wins[1000, "float32"]["margin"] == pytest.approx(2.0)
+    assert wins[100000, "float32"]["runner_up"] is None      # torch refused: keops alone
+    [torch_1e3] = [r for r in payload["rows"] if r["op"] == "kernel_product"
+                   and r["backend"] == "torch" and r["N"] == 1000]
+    assert "median 2 ms" in torch_1e3["hover"] and "host " in torch_1e3["hover"]
+    assert {r["status"] for r in payload["rows"] if r["error"]} == {"timeout", "skipped", "oom", "error",
+                                                                   "unsupported"}

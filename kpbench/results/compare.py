@@ -39,11 +39,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from kpbench.backends.base import KPBenchError
-from kpbench.results.format import fmt_bytes, fmt_err, fmt_seconds, point_label, value
+from kpbench.results.format import fmt_bytes, fmt_err, fmt_seconds, number, point_label, value
+from kpbench.results.selection import quartiles, samples
 
 DEFAULT_THRESHOLD = 1.1
 P_THRESHOLD = 0.002
@@ -171,7 +171,7 @@ def compare_point(b: dict, n: dict, settings: GateSettings = GateSettings()) -> 
         point.regressed.append("status")
         return point
     for column, name, _, _ in METRICS:
-        base, new = _number(b.get(column)), _number(n.get(column))
+        base, new = number(b.get(column)), number(n.get(column))
         point.base[name], point.new[name] = base, new
         if _comparable(name, base, new, settings):
             point.ratios[name] = new / base
@@ -189,30 +189,6 @@ def _judge(point: PointComparison, name: str, b: dict, n: dict, settings: GateSe
             point.noise.append(name)
             return
     (point.regressed if ratio > t else point.improved).append(name)
-
-
-def samples(row: dict) -> list[float]:
-    """The per-call sample times of a row (finite ones; [] when none were stored)."""
-    raw = row.get("time_samples_s")
-    if raw is None or (not isinstance(raw, (list, tuple, np.ndarray))):
-        return []
-    return [float(s) for s in raw if s is not None and math.isfinite(float(s))]
-
-
-def quartiles(row: dict) -> tuple[float, float] | None:
-    """[q1, q3] of a row's times: the stored quartiles, else from the samples, else
-    median -+ IQR/2; None when the row records no spread."""
-    q1, q3 = _number(row.get("time_q1_s")), _number(row.get("time_q3_s"))
-    if q1 is not None and q3 is not None:
-        return q1, q3
-    times = samples(row)
-    if len(times) >= 2:
-        low, high = np.percentile(times, [25, 75])
-        return float(low), float(high)
-    median, iqr = _number(row.get("time_median_s")), _number(row.get("time_iqr_s"))
-    if median is not None and iqr is not None:
-        return median - iqr / 2, median + iqr / 2
-    return None
 
 
 def rank_test_can_decide(n: int, m: int, p_threshold: float) -> bool:
@@ -233,14 +209,6 @@ def distributions_differ(b: dict, n: dict, p_threshold: float = P_THRESHOLD) -> 
         return True, "no spread recorded: ratio alone"
     apart = qb[1] < qn[0] or qn[1] < qb[0]
     return apart, "IQRs apart" if apart else "IQRs overlap"
-
-
-def _number(v) -> float | None:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def _comparable(name: str, base, new, settings: GateSettings) -> bool:
@@ -313,6 +281,6 @@ def _notes(result: Comparison) -> list[str]:
 
 
 __all__ = ["compare", "compare_point", "distributions_differ", "env_differences",
-           "format_comparison", "mark", "quartiles", "samples", "Comparison",
+           "format_comparison", "mark", "Comparison",
            "EnvironmentMismatch", "GateSettings", "PointComparison",
            "DEFAULT_THRESHOLD", "ENV_COLUMNS", "ERR_FLOOR", "MEM_FLOOR", "P_THRESHOLD"]

@@ -31,6 +31,15 @@ def value(v):
     return v
 
 
+def number(v) -> float | None:
+    """A finite float, or None (for a null, NaN, inf or non-number)."""
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
 def text(v) -> str:
     v = value(v)
     return "-" if v is None else str(v)
@@ -122,6 +131,6 @@ def point_label(row) -> str:
     return label + (f" ({kind})" if kind else "")
 
 
-__all__ = ["CONFIG_COLUMNS", "BACKEND_ORDER", "missing", "value", "text", "fmt_n", "fmt_seconds",
+__all__ = ["CONFIG_COLUMNS", "BACKEND_ORDER", "missing", "value", "number", "text", "fmt_n", "fmt_seconds",
            "fmt_bytes", "fmt_err", "fmt_ratio", "fmt_number", "backend_sort_key", "row_config",
            "config_label", "point_label"]

@@ -8,7 +8,7 @@ The report is built in one direction, each step in its own module:
 
 1. data selection (:mod:`kpbench.results.selection`): rows, configurations, cells;
 2. tables and figures (:mod:`kpbench.results.tables`, :mod:`kpbench.results.plots` for
-   PNGs);
+   PNGs, :mod:`kpbench.results.interactive` for the interactive charts);
 3. renderers (:mod:`kpbench.results.document`): Markdown and HTML.
 
 Sections: runs (metadata), status counts, the crossover map (which backend is fastest at
@@ -38,7 +38,7 @@ REPRODUCTION_TABLES = ("flow_1d", "flow_2d", "model_fitting")
 
 
 def build_document(results_dir: pathlib.Path, out_dir: pathlib.Path,
-                   baseline: str = DEFAULT_BASELINE) -> Document:
+                   baseline: str = DEFAULT_BASELINE, interactive: bool = True) -> Document:
     frame = sweep_frame(results_dir)
     doc = Document(title="kpbench report")
     doc.add(Para(f"Results: `{results_dir}` — generated "
@@ -48,9 +48,19 @@ def build_document(results_dir: pathlib.Path, out_dir: pathlib.Path,
                 Para(f"No sweep results found in `{results_dir / SWEEPS}`: nothing to tabulate. "
                      "Run `kpbench sweep` (or `kpbench demo`) first."))
     else:
+        if interactive:
+            _add_interactive(doc, frame, results_dir, baseline)
         _add_sweep_sections(doc, frame, out_dir, baseline)
     _add_reproductions(doc, results_dir, out_dir)
     return doc
+
+
+def _add_interactive(doc: Document, frame: pd.DataFrame, results_dir: pathlib.Path,
+                     baseline: str) -> None:
+    from kpbench.results import interactive
+
+    doc.head_html = interactive.head_html()
+    doc.add(Heading("Explore"), *interactive.blocks(frame, baseline))
 
 
 def _add_sweep_sections(doc: Document, frame: pd.DataFrame, out_dir: pathlib.Path,
@@ -100,14 +110,14 @@ def _add_reproductions(doc: Document, results_dir: pathlib.Path, out_dir: pathli
 
 
 def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                 baseline: str = DEFAULT_BASELINE) -> pathlib.Path:
+                 baseline: str = DEFAULT_BASELINE, interactive: bool = True) -> pathlib.Path:
     """Write report.md, report.html and the plot PNGs; returns the path of report.html."""
     results_dir = pathlib.Path(results_dir)
     if not results_dir.is_dir():
         raise KPBenchError(f"no results directory at {results_dir}")
     out_dir = pathlib.Path(out_dir) if out_dir is not None else results_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
-    doc = build_document(results_dir, out_dir, baseline)
+    doc = build_document(results_dir, out_dir, baseline, interactive)
     (out_dir / "report.md").write_text(render_markdown(doc, out_dir), encoding="utf-8")
     html_path = out_dir / "report.html"
     html_path.write_text(render_html(doc), encoding="utf-8")

@@ -8,14 +8,16 @@ device included) and N, against a baseline backend the caller picks.
 """
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from kpbench.backends.base import KPBenchError
-from kpbench.results.format import CONFIG_COLUMNS, row_config, value
+from kpbench.results.format import CONFIG_COLUMNS, number, row_config, value
 from kpbench.results.schema import COLUMNS
 from kpbench.results.store import SWEEPS, ResultStore, latest_per_key
 
@@ -102,14 +104,15 @@ class Cell:
 
 def cells(frame: pd.DataFrame, baseline: str = DEFAULT_BASELINE) -> dict[tuple, Cell]:
     """(op, config, backend, N) -> Cell: median time, max memory and error of the ok rows,
-    and the speed-up over ``baseline`` in the same op, config (dtype, device) and N."""
+    and the speed-up over ``baseline`` in the same op, config (dtype, device) and N (none for
+    the baseline itself)."""
     frame = frame if "config" in frame else with_config(frame)
     result: dict[tuple, Cell] = {}
     for key, group in frame.groupby(["op", "config", "backend", "N"], sort=False):
         result[key] = _cell(group)
     for (op, config, backend, n), cell in result.items():
         base = result.get((op, config, baseline, n))
-        if base is not None and base.time and cell.time:
+        if backend != baseline and base is not None and base.time and cell.time:
             cell.speedup = base.time / cell.time
     return result
 
@@ -128,11 +131,35 @@ def _cell(group: pd.DataFrame) -> Cell:
     )
 
 
+def samples(row: dict) -> list[float]:
+    """The per-call sample times of a row (finite ones; [] when none were stored)."""
+    raw = row.get("time_samples_s")
+    if raw is None or (not isinstance(raw, (list, tuple, np.ndarray))):
+        return []
+    return [float(s) for s in raw if s is not None and math.isfinite(float(s))]
+
+
+def quartiles(row: dict) -> tuple[float, float] | None:
+    """[q1, q3] of a row's times: the stored quartiles, else from the samples, else
+    median -+ IQR/2; None when the row records no spread."""
+    q1, q3 = number(row.get("time_q1_s")), number(row.get("time_q3_s"))
+    if q1 is not None and q3 is not None:
+        return q1, q3
+    times = samples(row)
+    if len(times) >= 2:
+        low, high = np.percentile(times, [25, 75])
+        return float(low), float(high)
+    median, iqr = number(row.get("time_median_s")), number(row.get("time_iqr_s"))
+    if median is not None and iqr is not None:
+        return median - iqr / 2, median + iqr / 2
+    return None
+
+
 def sweep_frame(results_dir: pathlib.Path) -> pd.DataFrame:
     """The rows a report shows: latest per point key, with their config."""
     frame = latest_per_key(load_sweeps(results_dir))
     return with_config(frame) if not frame.empty else frame
 
 
-__all__ = ["DEFAULT_BASELINE", "Cell", "cells", "config_dict", "load_sweeps", "load_table",
-           "runs_in_order", "select_run", "sweep_frame", "with_config"]
+__all__ = ["DEFAULT_BASELINE", "Cell", "cells", "config_dict", "load_sweeps", "load_table", "quartiles",
+           "runs_in_order", "samples", "select_run", "sweep_frame", "with_config"]

@@ -1,0 +1,28 @@
+"""A small real store for the report tests: tiny sweeps of every kind, inline, no KeOps
+(its first compilation would dominate), one dense refusal from a small memory budget."""
+from __future__ import annotations
+
+import pathlib
+
+from kpbench.suite.spec import SweepSpec
+from kpbench.suite.sweep import RunOptions, run_sweep
+
+COMMON = dict(backends=["numpy", "torch"], timeout_s=120)
+SPECS = (
+    dict(kind="speed", ops=["kernel_product"], N=[100, 300, 1000], blur=[0.05, 0.2],
+         dtype=["float32", "float64"], repeats=5),
+    dict(kind="speed", ops=["sinkhorn"], N=[100, 200], blur=[0.1], iters=[5, None],
+         scaling=[0.5, 0.9], repeats=3),
+    dict(kind="accuracy", ops=["kernel_product"], N=[100, 300, 1000], blur=[0.05, 0.2],
+         dtype=["float32", "float64"]),
+    dict(kind="accuracy", ops=["sinkhorn"], N=[100, 200], blur=[0.1], iters=[5, None],
+         scaling=[0.5, 0.9], dtype=["float32", "float64"]),
+    dict(kind="memory", ops=["kernel_product"], N=[100, 1000, 3000], memory_budget=20_000_000),
+)
+
+
+def make_store(out: pathlib.Path) -> pathlib.Path:
+    for values in SPECS:
+        run_sweep(SweepSpec(**{**COMMON, **values}),
+                  RunOptions(executor="inline", out=str(out), progress=False))
+    return out

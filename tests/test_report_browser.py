@@ -1,0 +1,65 @@
+"""The interactive report in a real browser: headless Chromium (Debian's ``chromium``) opens
+report.html of a store made by a real small sweep, logs no console message and draws its
+charts (the screenshot is not blank, every chart container holds a plotly SVG)."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+from PIL import Image
+
+from kpbench.results.report import write_report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHARTS = ("time", "wins", "pareto", "memory", "status")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)"),
+]
+
+
+def chromium(page, *args, timeout=120) -> subprocess.CompletedProcess:
+    """Headless Chromium on a local file; stderr carries the page's console (CONSOLE lines)."""
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               "--enable-logging=stderr", "--v=0", "--virtual-time-budget=20000",
+               "--window-size=1400,3200", *args, page.as_uri()]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def report_page(tmp_path_factory):
+    import report_store
+
+    root = report_store.make_store(tmp_path_factory.mktemp("browser") / "results")
+    return write_report(root)
+
+
+def console_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
+
+
+def test_report_loads_without_console_messages_and_draws_every_chart(report_page):
+    result = chromium(report_page, "--dump-dom")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert console_lines(result.stderr) == []
+    dom = result.stdout
+    assert 'data-kp-drawn="1"' in dom      # interactive.js ran to its end once
+    for chart in CHARTS:
+        container = re.search(f'<div id="kp-{chart}"[^>]*>(.*?)</div></div>', dom, re.S)
+        assert container and "main-svg" in container.group(1), f"chart {chart} did not draw"
+    assert "nothing to show" not in dom.split('id="kp-time"')[1].split('id="kp-wins"')[0]
+
+
+def test_report_screenshot_is_not_blank(report_page, tmp_path):
+    shot = tmp_path / "report.png"
+    result = chromium(report_page, f"--screenshot={shot}")
+    assert result.returncode == 0 and shot.is_file(), result.stderr[-2000:]
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1400, 3200)
+    charts = image.crop((0, 100, 1400, 2400))            # where the charts are
+    colors = charts.getcolors(maxcolors=1 << 20)
+    non_white = sum(n for n, rgb in colors if min(rgb) < 235)
+    assert len(colors) > 200 and non_white / (charts.width * charts.height) > 0.02
+    shutil.copy(shot, report_page.with_name("screenshot.png"))   # kept beside the report
