@@ -11,5 +11,6 @@ def run(args) -> int:
     from kpbench.backends import availability
 
     for name, (ok, why) in availability().items():
-        print(f"{name:8s} {'available' if ok else 'unavailable: ' + why}")
+        state = ("available" + (f" ({why})" if why else "")) if ok else "unavailable: " + why
+        print(f"{name:8s} {state}")
     return 0

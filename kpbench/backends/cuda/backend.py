@@ -1,7 +1,13 @@
-"""The ``cuda`` backend object: input checks, availability, autograd wrapping."""
+"""The ``cuda`` backend object: input checks, availability, autograd wrapping.
+
+With ``KPBENCH_CUDA_HOST=1`` the same kernels run on the host (see :mod:`.host`): the
+backend then takes CPU tensors, says "host execution: correctness only" and refuses to be
+timed.
+"""
 from __future__ import annotations
 
 from ..base import Backend, Capabilities, KPBenchError
+from . import host
 
 SUPPORTED_DTYPES = ("float32", "float64")
 
@@ -13,6 +19,19 @@ class CudaBackend(Backend):
                                 dense=False)
 
     def available(self) -> tuple[bool, str]:
+        if host.enabled():
+            if host.compiler() is None:
+                return False, f"{host.ENV}=1 but no host C++ compiler (g++/c++, or CXX)"
+            return True, host.LABEL
+        return self._gpu_available()
+
+    def timing_refusal(self) -> str | None:
+        """Why speed/memory figures of this backend would be meaningless, or None."""
+        if host.enabled():
+            return f"cuda {host.LABEL} ({host.ENV}=1): no GPU timing or memory figures"
+        return None
+
+    def _gpu_available(self) -> tuple[bool, str]:
         try:
             import torch
         except ImportError:
@@ -51,16 +70,21 @@ class CudaBackend(Backend):
         return Softmin.apply(x, y, h, eps, p, launcher)
 
     def _prepare(self, x, *others):
-        """CUDA tensors of one float dtype on one device, contiguous (b/h cast to x's dtype)."""
+        """Tensors of one float dtype on one device (CUDA; CPU for host execution), contiguous
+        (b/h cast to x's dtype)."""
         import torch
 
         tensors = (x, *others)
         if not all(isinstance(t, torch.Tensor) for t in tensors):
             raise KPBenchError("the cuda backend takes torch tensors")
-        if x.device.type != "cuda":
+        device = "cpu" if host.enabled() else "cuda"
+        if x.device.type != device:
             raise KPBenchError(
                 f"the cuda backend computes on CUDA tensors; x is on {x.device} "
-                "(move the data with .cuda(), or use the torch/keops backend)")
+                "(move the data with .cuda(), or use the torch/keops backend)"
+                if device == "cuda" else
+                f"the cuda backend in {host.LABEL} ({host.ENV}=1) computes on CPU tensors; "
+                f"x is on {x.device}")
         dtype = str(x.dtype).replace("torch.", "")
         if dtype not in SUPPORTED_DTYPES:
             raise KPBenchError(f"the cuda backend supports float32 and float64, got {dtype}")

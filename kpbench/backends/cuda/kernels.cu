@@ -41,9 +41,13 @@ template <typename T> struct Num;
 
 template <> struct Num<float> {
   static __device__ __forceinline__ float exp2(float a) {
+#ifdef KPB_HOST_EXECUTION   // host_shim.h: no PTX on the host (no ftz, correctly rounded)
+    return exp2f(a);
+#else
     float r;
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(a));
     return r;
+#endif
   }
   static __device__ __forceinline__ float log2(float a) { return log2f(a); }
   static __device__ __forceinline__ float sqrt(float a) { return sqrtf(a); }
@@ -239,12 +243,15 @@ __device__ __forceinline__ T sqdist(const XR& xi, const TR& r, int d) {
   return q;
 }
 
-// The j range of this block's split, and the row length actually used.
+// The j range of this block's split. The end is computed in 64 bits: begin + split_len
+// may pass 2^31 for the last chunk when M is within MAX_SPLITS tiles of it (begin < M
+// always: the launcher makes no empty chunk).
 struct Split {
   int begin, end;
   __device__ __forceinline__ Split(int m, int split_len) {
-    begin = blockIdx.y * split_len;
-    end = min(m, begin + split_len);
+    const long long first = (long long)blockIdx.y * split_len;
+    begin = (int)first;
+    end = (int)min((long long)m, first + split_len);
   }
 };
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..base import KPBenchError
+from . import host
 
 SOURCE = Path(__file__).with_name("kernels.cu")
 BLOCK = 256                # threads per block, one x_i per thread (KPB_BLOCK in kernels.cu)
@@ -30,6 +31,8 @@ SMEM_BUDGET = 48 * 1024    # dynamic shared memory per block without an opt-in
 TARGET_BLOCKS_PER_SM = 8   # split the j range until the grid has about this many blocks per SM
 MIN_TILES_PER_SPLIT = 4    # ... but never into chunks of fewer tiles than this
 MAX_SPLITS = 64
+# Rows of x or y: i = blockIdx.x * BLOCK + threadIdx.x and j0 + tile stay below 2^31.
+MAX_ROWS = 2**31 - 1 - 2 * BLOCK
 NVRTC_OPTIONS = ("--std=c++17", f"-DKPB_BLOCK={BLOCK}")
 KERNEL_IDS = {"gaussian": 0, "laplacian": 1, "energy": 2}
 LOG2E = math.log2(math.e)
@@ -146,40 +149,82 @@ def _function(device_index: int, expression: str):
 
 
 def _sm_count(device) -> int:
+    if host.enabled():
+        return host.SM_COUNT
     import torch
 
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
+def _packed(args, like) -> list[tuple[str, object]]:
+    """The kernel arguments as (kind, value): device pointers of tensors (each checked to
+    be on the executing device, contiguous, of the launch dtype), 32-bit ints, scalars."""
+    import torch
+
+    scalar = _dtype_name(like)
+    packed = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            if a.device != like.device or not a.is_contiguous() or a.dtype != like.dtype:
+                raise KPBenchError(f"kernel argument on {a.device} ({a.dtype}, contiguous="
+                                   f"{a.is_contiguous()}); the launch needs {like.device}, "
+                                   f"{like.dtype}, contiguous")
+            packed.append(("ptr", a.data_ptr()))
+        elif a is None:
+            packed.append(("ptr", 0))
+        elif isinstance(a, int):
+            if not -2**31 <= a < 2**31:
+                raise KPBenchError(f"kernel argument {a} does not fit the kernels' 32-bit ints")
+            packed.append(("int", a))
+        else:
+            packed.append((scalar, float(a)))
+    return packed
+
+
+_NUMPY_KINDS = {"ptr": "uint64", "int": "int32", "float32": "float32", "float64": "float64"}
+
+
 def _launch(expression: str, geom: Geometry, like, args) -> None:
+    """Every launch of the backend: on the GPU through NVRTC/CuPy, or, when
+    KPBENCH_CUDA_HOST=1, the same instance compiled for and executed on the host."""
+    grid, block = (geom.blocks, geom.splits, 1), (BLOCK, 1, 1)
+    packed = _packed(args, like)
+    if host.enabled():
+        if like.device.type != "cpu":
+            raise KPBenchError(f"{host.ENV}=1 executes the kernels on the host: CPU tensors "
+                               f"needed, got {like.device}")
+        host.launch(expression, grid, block, geom.smem, packed)
+        return
     import cupy
     import numpy as np
     import torch
 
     index = like.device.index if like.device.index is not None else torch.cuda.current_device()
     kernel = _function(index, expression)
-    scalar = np.float32 if _dtype_name(like) == "float32" else np.float64
-    packed = []
-    for a in args:
-        if isinstance(a, torch.Tensor):
-            packed.append(np.uint64(a.data_ptr()))
-        elif a is None:
-            packed.append(np.uint64(0))
-        elif isinstance(a, int):
-            packed.append(np.int32(a))
-        else:
-            packed.append(scalar(a))
-    stream = torch.cuda.current_stream(like.device)
-    with cupy.cuda.Device(index), cupy.cuda.ExternalStream(stream.cuda_stream, index):
-        kernel((geom.blocks, geom.splits, 1), (BLOCK, 1, 1), tuple(packed),
-               shared_mem=geom.smem)
+    values = tuple(getattr(np, _NUMPY_KINDS[kind])(value) for kind, value in packed)
+    with cupy.cuda.Device(index), _torch_stream(cupy, like.device, index):
+        kernel(grid, block, values, shared_mem=geom.smem)
+
+
+def _torch_stream(cupy, device, index):
+    """torch's current stream as a CuPy stream: ``Stream.from_external`` (CuPy >= 14, which
+    deprecates ``ExternalStream`` with a warning per call) takes the torch stream itself
+    (CUDA stream protocol, ``__cuda_stream__``); older CuPy gets the raw handle."""
+    import torch
+
+    stream = torch.cuda.current_stream(device)
+    from_external = getattr(cupy.cuda.Stream, "from_external", None)
+    if from_external is not None:
+        return from_external(stream)
+    return cupy.cuda.ExternalStream(stream.cuda_stream, index)
 
 
 def _plan(x, y, extras: int) -> tuple[int, int, int, Geometry]:
     n, d = x.shape
     m = y.shape[0]
-    if max(n, m) > 2**31 - 1 - BLOCK:
-        raise KPBenchError(f"N={n}, M={m} is too large for the cuda backend (32-bit row indices)")
+    if max(n, m) > MAX_ROWS:
+        raise KPBenchError(f"N={n}, M={m} is too large for the cuda backend: at most {MAX_ROWS} "
+                           "rows (the kernels index rows with 32-bit ints)")
     return n, m, d, geometry(n, m, d, extras, x.element_size(), _sm_count(x.device))
 
 
@@ -195,8 +240,16 @@ def _column_chunks(k: int):
     return [(c, min(k, c + MAX_COLUMNS)) for c in range(0, k, MAX_COLUMNS)]
 
 
+def _power(p) -> int:
+    """p as the int the templates need: 2.0 and True (== 1) pass, as they pass check_p."""
+    if p not in (1, 2):
+        raise KPBenchError(f"p must be 1 or 2, got {p!r}")
+    return int(p)
+
+
 # -- the four raw operations ---------------------------------------------------------
 def kernel_product(x, y, b, kernel: str, blur: float):
+    """(N, K); K = 0 gives an empty (N, 0) result without a launch."""
     import torch
 
     outs = []
@@ -208,13 +261,16 @@ def kernel_product(x, y, b, kernel: str, blur: float):
         expr = kernel_name("kp_forward", _dtype_name(x), KERNEL_IDS[kernel], geom, c1 - c0)
         _launch(expr, geom, x, [x, y, bc, out, *_common_args(n, m, d, geom), s])
         outs.append(_reduce_splits(out))
+    if not outs:
+        return torch.empty((x.shape[0], 0), dtype=x.dtype, device=x.device)
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
 
 
 def kp_grad(x, y, g, b, kernel: str, blur: float):
+    """(N, D); K = 0 columns give zeros (nothing depends on x)."""
     import torch
 
-    total = None
+    total = torch.zeros_like(x)
     for c0, c1 in _column_chunks(b.shape[1]):
         gc, bc = g[:, c0:c1].contiguous(), b[:, c0:c1].contiguous()
         n, m, d, geom = _plan(x, y, c1 - c0)
@@ -222,14 +278,14 @@ def kp_grad(x, y, g, b, kernel: str, blur: float):
         out = torch.empty((geom.splits, n, d), dtype=x.dtype, device=x.device)
         expr = kernel_name("kp_grad", _dtype_name(x), KERNEL_IDS[kernel], geom, c1 - c0)
         _launch(expr, geom, x, [x, y, gc, bc, out, *_common_args(n, m, d, geom), s, gfactor])
-        part = _reduce_splits(out)
-        total = part if total is None else total + part
+        total += _reduce_splits(out)
     return total
 
 
 def softmin_lse(x, y, h, eps: float, p: int):
     import torch
 
+    p = _power(p)
     n, m, d, geom = _plan(x, y, 1)
     s, _ = cost_scales(p, eps, _dtype_name(x))
     out = torch.empty((geom.splits, n), dtype=x.dtype, device=x.device)
@@ -241,6 +297,7 @@ def softmin_lse(x, y, h, eps: float, p: int):
 def softmin_grad(x, y, alpha, beta, v, eps: float, p: int):
     import torch
 
+    p = _power(p)
     n, m, d, geom = _plan(x, y, 2)
     s, gfactor = cost_scales(p, eps, _dtype_name(x))
     out_g = torch.empty((geom.splits, n, d), dtype=x.dtype, device=x.device)
