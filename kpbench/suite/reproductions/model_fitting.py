@@ -243,7 +243,9 @@ def summary(trace: FitTrace, final_distance) -> dict:
             "cost_final": finite_costs[-1] if finite_costs else None,
             "P": datasets.sigmoid(p.p), "sigma": f"({p.sigma[0]:.3f}, {p.sigma[1]:.3f})",
             "curve_gap": curve_gap(p), "distance_to_truth": final_distance,
-            "time_per_iter_s": trace.time_per_iter_s, "error": trace.error}
+            "time_per_iter_s": trace.time_per_iter_s, "error": trace.error,
+            "sigma_minus": p.sigma[0], "sigma_plus": p.sigma[1], "coef_x": list(p.coef_x),
+            "coef_y": list(p.coef_y)}
 
 
 SUMMARY_COLUMNS = ["fidelity", "status", "iterations", "first_nan_iteration", "cost_final",
