@@ -98,6 +98,10 @@ def entry(label: str, quantity: str, value, alternatives: list, eps: float, delt
     shifts = [abs(a - value) / scale for a in alternatives]
     floor = FLOOR_ULPS * eps
     rtol = max(floor, SAFETY * max(shifts))
+    if max(shifts) == 0:
+        return {**out, "rtol": float(f"{floor:.2g}"),
+                "reason": f"bit-identical under threads 1 -> 2 and inputs + {DELTA_ULPS} ulps; "
+                          f"rtol = the floor of {FLOOR_ULPS} ulps ({floor:.1e}) for other machines"}
     gain = shifts[1] / delta
     kind = ("chaotic (the input perturbation is amplified {:.0e} x: |x - y| kinks or near ties "
             "make the trajectory a non-smooth function of the data)".format(gain)
