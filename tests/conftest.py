@@ -16,3 +16,15 @@ def ray_cluster():
                  runtime_env=worker_runtime_env(), log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch single-threaded for a module: the two cores here are shared, and oversubscribed
+    OpenMP threads make the small dense ops of the reproductions 10-100x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -23,12 +23,7 @@ from kpbench.suite.reproductions.metrics import w2_1d
 SPECS_1D = {s.label: s for s in flow1d.LOSSES}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import torch
 from kpbench.backends.base import KPBenchError
 from kpbench.results import meta
 from kpbench.results.fingerprint import hash_mismatches, input_hash
-from kpbench.results.report import load_sweeps, select_run
+from kpbench.results.selection import load_sweeps, select_run
 from kpbench.results.store import SWEEPS, ResultStore
 from kpbench.suite import rerun as rr
 from kpbench.suite.cli import main
@@ -112,6 +112,13 @@ def test_rerun_elsewhere_measures_the_same_problem_and_values(stored_run, tmp_pa
     # deterministic CPU points on the same machine: the same bits
     assert new["value"].tolist() == old["value"].tolist()
     assert meta.load_environment(new_store, new["run_id"].iloc[0])["python"]["version"]
+    # kpbench compare says the two runs solved the same problem, to the same values
+    new_id = new["run_id"].iloc[0]
+    main(["compare", str(out), str(new_store), "--run-id", run_id, new_id])
+    printed = capsys.readouterr().out
+    assert "inputs: 6 points with matching input hashes (same generated data)" in printed
+    assert "values: 6 points within their tolerance" in printed
+    assert "environment: the same (stored environments of both runs)" in printed
 
 
 def test_rerun_into_the_same_store_adds_a_second_run(tmp_path, stored_run, capsys):
@@ -130,6 +137,10 @@ def test_rerun_exits_1_when_the_inputs_differ(tmp_path, stored_run, capsys):
     assert main(["rerun", str(store), "--out", str(tmp_path / "new"), "--no-progress"]) == 1
     printed = capsys.readouterr().out
     assert "inputs DIFFER: 2 of 6 points" in printed and "ffffffffffffffff ->" in printed
+    main(["compare", str(store), str(tmp_path / "new")])
+    printed = capsys.readouterr().out
+    assert "inputs DIFFER: 2 of 6 points" in printed
+    assert "environment: not recorded for the baseline run" in printed   # a copied store
 
 
 @pytest.mark.parametrize("column", ["warmup", "threads", "timeout_s", "cxxflags"])
@@ -208,3 +219,53 @@ def test_env_diff_lists_what_changed(monkeypatch):
     monkeypatch.setenv("UNRELATED_VAR", "1")
     env = meta.result_env_vars()
     assert env["KPBENCH_X"] == "1" and env["OMP_NUM_THREADS"] == "2" and "UNRELATED_VAR" not in env
+
+
+# -- determinism --------------------------------------------------------------------------
+def test_determinism_table_claims_only_what_was_measured():
+    from kpbench.results.determinism import deterministic, tolerance
+
+    assert deterministic("torch", "float32", "cpu") and deterministic("numpy", "float64", "cpu")
+    assert not deterministic("torch", "float32", "cuda") and not deterministic("keops", "float64", "cuda:1")
+    assert not deterministic("numpy", "float32", "cpu") and not deterministic("cuda", "float32", "cuda")
+    assert tolerance("float64", True, same_host=True) == 0.0
+    assert tolerance("float64", True) < tolerance("float64", False) < tolerance("float32", False)
+    assert tolerance("float32", None) == tolerance("float32", False)
+
+
+@pytest.mark.parametrize("op", ["kernel_product", "sinkhorn_grad"])
+def test_points_claimed_deterministic_give_the_same_bits_twice(op):
+    from kpbench.backends import available_backends
+    from kpbench.results.determinism import DETERMINISTIC
+    from kpbench.suite import workloads
+    from kpbench.suite.spec import Point
+
+    sink = op.startswith("sinkhorn")
+    for (backend, device), dtypes in DETERMINISTIC.items():
+        if backend not in available_backends() or (backend == "numpy" and op.endswith("_grad")):
+            continue
+        for dtype in (d for d, claimed in dtypes.items() if claimed):
+            point = Point(op=op, backend=backend, kernel="sinkhorn" if sink else "gaussian",
+                          N=300, M=300, D=3, blur=0.05, p=2 if sink else None, reach=None,
+                          dtype=dtype, device=device, seed=0, iters=None,
+                          scaling=0.5 if sink else None)
+            data = workloads.make_data(point)
+            a, b = (workloads.prepare(point, data) for _ in range(2))
+            first, second = (p.summarize(p.call()).vector for p in (a, b))
+            assert np.array_equal(first, second), (backend, dtype)
+
+
+def test_value_changes_use_the_tolerance_of_the_point(stored_run):
+    from kpbench.results.determinism import value_changes
+
+    rows = select_run(load_sweeps(stored_run[0]), None)
+    assert value_changes(rows, rows) == ["values: 6 points within their tolerance"]
+    other = rows.copy()
+    f64 = other.index[(other["dtype"] == "float64") & (other["op"] == "sinkhorn")
+                      & (other["backend"] == "torch")][0]
+    other.loc[f64, "value"] *= 1 + 1e-12          # same host, deterministic: must be bit-equal
+    lines = value_changes(rows, other)
+    assert lines[0] == "values MOVED beyond their tolerance at 1 of 6 points"
+    assert "relative 1e-12 > 0, deterministic, same host" in lines[1]
+    other["host"] = "elsewhere"                   # another machine: 1e-9 in float64
+    assert value_changes(rows, other) == ["values: 6 points within their tolerance"]

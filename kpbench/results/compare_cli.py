@@ -64,4 +64,7 @@ def run(args) -> int:
         return 2
     print(f"baseline: {args.baseline} (run {runs[0]})  new: {args.new} (run {runs[1]})")
     print(cmp.format_comparison(result, only_changed=args.only_changed))
+    from kpbench.results.fingerprint import reproducibility_notes   # inputs, values, environments
+
+    print("\n".join(reproducibility_notes(args.baseline, sides[0], args.new, sides[1])))
     return 1 if result.failed else 0

@@ -72,7 +72,7 @@ def _hash_pairs(base: "pd.DataFrame", new: "pd.DataFrame") -> "pd.DataFrame":
     columns = ["key", "input_hash"]
     if any(c not in frame for frame in (base, new) for c in columns):
         return pd.DataFrame()
-    from kpbench.results.report import point_label
+    from kpbench.results.format import point_label
 
     left = base.dropna(subset=["input_hash"])
     right = new[columns].dropna(subset=["input_hash"])
@@ -81,4 +81,23 @@ def _hash_pairs(base: "pd.DataFrame", new: "pd.DataFrame") -> "pd.DataFrame":
     return pairs
 
 
-__all__ = ["DATA_GENERATOR", "input_hash", "hash_mismatches"]
+
+
+def reproducibility_notes(base_path, base: "pd.DataFrame", new_path, new: "pd.DataFrame") -> list[str]:
+    """What a comparison of two runs adds about reproducibility: do the inputs match (hashes),
+    did the values stay within their tolerance (kpbench.results.determinism), and how do the
+    stored environments of the two runs differ (one run per side; kpbench.results.meta)."""
+    from kpbench.results.determinism import value_changes
+    from kpbench.results.meta import env_diff, load_environment
+
+    lines = hash_mismatches(base, new) + value_changes(base, new)
+    runs = [frame["run_id"].dropna().unique() if "run_id" in frame else [] for frame in (base, new)]
+    if all(len(r) == 1 for r in runs):
+        envs = [load_environment(path, str(r[0])) for path, r in zip((base_path, new_path), runs)]
+        diff = env_diff(*envs)
+        lines += ["environment: the same (stored environments of both runs)"] if not diff else (
+            ["environment differences (baseline -> new):"] + [f"  {line}" for line in diff])
+    return lines
+
+
+__all__ = ["DATA_GENERATOR", "input_hash", "hash_mismatches", "reproducibility_notes"]

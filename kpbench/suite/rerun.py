@@ -68,7 +68,7 @@ class RerunGroup:
 # -- reading a stored run ------------------------------------------------------------
 def load_run(store: str | os.PathLike, run_id: str | None = None) -> tuple[str, pd.DataFrame]:
     """(run_id, its rows: one per point key) of ``run_id`` (prefix; None: the latest run)."""
-    from kpbench.results.report import load_sweeps, select_run
+    from kpbench.results.selection import load_sweeps, select_run
 
     rows = select_run(load_sweeps(store), run_id or "latest")
     if rows.empty:
@@ -195,9 +195,12 @@ def _one_cxxflags(groups: list[RerunGroup], run_id: str) -> str:
 
 @contextlib.contextmanager
 def build_flags(cxxflags: str):
-    """CXXFLAGS set to the stored flags (KeOps compiles with them), restored afterwards."""
+    """CXXFLAGS set to the stored flags (KeOps compiles with them; "" = unset), restored afterwards."""
     before = os.environ.get("CXXFLAGS")
-    os.environ["CXXFLAGS"] = cxxflags
+    if cxxflags:
+        os.environ["CXXFLAGS"] = cxxflags
+    else:
+        os.environ.pop("CXXFLAGS", None)
     try:
         yield
     finally:
@@ -208,13 +211,14 @@ def build_flags(cxxflags: str):
 
 
 def check_rerun(store, old_id: str, out, new_id: str) -> tuple[list[str], bool]:
-    """Lines comparing the two runs' inputs and build flags; True when the inputs differ."""
-    from kpbench.results.fingerprint import hash_mismatches
-    from kpbench.results.report import load_sweeps, select_run
+    """Lines comparing the two runs (inputs, values, environments, build flags);
+    True when the inputs differ."""
+    from kpbench.results.fingerprint import reproducibility_notes
+    from kpbench.results.selection import load_sweeps, select_run
 
     old = select_run(load_sweeps(store), old_id)
     new = select_run(load_sweeps(out), new_id)
-    lines = hash_mismatches(old, new)
+    lines = reproducibility_notes(store, old, out, new)
     differ = any(line.startswith("inputs DIFFER") for line in lines)
     flags = {side: sorted(set(rows["cxxflags"].dropna())) for side, rows in (("old", old), ("new", new))}
     if flags["old"] != flags["new"]:

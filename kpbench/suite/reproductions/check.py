@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from kpbench.backends.base import KPBenchError
 
 REFERENCES_DIR = pathlib.Path(__file__).resolve().parent / "references"
-SETTING_NAMES = ("backend", "dtype", "device", "N", "M", "seed", "t_max", "iterations")
 EXACT = ("status", "first_nan_iteration")
 
 
