@@ -5,32 +5,26 @@ Calling convention (close to GeomLoss): weights first, then positions; ``a=None`
 
 * torch-based backends (torch, keops, cuda): inputs are torch tensors (NumPy arrays
   are converted), the result is a 0-dim tensor, differentiable w.r.t. x, y, a, b.
-* the ``numpy`` backend runs its own independent float64 implementation
-  (:mod:`kpbench.backends.numpy_ref`) and returns a Python float.
+* a backend with losses of its own (``Backend.own_losses``: the float64 reference
+  :mod:`kpbench.reference`, a peer library) gets the validated inputs and returns
+  what it computes (the reference: a Python float).
 
-Sinkhorn (log domain): symmetric updates with epsilon-scaling from the diameter
-down to blur**p; the loop runs without autograd and one last extrapolation step is
-differentiated (envelope theorem): the gradient w.r.t. x_i is sum_j pi_ij grad C(x_i, y_j)
-without backpropagating through the iterations.
+Each public function validates its parameters and inputs once, then hands them to
+:func:`_dispatch`, the one place that picks the backend's own implementation or the
+one written here on the primitives. Sinkhorn's solver is :mod:`kpbench.sinkhorn`.
 """
 from __future__ import annotations
 
+import contextvars
 import functools
 
 import numpy as np
 import torch
 
 from .backends import Backend, get_backend
-from .backends import numpy_ref
-from .backends.base import (
-    KPBenchError,
-    check_blur,
-    check_kernel,
-    check_p,
-    check_pair,
-    check_signal,
-)
-from .backends.schedule import damping, epsilon_schedule, fixed_schedule
+from .backends.base import check_blur, check_kernel, check_p, check_pair, check_signal
+from .errors import KPBenchError
+from .sinkhorn import MAX_ITER, SinkhornSolver, check_solver_options, diameter, epsilon_schedule, fixed_schedule
 
 MASS_TOLERANCE = 1e-5  # relative difference of total masses tolerated by balanced OT
 
@@ -99,10 +93,6 @@ def _check_reach(reach) -> float | None:
     return None if reach is None else check_blur(reach, "reach")
 
 
-def _log_weights(w):
-    return torch.log(w) if isinstance(w, torch.Tensor) else np.log(w)
-
-
 # -- the primitives, with conversion and validation --------------------------
 def kernel_product(x, y, b, *, kernel: str = "gaussian", blur: float = 0.1,
                    backend: str | Backend = "torch"):
@@ -111,7 +101,7 @@ def kernel_product(x, y, b, *, kernel: str = "gaussian", blur: float = 0.1,
     if bk.array_module == "torch":
         x = _as_tensor(x)
         y, b = _as_tensor(y, like=x), _as_tensor(b, like=x)
-    return bk.kernel_product(x, y, b, kernel=kernel, blur=blur)
+    return _run_or_bind(bk.bind_kernel_product(x, y, b, kernel=kernel, blur=blur))
 
 
 def softmin(x, y, h, *, eps: float, p: int = 2, backend: str | Backend = "torch"):
@@ -120,19 +110,54 @@ def softmin(x, y, h, *, eps: float, p: int = 2, backend: str | Backend = "torch"
     if bk.array_module == "torch":
         x = _as_tensor(x)
         y, h = _as_tensor(y, like=x), _as_tensor(h, like=x)
-    return bk.softmin(x, y, h, eps=eps, p=p)
+    return _run_or_bind(bk.bind_softmin(x, y, h, eps=eps, p=p))
+
+
+# -- the one dispatch -------------------------------------------------------
+_BINDING = contextvars.ContextVar("kpbench_losses_binding", default=False)
+
+# the primitive whose memory a loss's largest call needs (its N x N / M x M self terms)
+_PRIMITIVE_OF = {"mmd": "kernel_product", "sinkhorn_multiplicative": "kernel_product",
+                 "hausdorff": "softmin", "log_likelihood": "softmin", "sinkhorn": "softmin"}
+
+
+def bind(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` checked now, returned as a zero-argument callable
+    that runs only the computation (backend lookup, conversions, validation and the
+    memory check are done here, once). ``function``: a loss or primitive of this module.
+    """
+    token = _BINDING.set(True)
+    try:
+        return function(*args, **kwargs)
+    finally:
+        _BINDING.reset(token)
+
+
+def _run_or_bind(call):
+    return call if _BINDING.get() else call()
+
+
+def _dispatch(name: str, bk: Backend, a, x, b, y, **params):
+    """The backend's own implementation of loss ``name`` if it has one, else ours
+    (after the memory check of its largest primitive call)."""
+    implementation = bk.own_losses.get(name)
+    if implementation is None:
+        implementation = _ON_PRIMITIVES[name]
+        size = max(x.shape[0], y.shape[0])
+        bk.check_memory(_PRIMITIVE_OF[name], size, size, x.shape[1], x)
+    return _run_or_bind(functools.partial(implementation, bk, a, x, b, y, **params))
 
 
 # -- kernel losses -----------------------------------------------------------
 def mmd(a=None, x=None, b=None, y=None, *, kernel: str = "gaussian", blur: float = 0.1,
         backend: str | Backend = "torch"):
     """Kernel distance 1/2 |alpha - beta|_k^2 (kernel 'energy': the energy distance)."""
-    check_kernel(kernel)
-    blur = check_blur(blur)
+    kernel, blur = check_kernel(kernel), check_blur(blur)
     bk, a, x, b, y = _prepare(a, x, b, y, backend)
-    if bk.array_module == "numpy":
-        return numpy_ref.np_mmd(a, x, b, y, kernel=kernel, blur=blur)
+    return _dispatch("mmd", bk, a, x, b, y, kernel=kernel, blur=blur)
 
+
+def _mmd(bk, a, x, b, y, *, kernel, blur):
     def quad(u, p, v, q):
         return (u * bk.kernel_product(p, q, v, kernel=kernel, blur=blur, validate=False)).sum()
 
@@ -148,13 +173,14 @@ def hausdorff(a=None, x=None, b=None, y=None, *, p: int = 2, blur: float = 0.1,
               backend: str | Backend = "torch"):
     """Debiased soft Hausdorff divergence built on the softmin (eps = blur**p):
     <a, softmin_beta(x) - softmin_alpha(x)> + <b, softmin_alpha(y) - softmin_beta(y)>."""
-    check_p(p)
-    blur = check_blur(blur)
+    p, blur = check_p(p), check_blur(blur)
     bk, a, x, b, y = _prepare(a, x, b, y, backend)
-    if bk.array_module == "numpy":
-        return numpy_ref.np_hausdorff(a, x, b, y, p=p, blur=blur)
+    return _dispatch("hausdorff", bk, a, x, b, y, p=p, blur=blur)
+
+
+def _hausdorff(bk, a, x, b, y, *, p, blur):
     eps = blur**p
-    a_log, b_log = _log_weights(a), _log_weights(b)
+    a_log, b_log = torch.log(a), torch.log(b)
 
     def smin(u, v, h):
         return bk.softmin(u, v, h, eps=eps, p=p, validate=False)
@@ -170,159 +196,54 @@ def log_likelihood(a=None, x=None, b=None, y=None, *, blur: float = 0.25,
     of (a, x): -sum_j b_j log sum_i a_i exp(-|y_j - x_i|^2 / (2 blur^2)), in the log domain."""
     blur = check_blur(blur)
     bk, a, x, b, y = _prepare(a, x, b, y, backend)
-    if bk.array_module == "numpy":
-        return numpy_ref.np_log_likelihood(a, x, b, y, blur=blur)
+    return _dispatch("log_likelihood", bk, a, x, b, y, blur=blur)
+
+
+def _log_likelihood(bk, a, x, b, y, *, blur):
     eps = blur**2
-    return (b * bk.softmin(y, x, _log_weights(a), eps=eps, p=2, validate=False)).sum() / eps
+    return (b * bk.softmin(y, x, torch.log(a), eps=eps, p=2, validate=False)).sum() / eps
 
 
 # -- Sinkhorn ----------------------------------------------------------------
-class _UnbalancedWeight(torch.autograd.Function):
-    """Multiply by rho + eps/2 in the forward pass and by rho + eps in the backward pass.
-
-    The unbalanced dual value is (rho + eps/2) <a, 1 - exp(-f/rho)> (+ same for b), but
-    its gradient w.r.t. the positions, through f, needs the factor rho + eps to equal
-    the envelope-theorem gradient sum_j pi_ij grad C (Sejourne et al., 2019).
-    """
-
-    @staticmethod
-    def forward(ctx, u, rho, eps):
-        ctx.factor = rho + eps
-        return (rho + eps / 2) * u
-
-    @staticmethod
-    def backward(ctx, grad):
-        return ctx.factor * grad, None, None
-
-
-def _diameter(x, y) -> float:
-    with torch.no_grad():
-        points = torch.cat([x, y])
-        return float(torch.linalg.norm(points.max(0).values - points.min(0).values))
-
-
-class _SinkhornSolver:
-    """The log-domain Sinkhorn loop on a backend's softmin (see the module docstring)."""
-
-    def __init__(self, bk, a, x, b, y, *, p, reach, debias):
-        self.bk, self.p, self.reach, self.debias = bk, p, reach, debias
-        self.a, self.x, self.b, self.y = a, x, b, y
-        self.a_log, self.b_log = torch.log(a), torch.log(b)
-
-    def _smin(self, u, v, h, eps):
-        # v detached: the envelope gradient of <a, f(x)> w.r.t. x goes through x only.
-        lam = damping(eps, self.reach, self.p)
-        return lam * self.bk.softmin(u, v.detach(), h, eps=eps, p=self.p, validate=False)
-
-    def init(self, eps):
-        x, y = self.x.detach(), self.y.detach()
-        state = [self._smin(x, y, self.b_log.detach(), eps),
-                 self._smin(y, x, self.a_log.detach(), eps), None, None]
-        if self.debias:
-            state[2] = self._smin(x, x, self.a_log.detach(), eps)
-            state[3] = self._smin(y, y, self.b_log.detach(), eps)
-        return state
-
-    def update(self, state, eps, x=None, y=None):
-        """One symmetric update from ``state``; the potentials enter only through h (detached)."""
-        x = self.x.detach() if x is None else x
-        y = self.y.detach() if y is None else y
-        f_ba, g_ab, f_aa, g_bb = [None if s is None else s.detach() for s in state]
-        a_log, b_log = self.a_log.detach(), self.b_log.detach()
-        new = [self._smin(x, y, b_log + g_ab / eps, eps), self._smin(y, x, a_log + f_ba / eps, eps),
-               None, None]
-        if self.debias:
-            new[2] = self._smin(x, x, a_log + f_aa / eps, eps)
-            new[3] = self._smin(y, y, b_log + g_bb / eps, eps)
-        return new
-
-    def alternate(self, state, eps):
-        """Convergence phase at fixed eps: alternating (Gauss-Seidel) updates of the cross
-        potentials, which converge much faster than averaged ones at small eps; the
-        symmetric self-potentials keep their averaged update."""
-        f_ba, g_ab, f_aa, g_bb = state
-        x, y = self.x.detach(), self.y.detach()
-        f_ba = self._smin(x, y, self.b_log.detach() + g_ab / eps, eps)
-        g_ab = self._smin(y, x, self.a_log.detach() + f_ba / eps, eps)
-        if self.debias:
-            _, _, f_new, g_new = self.update(state, eps)
-            f_aa, g_bb = 0.5 * (f_aa + f_new), 0.5 * (g_bb + g_new)
-        return [f_ba, g_ab, f_aa, g_bb]
-
-    def solve(self, schedule, tol, max_iter):
-        with torch.no_grad():
-            state = self.init(schedule[0])
-            iterations = 0
-            for eps in schedule:
-                state = _average(state, self.update(state, eps))
-                iterations += 1
-            while tol is not None and iterations < max_iter:
-                new = self.alternate(state, schedule[-1])
-                change = float((new[0] - state[0]).abs().max())
-                state, iterations = new, iterations + 1
-                if change < tol:
-                    break
-        # the differentiable extrapolation, at the final eps, from the converged potentials
-        final = self.update(state, schedule[-1], x=self.x, y=self.y)
-        return final, iterations
-
-    def value(self, state, eps):
-        f_ba, g_ab, f_aa, g_bb = state
-        a, b = self.a, self.b
-        if self.reach is None:
-            if self.debias:
-                return (a * (f_ba - f_aa)).sum() + (b * (g_ab - g_bb)).sum()
-            return (a * f_ba).sum() + (b * g_ab).sum()
-        rho = self.reach**self.p
-        if self.debias:
-            u = torch.exp(-f_aa / rho) - torch.exp(-f_ba / rho)
-            v = torch.exp(-g_bb / rho) - torch.exp(-g_ab / rho)
-        else:
-            u, v = 1 - torch.exp(-f_ba / rho), 1 - torch.exp(-g_ab / rho)
-        return ((a * _UnbalancedWeight.apply(u, rho, eps)).sum()
-                + (b * _UnbalancedWeight.apply(v, rho, eps)).sum())
-
-
-def _average(old, new):
-    return [None if o is None else 0.5 * (o + n) for o, n in zip(old, new)]
-
-
 def sinkhorn(a=None, x=None, b=None, y=None, *, p: int = 2, blur: float = 0.05,
              scaling: float = 0.5, reach: float | None = None, debias: bool = True,
              backend: str | Backend = "torch", potentials: bool = False,
-             iters: int | None = None, tol: float | None = None, max_iter: int = 1000,
+             iters: int | None = None, tol: float | None = None, max_iter: int | None = None,
              return_info: bool = False):
     """Sinkhorn divergence S_eps (debias=True) or entropic OT_eps (debias=False), eps = blur**p.
 
     ``iters=None``: eps-scaling from the diameter of the clouds down to blur**p by the
     factor ``scaling``; ``iters=n``: exactly n iterations at eps = blur**p (kernel timing).
     ``tol``: then iterate at the final eps until the potentials move less than tol
-    (at most ``max_iter`` iterations in all). ``reach``: unbalanced OT with KL marginal
+    (at most ``max_iter`` iterations in all; None: the solver's default, 1000 here). ``reach``: unbalanced OT with KL marginal
     penalty rho = reach**p. ``potentials=True`` returns the dual potentials (f, g)
     (debiased: f_ba - f_aa, g_ab - g_bb) instead of the value.
     ``return_info=True`` returns (result, {"iterations", "eps_schedule"}).
+    The float64 reference (backend "numpy") always solves to its own tolerance
+    (:mod:`kpbench.reference.sinkhorn`); ``scaling`` does not apply to it.
     """
-    check_p(p)
-    blur = check_blur(blur)
+    p, blur = check_p(p), check_blur(blur)
     reach = _check_reach(reach)
+    check_solver_options(iters=iters, tol=tol, max_iter=max_iter)
     bk, a, x, b, y = _prepare(a, x, b, y, backend)
     _check_balanced(a, b, reach)
-    if bk.array_module == "numpy":
-        value, f, g, info = numpy_ref.np_sinkhorn(
-            a, x, b, y, p=p, blur=blur, scaling=scaling, reach=reach, debias=debias,
-            iters=iters, tol=tol, max_iter=max_iter)
-        result = (f, g) if potentials else value
+    return _dispatch("sinkhorn", bk, a, x, b, y, p=p, blur=blur, scaling=scaling, reach=reach,
+                     debias=debias, potentials=potentials, iters=iters, tol=tol,
+                     max_iter=max_iter, return_info=return_info)
+
+
+def _sinkhorn(bk, a, x, b, y, *, p, blur, scaling, reach, debias, potentials, iters, tol,
+              max_iter, return_info):
+    schedule = (epsilon_schedule(diameter(x, y), blur, p, scaling) if iters is None
+                else fixed_schedule(blur, p, iters))
+    solver = SinkhornSolver(bk, a, x, b, y, p=p, reach=reach, debias=debias)
+    state, iterations = solver.solve(schedule, tol, MAX_ITER if max_iter is None else max_iter)
+    if potentials:
+        f_ba, g_ab, f_aa, g_bb = state
+        result = (f_ba - f_aa, g_ab - g_bb) if debias else (f_ba, g_ab)
     else:
-        schedule = (epsilon_schedule(_diameter(x, y), blur, p, scaling) if iters is None
-                    else fixed_schedule(blur, p, iters))
-        solver = _SinkhornSolver(bk, a, x, b, y, p=p, reach=reach, debias=debias)
-        state, iterations = solver.solve(schedule, tol, max_iter)
-        if potentials:
-            f_ba, g_ab, f_aa, g_bb = state
-            result = (f_ba - f_aa, g_ab - g_bb) if debias else (f_ba, g_ab)
-        else:
-            result = solver.value(state, schedule[-1])
-        info = {"iterations": iterations, "eps_schedule": schedule}
+        result = solver.value(state, schedule[-1])
+    info = {"iterations": iterations, "eps_schedule": schedule}
     return (result, info) if return_info else result
 
 
@@ -336,15 +257,16 @@ def sinkhorn_multiplicative(a=None, x=None, b=None, y=None, *, p: int = 2, blur:
     blur = .15 in float32 for points more than ~2 apart: the result is then NaN, on
     purpose. Use :func:`sinkhorn` (log domain) for a stable computation.
     """
-    check_p(p)
-    blur = check_blur(blur)
+    p, blur = check_p(p), check_blur(blur)
     if int(iters) < 1:
         raise KPBenchError(f"iters must be >= 1, got {iters!r}")
     bk, a, x, b, y = _prepare(a, x, b, y, backend)
     _check_balanced(a, b, None)
-    if bk.array_module == "numpy":
-        return numpy_ref.np_sinkhorn_multiplicative(a, x, b, y, p=p, blur=blur, iters=iters,
-                                                    debias=debias)
+    return _dispatch("sinkhorn_multiplicative", bk, a, x, b, y, p=p, blur=blur,
+                     iters=int(iters), debias=debias)
+
+
+def _sinkhorn_multiplicative(bk, a, x, b, y, *, p, blur, iters, debias):
     kernel = "gaussian" if p == 2 else "laplacian"  # exp(-C/eps) for C = |x-y|^p / p
     eps = blur**p
 
@@ -353,7 +275,7 @@ def sinkhorn_multiplicative(a=None, x=None, b=None, y=None, *, p: int = 2, blur:
 
     def ot(a, x, b, y):
         v = torch.ones_like(b)
-        for _ in range(int(iters)):
+        for _ in range(iters):
             u = a / kp(x, y, v)
             v = b / kp(y, x, u)
         return eps * ((a * torch.log(u / a)).sum() + (b * torch.log(v / b)).sum())
@@ -361,6 +283,15 @@ def sinkhorn_multiplicative(a=None, x=None, b=None, y=None, *, p: int = 2, blur:
     if not debias:
         return ot(a, x, b, y)
     return ot(a, x, b, y) - 0.5 * ot(a, x, a, x) - 0.5 * ot(b, y, b, y)
+
+
+_ON_PRIMITIVES = {
+    "mmd": _mmd,
+    "hausdorff": _hausdorff,
+    "log_likelihood": _log_likelihood,
+    "sinkhorn": _sinkhorn,
+    "sinkhorn_multiplicative": _sinkhorn_multiplicative,
+}
 
 
 # -- by name -----------------------------------------------------------------
@@ -381,5 +312,5 @@ def make_loss(name: str, **params):
     return functools.partial(LOSSES[name], **params)
 
 
-__all__ = ["kernel_product", "softmin", "mmd", "energy_distance", "hausdorff", "log_likelihood",
+__all__ = ["bind", "kernel_product", "softmin", "mmd", "energy_distance", "hausdorff", "log_likelihood",
            "sinkhorn", "sinkhorn_multiplicative", "make_loss", "LOSSES"]

@@ -2,7 +2,21 @@
 started only by the tests that ask for it (starting Ray costs several seconds)."""
 from __future__ import annotations
 
+import pathlib
+
 import pytest
+
+PLUGINS = pathlib.Path(__file__).resolve().parent / "plugins"
+TEST_OPS_PLUGIN = str(PLUGINS / "test_ops.py")   # the crashing/sleeping sweep ops
+SLOWDOWN_PLUGIN = str(PLUGINS / "slowdown.py")   # KPBENCH_SLOWDOWN="torch=1.3"
+
+
+@pytest.fixture(scope="module")
+def test_ops():
+    """Register the test-only sweep ops here and in every worker started from now on."""
+    from kpbench import plugins
+
+    plugins.use(TEST_OPS_PLUGIN)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from kpbench.backends.schedule import epsilon_schedule
+from kpbench.sinkhorn import epsilon_schedule
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

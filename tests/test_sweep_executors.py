@@ -18,7 +18,7 @@ import pytest
 
 from kpbench.results.schema import SWEEP_SCHEMA
 from kpbench.results.store import SWEEPS, ResultStore
-from kpbench.suite import workloads
+from conftest import TEST_OPS_PLUGIN
 from kpbench.suite.spec import expand, spec_from_dict
 from kpbench.suite.sweep import RunOptions, run_sweep
 
@@ -26,8 +26,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True, scope="module")
-def test_ops():
-    workloads.register_test_ops()
+def _test_ops(test_ops):
+    pass
 
 
 def options(out, executor="inline", **kw) -> RunOptions:
@@ -120,8 +120,8 @@ def test_inline_ends_a_sweep_stuck_in_native_code_and_keeps_its_rows(tmp_path):
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(ROOT)!r})
-        from kpbench.suite import workloads
-        workloads.register_test_ops()
+        from kpbench import plugins
+        plugins.use({TEST_OPS_PLUGIN!r})
         from kpbench.suite.spec import spec_from_dict
         from kpbench.suite.sweep import RunOptions, run_sweep
         spec = spec_from_dict({{"kind": "speed", "ops": "kernel_product,_test_hang", "backends": "numpy",
@@ -157,7 +157,7 @@ def test_resume_after_the_driver_is_killed_loses_and_duplicates_nothing(ray_clus
             "--repeats", "1", "--warmup", "0", "--out", str(tmp_path),
             "--address", ray_cluster.get_runtime_context().gcs_address, "--no-progress"]
     # the driver is scripts/ray_sweep.py, the `ray submit` entry point, on the test cluster
-    env = {**os.environ, "KPBENCH_TEST_OPS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "KPBENCH_PLUGINS": TEST_OPS_PLUGIN, "PYTHONPATH": str(ROOT)}
     driver = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "ray_sweep.py"), *argv],
                               env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     store = ResultStore(tmp_path)

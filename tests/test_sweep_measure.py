@@ -94,7 +94,8 @@ def test_accuracy_against_the_float64_reference():
 
 def test_sinkhorn_accuracy_and_the_exact_ot_comparison():
     row = run_point(point(op="sinkhorn", N=300, M=300, blur=0.05, scaling=0.5), "accuracy", QUICK)
-    assert row["status"] == "ok" and row["rel_err"] < 1e-3
+    # rel_err is against the converged reference: what eps-scaling at .5 leaves undone
+    assert row["status"] == "ok" and 1e-4 < row["rel_err"] < 0.1
     data = workloads.make_data(point(op="sinkhorn", N=300, M=300))
     exact = exact_ot_w2(data.x, data.y)
     assert row["rel_err_exact"] == pytest.approx(abs(row["value"] - exact) / exact)
@@ -128,7 +129,6 @@ def test_memory_dense_torch_holds_a_matrix_keops_does_not():
     assert lazy["peak_mem_bytes"] < n * n * 4 / 4 and lazy["mem_estimate_bytes"] is None
 
 
-def test_test_ops_need_registering():
-    workloads.register_test_ops()
+def test_ops_of_a_plugin_run_as_sweep_points(test_ops):
     row = run_point(point(op="_test_raise", kernel="test"), "speed", QUICK)
     assert row["status"] == "error" and row["error"] == "RuntimeError: test op raised on purpose"

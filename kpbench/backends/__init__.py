@@ -2,20 +2,15 @@
 from __future__ import annotations
 
 import importlib
-import os
 
-from .base import (
-    Backend,
-    BackendUnavailable,
-    Capabilities,
-    KPBenchError,
-    MemoryBudgetExceeded,
-)
+from kpbench.errors import BackendUnavailable, KPBenchError, MemoryBudgetExceeded
+
+from .base import Backend, Capabilities
 
 # name -> "module:Class"; modules are imported lazily so that a missing optional
 # dependency (pykeops, a CUDA toolchain) only matters to the backend that needs it.
 _REGISTRY = {
-    "numpy": "kpbench.backends.numpy_ref:NumpyBackend",
+    "numpy": "kpbench.reference:NumpyBackend",
     "torch": "kpbench.backends.torch_dense:TorchBackend",
     "keops": "kpbench.backends.keops:KeOpsBackend",
     "cuda": "kpbench.backends.cuda:CudaBackend",
@@ -28,7 +23,7 @@ def backend_names() -> list[str]:
 
 
 def register_backend(name: str, target: str) -> None:
-    """Add a backend given as "module:Class" (used by tests and plugins)."""
+    """Add (or replace) a backend given as "module:Class" (see :mod:`kpbench.plugins`)."""
     _REGISTRY[name] = target
     _INSTANCES.pop(name, None)
 
@@ -37,37 +32,20 @@ def _instantiate(name: str) -> Backend:
     if name not in _INSTANCES:
         module_name, cls_name = _REGISTRY[name].split(":")
         module = importlib.import_module(module_name)
-        instance = getattr(module, cls_name)()
-        instance.slowdown_s = _test_slowdown().get(name, 0.0)
-        _INSTANCES[name] = instance
+        _INSTANCES[name] = getattr(module, cls_name)()
     return _INSTANCES[name]
 
 
-def _test_slowdown() -> dict[str, float]:
-    """KPBENCH_TEST_SLOWDOWN="torch=0.05,keops=0.1": a deliberate delay per primitive
-    call, to show that regression tracking catches a slowed backend."""
-    spec = os.environ.get("KPBENCH_TEST_SLOWDOWN", "").strip()
-    if not spec:
-        return {}
-    delays = {}
-    for item in spec.split(","):
-        name, _, seconds = item.partition("=")
-        try:
-            delays[name.strip()] = float(seconds)
-        except ValueError:
-            raise KPBenchError(f"KPBENCH_TEST_SLOWDOWN: bad entry {item!r}; use name=seconds") from None
-    return delays
+def _availability(name: str) -> tuple[bool, str]:
+    try:
+        return _instantiate(name).available()
+    except Exception as exc:  # an import error is a reason, not a crash
+        return False, f"{type(exc).__name__}: {exc}"
 
 
 def availability() -> dict[str, tuple[bool, str]]:
     """Every registered backend -> (available, reason if not)."""
-    result = {}
-    for name in _REGISTRY:
-        try:
-            result[name] = _instantiate(name).available()
-        except Exception as exc:  # an import error is a reason, not a crash
-            result[name] = (False, f"{type(exc).__name__}: {exc}")
-    return result
+    return {name: _availability(name) for name in _REGISTRY}
 
 
 def available_backends() -> list[str]:
@@ -84,7 +62,7 @@ def get_backend(backend: str | Backend) -> Backend:
             f"unknown backend {backend!r}; known backends: {', '.join(_REGISTRY)} "
             f"(available here: {', '.join(available_backends()) or 'none'})"
         )
-    ok, why = availability()[backend]
+    ok, why = _availability(backend)
     if not ok:
         raise BackendUnavailable(
             f"backend {backend!r} is unavailable: {why} "
@@ -97,3 +75,8 @@ __all__ = [
     "Backend", "BackendUnavailable", "Capabilities", "KPBenchError", "MemoryBudgetExceeded",
     "available_backends", "availability", "backend_names", "get_backend", "register_backend",
 ]
+
+
+from kpbench import plugins as _plugins  # noqa: E402  (after the registry: plugins use it)
+
+_plugins.load()

@@ -7,46 +7,27 @@ A backend computes two primitives on point clouds x (N, D), y (M, D):
 * ``softmin(x, y, h, eps=, p=)``  ->  out_i = -eps log sum_j exp(h_j - |x_i - y_j|^p / (p eps))
   computed with a stable log-sum-exp; h has shape (M,), out (N,).
 
-Every loss of :mod:`kpbench.losses` is written on top of these two calls.
+Every loss of :mod:`kpbench.losses` is written on top of these two calls; a backend
+with losses of its own (the float64 reference, a peer library) lists them in
+``own_losses`` and :mod:`kpbench.losses` calls those instead.
 Subclasses implement ``_kernel_product`` / ``_softmin``; the public methods check
 inputs first so that every backend rejects bad input with the same clear message.
 """
 from __future__ import annotations
 
+import functools
 import math
-import time
 from dataclasses import dataclass
+
+from kpbench.errors import (  # noqa: F401  (re-exported: the names backends raise)
+    BackendUnavailable,
+    KPBenchError,
+    MemoryBudgetExceeded,
+    format_bytes,
+)
 
 KERNELS = ("gaussian", "laplacian", "energy")
 POWERS = (1, 2)
-
-
-class KPBenchError(ValueError):
-    """Bad input: a shape, value or option that would give a wrong number."""
-
-
-class BackendUnavailable(RuntimeError):
-    """The backend cannot run here; the message says why (e.g. 'no CUDA device')."""
-
-
-class MemoryBudgetExceeded(MemoryError):
-    """A dense computation refused before it would exhaust memory."""
-
-    def __init__(self, what: str, estimate_bytes: int, budget_bytes: int):
-        self.estimate_bytes = int(estimate_bytes)
-        self.budget_bytes = int(budget_bytes)
-        super().__init__(
-            f"{what} needs an estimated {format_bytes(estimate_bytes)} "
-            f"but the memory budget is {format_bytes(budget_bytes)}"
-        )
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024.0
-    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -75,7 +56,8 @@ def check_blur(blur: float, name: str = "blur") -> float:
 
 
 def check_p(p: int) -> int:
-    if p not in POWERS:
+    """p as the int 1 or 2 (2.0 -> 2); bools and other values are refused."""
+    if isinstance(p, bool) or p not in POWERS:
         raise KPBenchError(f"p must be 1 or 2, got {p!r}")
     return int(p)
 
@@ -101,6 +83,9 @@ def check_cloud(x, name: str):
         raise KPBenchError(f"{name} is an empty point cloud (0 points)")
     if x.shape[1] == 0:
         raise KPBenchError(f"{name} has dimension D=0")
+    if not (x.dtype.is_floating_point if hasattr(x.dtype, "is_floating_point")
+            else x.dtype.kind == "f"):
+        raise KPBenchError(f"{name} must be floating point, got {_dtype_name(x)}")
     if not _is_finite(x):
         raise KPBenchError(f"{name} contains NaN or inf")
 
@@ -130,6 +115,11 @@ def check_signal(v, n_points: int, cloud: str, name: str, nonnegative: bool = Fa
             f"{name} must have shape ({n_points},) or ({n_points}, K) to match "
             f"{cloud} with {n_points} points, got shape {tuple(v.shape)}"
         )
+    if len(v.shape) == 2 and v.shape[1] == 0:
+        raise KPBenchError(f"{name} has zero columns (shape {tuple(v.shape)}): nothing to compute")
+    if not (v.dtype.is_floating_point if hasattr(v.dtype, "is_floating_point")
+            else v.dtype.kind == "f"):
+        raise KPBenchError(f"{name} must be floating point, got {_dtype_name(v)}")
     if _has_nan(v):
         raise KPBenchError(f"{name} contains NaN")
     if bool((v == math.inf).any()) or (not allow_minus_inf and bool((v == -math.inf).any())):
@@ -145,18 +135,23 @@ def _has_nan(t) -> bool:
 class Backend:
     """Base class of all backends; see the module docstring for the contract.
 
-    ``validate=False`` skips the shape/NaN checks (not the memory check): callers
-    that already validated their inputs (the losses, inside Sinkhorn loops) use it
-    to avoid a device sync per call.
+    ``validate=False`` skips the shape/NaN and memory checks: the losses validate
+    their inputs and check the memory of their largest call once, then loop without
+    a device sync or a /proc read per call.
     """
 
     name: str = "base"
     capabilities: Capabilities
     array_module: str = "torch"   # "numpy" or "torch": what the primitives take and return
-    slowdown_s: float = 0.0       # test-only delay per call, set from KPBENCH_TEST_SLOWDOWN
+    own_losses: dict = {}         # loss name -> function(bk, a, x, b, y, **params)
 
     def available(self) -> tuple[bool, str]:
         return True, ""
+
+    def timing_refusal(self) -> str | None:
+        """Why speed and memory figures of this backend would mislead (None: they don't),
+        e.g. CUDA kernels executed on the host for correctness only."""
+        return None
 
     def require_available(self) -> None:
         ok, why = self.available()
@@ -164,31 +159,34 @@ class Backend:
             raise BackendUnavailable(f"backend {self.name!r} is unavailable: {why}")
 
     # -- the two primitives -------------------------------------------------
-    def kernel_product(self, x, y, b, *, kernel: str, blur: float, validate: bool = True):
+    # ``bind_*`` checks everything once and returns the bare computation as a
+    # zero-argument callable (what benchmarks time); the plain methods call it at once.
+    # ``validate=False`` skips the input and memory checks: for callers that made them.
+    def bind_kernel_product(self, x, y, b, *, kernel: str, blur: float, validate: bool = True):
         check_kernel(kernel)
         blur = check_blur(blur)
         if validate:
             check_pair(x, y)
             check_signal(b, y.shape[0], "y", "b")
-        self.check_memory("kernel_product", x.shape[0], y.shape[0], x.shape[1], x)
-        self._test_delay()
-        return self._kernel_product(x, y, b, kernel=kernel, blur=blur)
+            self.check_memory("kernel_product", x.shape[0], y.shape[0], x.shape[1], x)
+        return functools.partial(self._kernel_product, x, y, b, kernel=kernel, blur=blur)
 
-    def softmin(self, x, y, h, *, eps: float, p: int, validate: bool = True):
+    def bind_softmin(self, x, y, h, *, eps: float, p: int, validate: bool = True):
         eps = check_blur(eps, "eps")
-        check_p(p)
+        p = check_p(p)
         if validate:
             check_pair(x, y)
             if len(h.shape) != 1:
                 raise KPBenchError(f"h must have shape ({y.shape[0]},), got {tuple(h.shape)}")
             check_signal(h, y.shape[0], "y", "h", allow_minus_inf=True)
-        self.check_memory("softmin", x.shape[0], y.shape[0], x.shape[1], x)
-        self._test_delay()
-        return self._softmin(x, y, h, eps=eps, p=p)
+            self.check_memory("softmin", x.shape[0], y.shape[0], x.shape[1], x)
+        return functools.partial(self._softmin, x, y, h, eps=eps, p=p)
 
-    def _test_delay(self) -> None:
-        if self.slowdown_s:
-            time.sleep(self.slowdown_s)
+    def kernel_product(self, x, y, b, *, kernel: str, blur: float, validate: bool = True):
+        return self.bind_kernel_product(x, y, b, kernel=kernel, blur=blur, validate=validate)()
+
+    def softmin(self, x, y, h, *, eps: float, p: int, validate: bool = True):
+        return self.bind_softmin(x, y, h, eps=eps, p=p, validate=validate)()
 
     def _kernel_product(self, x, y, b, *, kernel: str, blur: float):
         raise NotImplementedError

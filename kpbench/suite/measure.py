@@ -48,7 +48,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kpbench.backends.base import BackendUnavailable, MemoryBudgetExceeded, format_bytes
+from kpbench import plugins
+from kpbench.errors import BackendUnavailable, MemoryBudgetExceeded, format_bytes
 from kpbench.results.determinism import deterministic
 from kpbench.results.fingerprint import input_hash
 from kpbench.results.meta import host_metadata
@@ -67,7 +68,7 @@ class MeasureSettings:
     warmup: int = 1
     memory_budget: int | None = None
     threads: int | None = None       # torch intra-op threads; None: leave torch's default
-    test_ops: bool = False           # register the test-only ops in the worker
+    plugins: tuple = ()              # kpbench plugins the worker loads (kpbench.plugins)
 
 
 class Unsupported(Exception):
@@ -91,15 +92,14 @@ def base_row(point, kind: str) -> dict:
 
 def run_point(point, kind: str, settings: MeasureSettings = MeasureSettings()) -> dict:
     """The row of ``point`` measured for ``kind`` (speed | memory | accuracy)."""
-    if settings.test_ops and not workloads.test_ops_enabled():
-        workloads.register_test_ops()
+    plugins.load(settings.plugins)
     row = base_row(point, kind)
     row.update(host_metadata())
     row["deterministic"] = deterministic(point.backend, point.dtype, point.device)
     try:
         if settings.threads:
             _set_threads(settings.threads)
-        if workloads.OPS[point.op].family != "test":
+        if workloads.OPS[point.op].family != "custom":
             check_supported(point)
             row["mem_estimate_bytes"] = estimate = dense_estimate(point)
             check_budget(point, estimate, settings.memory_budget)
@@ -277,7 +277,7 @@ def _malloc_trim() -> None:
 def measure_accuracy(point, data, settings: MeasureSettings) -> dict:
     prepared, _sync, first_call_s, summary = _first_call(point, data)
     result = dict(first_call_s=first_call_s, value=summary.value, iterations=summary.iterations)
-    if workloads.OPS[point.op].family == "test":
+    if workloads.OPS[point.op].family == "custom":
         return result
     if point.backend == "numpy" and point.dtype == "float64" and not workloads.OPS[point.op].grad:
         result["rel_err"] = 0.0   # this point is the reference itself

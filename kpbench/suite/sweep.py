@@ -14,9 +14,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from kpbench import plugins
 from kpbench.results.meta import record_environment, run_metadata
 from kpbench.results.store import SWEEPS, ResultStore
-from kpbench.suite import workloads
 from kpbench.suite.executors import HARD_TIMEOUT_GRACE_S, ExecutorOptions, run_points
 from kpbench.suite.measure import MeasureSettings
 from kpbench.suite.spec import SweepSpec, expand
@@ -139,7 +139,7 @@ def run_sweep(spec: SweepSpec, options: RunOptions = RunOptions(), run_id: str |
     settings = MeasureSettings(
         repeats=spec.repeats, warmup=spec.warmup, memory_budget=spec.memory_budget,
         threads=options.threads or max(1, int(options.cpus_per_point)),
-        test_ops=workloads.test_ops_enabled(),
+        plugins=plugins.active(),
     )
     # the spec's settings in every row (failed points too; a measured row's own win),
     # so that ``kpbench rerun`` can recover them from the rows alone

@@ -19,31 +19,28 @@ The reference is the float64 NumPy backend for forward ops; NumPy has no autogra
 so gradient ops are compared with the torch backend in float64 on the CPU, and
 ``flow_step`` compares its loss value with the NumPy loss.
 
-Test-only ops (``_test_raise``, ``_test_sleep``, ``_test_hang``, ``_test_exit``,
-``_test_kill``) exist only after :func:`register_test_ops` (or with ``KPBENCH_TEST_OPS=1``
-in the environment); the sweep forwards the switch to its workers. ``_test_sleep`` sleeps
-``blur`` seconds, ``_test_hang`` too but with SIGALRM blocked (as a native call would be).
+Plugins (:mod:`kpbench.plugins`) may add ops of family ``custom`` with
+:func:`register_op`: such an op brings its own ``prepare(point, data)`` and needs no
+backend (the tests' crashing and sleeping ops are registered this way).
 """
 from __future__ import annotations
 
 import functools
-import os
-import signal
-import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+from kpbench.errors import KPBenchError
+
 FLOW_LOSSES = ("sinkhorn", "mmd", "energy", "hausdorff", "log_likelihood")
 FLOW_LR = 0.1
-TEST_OPS_ENV = "KPBENCH_TEST_OPS"
 
 
 @dataclass(frozen=True)
 class OpInfo:
     name: str
-    family: str            # kernel | softmin | sinkhorn | flow | test
+    family: str            # kernel | softmin | sinkhorn | flow | custom
     grad: bool             # needs autograd
     primitive: str | None  # the backend primitive whose memory the pre-flight estimates
 
@@ -58,9 +55,6 @@ OPS: dict[str, OpInfo] = {
         OpInfo("flow_step", "flow", True, None),
     )
 }
-TEST_OPS = ("_test_raise", "_test_sleep", "_test_hang", "_test_exit", "_test_kill")
-
-
 def op_fields(op: str, name: str | None = None) -> set[str]:
     """Which of kernel/p/reach/iters/scaling matter for ``op`` (``name``: the flow loss)."""
     family = OPS[op].family
@@ -79,19 +73,15 @@ def flow_primitive(loss: str) -> str:
     return "kernel_product" if loss in ("mmd", "energy", "log_likelihood") else "softmin"
 
 
-def register_test_ops() -> None:
-    """Make the crash/sleep test ops known here and (through the sweep) in its workers."""
-    os.environ[TEST_OPS_ENV] = "1"
-    for name in TEST_OPS:
-        OPS[name] = OpInfo(name, "test", False, None)
+def register_op(info: OpInfo, prepare_op) -> None:
+    """Add a ``custom`` op: ``prepare_op(point, data) -> Prepared`` (for plugins)."""
+    if info.family != "custom":
+        raise KPBenchError(f"a registered op has family 'custom', got {info.family!r}")
+    OPS[info.name] = info
+    _CUSTOM_PREPARE[info.name] = prepare_op
 
 
-def test_ops_enabled() -> bool:
-    return "_test_raise" in OPS
-
-
-if os.environ.get(TEST_OPS_ENV) == "1":
-    register_test_ops()
+_CUSTOM_PREPARE: dict[str, Callable] = {}
 
 
 # -- inputs ----------------------------------------------------------------------
@@ -166,8 +156,8 @@ def prepare(point, data: Data, backend_name: str | None = None, dtype: str | Non
     name = backend_name or point.backend
     dtype, device = dtype or point.dtype, device or point.device
     family = OPS[point.op].family
-    if family == "test":
-        return _test_op(point)
+    if family == "custom":
+        return _CUSTOM_PREPARE[point.op](point, data)
     backend = get_backend(name)
     x, y = (cast(v, backend, dtype, device) for v in (data.x, data.y))
     if family == "kernel":
@@ -285,23 +275,6 @@ def relative_error(got: Summary, ref: Summary) -> float:
     return float(diff / scale)
 
 
-# -- test-only ops ---------------------------------------------------------------------
-def _test_op(point) -> Prepared:
-    def call():
-        if point.op == "_test_raise":
-            raise RuntimeError("test op raised on purpose")
-        if point.op == "_test_sleep":
-            time.sleep(point.blur)
-        elif point.op == "_test_hang":   # like a long native call: deaf to the timeout alarm
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
-            try:
-                time.sleep(point.blur)
-            finally:   # a pending alarm fires now, as after a native call returns
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
-        elif point.op == "_test_exit":
-            os._exit(3)
-        elif point.op == "_test_kill":
-            os.kill(os.getpid(), signal.SIGKILL)
-        return point.blur
+from kpbench import plugins as _plugins  # noqa: E402  (after OPS: plugins register ops)
 
-    return Prepared(call, lambda out: Summary(float(out)))
+_plugins.load()

@@ -1,0 +1,31 @@
+"""The exceptions of kpbench, in one place every layer may import (it imports nothing)."""
+from __future__ import annotations
+
+
+class KPBenchError(ValueError):
+    """Bad input: a shape, value or option that would give a wrong number."""
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot run here; the message says why (e.g. 'no CUDA device')."""
+
+
+class MemoryBudgetExceeded(MemoryError):
+    """A dense computation refused before it would exhaust memory."""
+
+    def __init__(self, what: str, estimate_bytes: int, budget_bytes: int):
+        self.estimate_bytes = int(estimate_bytes)
+        self.budget_bytes = int(budget_bytes)
+        super().__init__(
+            f"{what} needs an estimated {format_bytes(estimate_bytes)} "
+            f"but the memory budget is {format_bytes(budget_bytes)}"
+        )
+
+
+def format_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB' (binary units; whole bytes below 1 KiB)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024.0
+    raise AssertionError("unreachable")

@@ -1,0 +1,38 @@
+"""Test-only sweep ops, registered as a kpbench plugin (``plugins.use(<this file>)``).
+
+``_test_raise`` raises, ``_test_sleep`` sleeps ``blur`` seconds, ``_test_hang`` too but
+with SIGALRM blocked (as a long native call would be), ``_test_exit`` and ``_test_kill``
+end their process. They need no backend, so they run on any device.
+"""
+import os
+import signal
+import time
+
+from kpbench.suite.workloads import OpInfo, Prepared, Summary, register_op
+
+TEST_OPS = ("_test_raise", "_test_sleep", "_test_hang", "_test_exit", "_test_kill")
+
+
+def _prepare(point, data) -> Prepared:
+    def call():
+        if point.op == "_test_raise":
+            raise RuntimeError("test op raised on purpose")
+        if point.op == "_test_sleep":
+            time.sleep(point.blur)
+        elif point.op == "_test_hang":   # like a long native call: deaf to the timeout alarm
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+            try:
+                time.sleep(point.blur)
+            finally:   # a pending alarm fires now, as after a native call returns
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+        elif point.op == "_test_exit":
+            os._exit(3)
+        elif point.op == "_test_kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return point.blur
+
+    return Prepared(call, lambda out: Summary(float(out)))
+
+
+for _name in TEST_OPS:
+    register_op(OpInfo(_name, "custom", False, None), _prepare)
