@@ -245,3 +245,26 @@ def test_a_13x_slower_backend_is_flagged_on_every_point(gate_runs):
         by_backend.setdefault(p.label.split()[1], []).append("time" in p.regressed)
     assert by_backend == {"numpy": [False, False], "torch": [True, True]}, compare.format_comparison(result)
     assert flagged == {"torch"} and result.failed
+
+
+def test_compare_writes_a_page_with_the_ratio_plot(tmp_path, capsys):
+    from kpbench.results import compare_page
+
+    base = [sweep_row(N=1000, time=1.0), sweep_row(N=2000, time=1.0), sweep_row(N=4000, time=1.0)]
+    new = [sweep_row(N=1000, time=1.5), sweep_row(N=2000, time=1.0), sweep_row(N=4000, status="oom")]
+    paths = two_stores(tmp_path, base, new)
+    assert run_cli(compare_cli, ["compare", *paths]) == 1     # the exit code is unchanged
+    page = tmp_path / "new" / "report" / "compare.html"
+    assert f"page: {page}" in capsys.readouterr().out
+    text = page.read_text(encoding="utf-8")
+    assert "plotly.js v" in text and "<script src" not in text and "REGRESSION" in text
+    result = compare.compare(*(select_run(load_sweeps(p), None) for p in paths))
+    assert sorted(compare_page.verdict(p) for p in result.points) == ["ok -> failed", "regression", "unchanged"]
+    figure = compare_page.ratio_figure(result)
+    assert {t.name for t in figure.data} == {"regression", "ok -> failed", "unchanged"}
+    [regression] = [t for t in figure.data if t.name == "regression"]
+    assert list(regression.y) == [1.5]
+    assert run_cli(compare_cli, ["compare", *paths, "--page", str(tmp_path / "c.html")]) == 1
+    assert (tmp_path / "c.html").is_file()
+    page.unlink()
+    assert run_cli(compare_cli, ["compare", *paths, "--no-page"]) == 1 and not page.exists()

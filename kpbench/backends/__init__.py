@@ -52,8 +52,17 @@ def available_backends() -> list[str]:
     return [name for name, (ok, _) in availability().items() if ok]
 
 
-def get_backend(backend: str | Backend) -> Backend:
-    """The backend called ``backend`` (or the object itself), checked available."""
+def get_backend(backend: str | Backend, *, op: str | None = None, N: int | None = None,
+                M: int | None = None, D: int | None = None, dtype: str | None = None,
+                device: str | None = None) -> Backend:
+    """The backend called ``backend`` (or the object itself), checked available.
+
+    ``"auto"`` picks the fastest for the problem given by the keywords, from this
+    machine's calibration (see :mod:`kpbench.backends.auto`); other names ignore them."""
+    if backend == "auto":
+        from .auto import resolve
+
+        return resolve(op=op, N=N, M=M, D=D, dtype=dtype, device=device)
     if isinstance(backend, Backend):
         backend.require_available()
         return backend

@@ -6,6 +6,7 @@ GPUs or torch/pykeops/numpy versions are refused (exit 2) unless --allow-env-mis
 """
 from __future__ import annotations
 
+import pathlib
 import sys
 
 
@@ -39,6 +40,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--allow-env-mismatch", action="store_true",
                         help="compare rows from different hosts, GPUs or torch/pykeops/numpy "
                              "versions (refused by default)")
+    parser.add_argument("--page", metavar="HTML", default=None,
+                        help="where the comparison page goes (default: NEW/report/compare.html "
+                             "when NEW is a results directory)")
+    parser.add_argument("--no-page", action="store_true", help="print the table only")
     parser.set_defaults(func=run)
 
 
@@ -67,4 +72,18 @@ def run(args) -> int:
     from kpbench.results.fingerprint import reproducibility_notes   # inputs, values, environments
 
     print("\n".join(reproducibility_notes(args.baseline, sides[0], args.new, sides[1])))
+    page = None if args.no_page else (args.page or default_page(args.new))
+    if page is not None:
+        from kpbench.results.compare_page import write_page
+
+        print(f"page: {write_page(result, page, f'{args.baseline} (run {runs[0]})', f'{args.new} (run {runs[1]})')}")
     return 1 if result.failed else 0
+
+
+def default_page(new: str) -> pathlib.Path | None:
+    """NEW/report/compare.html for a results directory (or its sweeps/ folder), else None."""
+    from kpbench.results.store import SWEEPS
+
+    path = pathlib.Path(new)
+    root = path.parent if path.name == SWEEPS else path
+    return root / "report" / "compare.html" if (root / SWEEPS).is_dir() else None

@@ -41,12 +41,16 @@ _JS = pathlib.Path(__file__).with_name("interactive.js")
 
 
 @functools.lru_cache(maxsize=1)
-def head_html() -> str:
-    """<script> tags: plotly.js and the chart code, inlined."""
+def plotly_script() -> str:
+    """plotly.js (from the plotly package) in a <script> tag."""
     from plotly.offline import get_plotlyjs
 
-    return "".join(f"<script>{_script_safe(js)}</script>"
-                   for js in (get_plotlyjs(), _JS.read_text(encoding="utf-8")))
+    return f"<script>{_script_safe(get_plotlyjs())}</script>"
+
+
+def head_html() -> str:
+    """<script> tags: plotly.js and the report's chart code, inlined."""
+    return plotly_script() + f"<script>{_script_safe(_JS.read_text(encoding='utf-8'))}</script>"
 
 
 def _script_safe(js: str) -> str:
@@ -172,4 +176,4 @@ def cell_records(frame: pd.DataFrame) -> list[dict]:
     return records
 
 
-__all__ = ["blocks", "head_html", "payload_of", "FILTERS"]
+__all__ = ["blocks", "head_html", "payload_of", "plotly_script", "FILTERS"]

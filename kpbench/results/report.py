@@ -14,7 +14,7 @@ The report is built in one direction, each step in its own module:
 Sections: runs (metadata), status counts, the crossover map (which backend is fastest at
 each N, and where the lead changes), the OOM frontier, one backend x N table per op and
 configuration (speed-ups against a chosen baseline backend, same dtype and device only),
-plots, reproductions. Partial results (failed points, missing ops, a single backend, no
+plots, the regret of backend="auto" (when the store holds a calibration), reproductions. Partial results (failed points, missing ops, a single backend, no
 rows at all) give a shorter report with a clear message, never a traceback.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ import pathlib
 import pandas as pd
 
 from kpbench.backends.base import KPBenchError
-from kpbench.results import plots, tables
+from kpbench.results import plots, regret, tables
 from kpbench.results.document import (
     Details, Document, Heading, Image, Lines, Para, Table, render_html, render_markdown,
 )
@@ -48,19 +48,34 @@ def build_document(results_dir: pathlib.Path, out_dir: pathlib.Path,
                 Para(f"No sweep results found in `{results_dir / SWEEPS}`: nothing to tabulate. "
                      "Run `kpbench sweep` (or `kpbench demo`) first."))
     else:
+        regret_rows = _regret(results_dir, frame)
         if interactive:
-            _add_interactive(doc, frame, results_dir, baseline)
+            _add_interactive(doc, frame, baseline, regret_rows)
         _add_sweep_sections(doc, frame, out_dir, baseline)
+        if regret_rows is not None:
+            _add_auto(doc, regret_rows)
     _add_reproductions(doc, results_dir, out_dir)
     return doc
 
 
-def _add_interactive(doc: Document, frame: pd.DataFrame, results_dir: pathlib.Path,
-                     baseline: str) -> None:
+def _regret(results_dir: pathlib.Path, frame: pd.DataFrame) -> list[dict] | None:
+    table = regret.store_table(results_dir)
+    return None if table is None else regret.regret_records(frame, table)
+
+
+def _add_interactive(doc: Document, frame: pd.DataFrame, baseline: str, regret_rows) -> None:
     from kpbench.results import interactive
 
     doc.head_html = interactive.head_html()
-    doc.add(Heading("Explore"), *interactive.blocks(frame, baseline))
+    doc.add(Heading("Explore"), *interactive.blocks(frame, baseline, regret_rows))
+
+
+def _add_auto(doc: Document, records: list[dict]) -> None:
+    doc.add(Heading('backend="auto"'),
+            Para(f"Regret: the median time of the backend auto picks (from `{regret.TABLE_IN_STORE}`, "
+                 "written by `kpbench calibrate`) over the fastest backend's, at every point where "
+                 f"two or more of its candidates were timed; goal: median <= {regret.GOAL}x."),
+            Table(regret.SUMMARY_HEADER, regret.regret_summary(records)))
 
 
 def _add_sweep_sections(doc: Document, frame: pd.DataFrame, out_dir: pathlib.Path,

@@ -14,6 +14,7 @@ COMMANDS = {
     "reproduce": "kpbench.suite.reproduce_cli",
     "report": "kpbench.results.report_cli",
     "compare": "kpbench.results.compare_cli",
+    "calibrate": "kpbench.suite.calibrate",
     "rerun": "kpbench.suite.rerun",
 }
 
