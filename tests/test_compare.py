@@ -193,20 +193,28 @@ GATE_SPEC = dict(kind="speed", ops=["kernel_product"], backends=["numpy", "torch
 GATE_N = (400, 600)
 
 
+TORCH_TARGET = "kpbench.backends.torch_dense:TorchBackend"
+
+
 def gate_sweep(out, n: int, slowed: bool = False) -> None:
-    """One point per backend at N=n into ``out``; with ``slowed``, torch is 1.3x slower."""
+    """One point per backend at N=n into ``out``; with ``slowed``, torch is the slowdown
+    plugin's (tests/plugins/slowdown.py: every primitive call 1.3x), under the name torch."""
+    from kpbench import plugins
     from kpbench.backends import register_backend
     from kpbench.suite.spec import SweepSpec
     from kpbench.suite.sweep import RunOptions, run_sweep
-    import slowed_backend
+    from conftest import SLOWDOWN_PLUGIN
 
-    if slowed:
-        register_backend("torch", slowed_backend.SLOWED_TARGET)
-    try:
-        result = run_sweep(SweepSpec(N=[n], **GATE_SPEC),
-                           RunOptions(executor="inline", out=str(out), progress=False))
-    finally:
-        register_backend("torch", slowed_backend.TORCH_TARGET)
+    with pytest.MonkeyPatch.context() as env:
+        if slowed:
+            env.setenv("KPBENCH_SLOWDOWN", "torch=1.3")
+            plugins.load([SLOWDOWN_PLUGIN])
+            register_backend("torch", "kpbench_plugin_slowdown:SlowTorchBackend")
+        try:
+            result = run_sweep(SweepSpec(N=[n], **GATE_SPEC),
+                               RunOptions(executor="inline", out=str(out), progress=False))
+        finally:
+            register_backend("torch", TORCH_TARGET)
     assert result.counts == {"ok": 2}, result.summary()
 
 

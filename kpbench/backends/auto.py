@@ -34,7 +34,7 @@ import os
 import pathlib
 from dataclasses import dataclass, field
 
-from .base import KPBenchError
+from kpbench.errors import KPBenchError
 
 log = logging.getLogger("kpbench.auto")
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from kpbench.backends.base import KPBenchError
+from kpbench.errors import KPBenchError
 from kpbench.results.format import fmt_bytes, fmt_err, fmt_seconds, number, point_label, value
 from kpbench.results.selection import quartiles, samples
 

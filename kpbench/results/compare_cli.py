@@ -48,7 +48,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from kpbench.backends.base import KPBenchError
+    from kpbench.errors import KPBenchError
     from kpbench.results import compare as cmp
     from kpbench.results.selection import load_sweeps, select_run
 

@@ -10,7 +10,7 @@ import math
 
 import pandas as pd
 
-from kpbench.backends.base import format_bytes
+from kpbench.errors import format_bytes
 
 # What, besides op, backend and N, makes two rows the same benchmark configuration.
 # "M" enters as M_rel ("M=N" or the value of M) so that the usual M = N sweep is one group.

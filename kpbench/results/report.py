@@ -25,7 +25,7 @@ import pathlib
 
 import pandas as pd
 
-from kpbench.backends.base import KPBenchError
+from kpbench.errors import KPBenchError
 from kpbench.results import plots, regret, tables
 from kpbench.results.document import (
     Details, Document, Heading, Image, Lines, Para, Table, render_html, render_markdown,

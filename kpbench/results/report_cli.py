@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from kpbench.backends.base import KPBenchError
+    from kpbench.errors import KPBenchError
     from kpbench.results.report import write_report
     from kpbench.results.selection import DEFAULT_BASELINE, load_sweeps
 

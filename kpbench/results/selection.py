@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from kpbench.backends.base import KPBenchError
+from kpbench.errors import KPBenchError
 from kpbench.results.format import CONFIG_COLUMNS, number, row_config, value
 from kpbench.results.schema import COLUMNS
 from kpbench.results.store import SWEEPS, ResultStore, latest_per_key
