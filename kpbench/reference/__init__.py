@@ -12,7 +12,7 @@ from __future__ import annotations
 from kpbench.backends.base import Backend, Capabilities
 
 from .losses import np_hausdorff, np_log_likelihood, np_mmd, np_sinkhorn_multiplicative
-from .primitives import np_kernel_product, np_softmin
+from .primitives import np_kernel_product, np_kernel_product_grad, np_softmin
 from .sinkhorn import np_sinkhorn
 
 
@@ -46,5 +46,5 @@ class NumpyBackend(Backend):
         return np_softmin(x, y, h, eps, p)
 
 
-__all__ = ["NumpyBackend", "np_kernel_product", "np_softmin", "np_sinkhorn", "np_mmd",
+__all__ = ["NumpyBackend", "np_kernel_product", "np_kernel_product_grad", "np_softmin", "np_sinkhorn", "np_mmd",
            "np_hausdorff", "np_log_likelihood", "np_sinkhorn_multiplicative"]

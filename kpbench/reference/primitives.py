@@ -75,3 +75,32 @@ def log_weights(w: np.ndarray) -> np.ndarray:
     """log w, with log 0 = -inf (a zero weight) and no warning."""
     with np.errstate(divide="ignore"):
         return np.log(w)
+
+
+def _unit_differences(diff: np.ndarray) -> np.ndarray:
+    """(x_i - y_j) / |x_i - y_j|, 0 where the points coincide (the subgradient 0)."""
+    norm = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))[..., None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 0, diff / norm, 0.0)
+
+
+def np_kernel_product_grad(x, y, b, c, kernel: str, blur: float) -> np.ndarray:
+    """d/dx of sum_i c_i sum_j k(x_i, y_j) b_j, in closed form (b of shape (M,))."""
+    x, y, b, c = as_float64(x), as_float64(y), as_float64(b), as_float64(c)
+    out = np.empty_like(x)
+    for rows in _row_chunks(x.shape[0], y.shape[0], x.shape[1]):
+        diff = x[rows, None, :] - y[None, :, :]
+        if kernel == "gaussian":
+            dk = -_kernel_matrix(x[rows], y, kernel, blur)[..., None] * diff / blur**2
+        elif kernel == "laplacian":
+            dk = -_kernel_matrix(x[rows], y, kernel, blur)[..., None] * _unit_differences(diff) / blur
+        else:   # energy: k = -|x - y|
+            dk = -_unit_differences(diff)
+        out[rows] = c[rows, None] * np.einsum("ijk,j->ik", dk, b)
+    return out
+
+
+def cost_gradient(x, y, p: int) -> np.ndarray:
+    """(N, M, D) array of d/dx_i C(x_i, y_j): x_i - y_j (p = 2) or its unit vector (p = 1)."""
+    diff = as_float64(x)[:, None, :] - as_float64(y)[None, :, :]
+    return diff if p == 2 else _unit_differences(diff)

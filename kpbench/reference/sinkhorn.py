@@ -35,7 +35,7 @@ from scipy.special import logsumexp, xlogy
 
 from kpbench.errors import MemoryBudgetExceeded
 
-from .primitives import as_float64, cost_matrix, log_weights
+from .primitives import as_float64, cost_gradient, cost_matrix, log_weights
 
 TOLERANCE = 1e-12          # optimality residual / mass at which a solve stops
 MAX_ITER = 100_000
@@ -54,6 +54,7 @@ class Solution:
     residual: float        # the optimality residual, absolute (see the module docstring)
     iterations: int
     converged: bool
+    plan: np.ndarray       # pi_ij = a_i b_j exp((f_i + g_j - C_ij) / eps)
 
 
 def solve_ot(a, C, b, eps: float, rho: float | None = None, *, tol: float = TOLERANCE,
@@ -73,8 +74,8 @@ def solve_ot(a, C, b, eps: float, rho: float | None = None, *, tol: float = TOLE
     budget = int(iters) if iters is not None else int(max_iter)
     stop = 0.0 if iters is not None else tol * float(a.sum())
     f, g, (residual, done) = _iterate(log_a, log_b, C, eps, rho, f, budget, a, stop)
-    primal, dual = _objectives(a, b, C, f, g, eps, rho)
-    return Solution(f, g, primal, dual, residual, done, residual <= tol * float(a.sum()))
+    primal, dual, plan = _objectives(a, b, C, f, g, eps, rho)
+    return Solution(f, g, primal, dual, residual, done, residual <= tol * float(a.sum()), plan)
 
 
 def solve_symmetric_ot(a, C, eps: float, rho: float | None = None, *, tol: float = TOLERANCE,
@@ -97,8 +98,8 @@ def solve_symmetric_ot(a, C, eps: float, rho: float | None = None, *, tol: float
         if residual <= stop or done >= budget:
             break
         f = 0.5 * (f - lam * eps * lse)
-    primal, dual = _objectives(a, a, C, f, f, eps, rho)
-    return Solution(f, f, primal, dual, residual, done, residual <= tol * float(a.sum()))
+    primal, dual, plan = _objectives(a, a, C, f, f, eps, rho)
+    return Solution(f, f, primal, dual, residual, done, residual <= tol * float(a.sum()), plan)
 
 
 def _annealing(largest_cost: float, eps: float) -> list[float]:
@@ -127,8 +128,8 @@ def _iterate(log_a, log_b, C, eps, rho, f, budget, a, stop):
         f = -lam * eps * row_lse
 
 
-def _objectives(a, b, C, f, g, eps, rho) -> tuple[float, float]:
-    """(primal, dual) objectives of OT_eps at the potentials (f, g) and the plan they define."""
+def _objectives(a, b, C, f, g, eps, rho) -> tuple[float, float, np.ndarray]:
+    """(primal, dual) objectives of OT_eps at the potentials (f, g), and the plan they define."""
     log_ratio = (f[:, None] + g[None, :] - C) / eps          # log(pi / (a x b))
     plan = a[:, None] * b[None, :] * np.exp(log_ratio)
     mass_plan, mass_ab = float(plan.sum()), float(a.sum() * b.sum())
@@ -141,7 +142,7 @@ def _objectives(a, b, C, f, g, eps, rho) -> tuple[float, float]:
         primal += rho * (_kl(rows, a) + _kl(cols, b))
         dual = float(rho * (a @ (1 - np.exp(-f / rho)) + b @ (1 - np.exp(-g / rho))))
     dual -= eps * (mass_plan - mass_ab)
-    return primal, dual
+    return primal, dual, plan
 
 
 def _kl(u, v) -> float:
@@ -157,7 +158,8 @@ def _check_size(N: int, M: int, debias: bool) -> None:
 
 
 def np_sinkhorn(a, x, b, y, *, p: int, blur: float, reach=None, debias: bool = True,
-                iters=None, tol=None, max_iter: int | None = None, scaling=None):
+                iters=None, tol=None, max_iter: int | None = None, scaling=None,
+                gradient: bool = False):
     """S_eps (debias) or OT_eps between (a, x) and (b, y), eps = blur^p, in float64.
 
     Returns (value, f, g, info): the dual value; the potentials (debiased: f_ab - f_aa,
@@ -166,7 +168,9 @@ def np_sinkhorn(a, x, b, y, *, p: int, blur: float, reach=None, debias: bool = T
     of the problems solved), "converged", "iterations" (of the cross problem).
     ``tol`` overrides :data:`TOLERANCE`; ``iters`` runs exactly that many plain
     iterations. Options of the torch solver (``scaling``) do not apply here: this
-    reference always solves to its tolerance.
+    reference always solves to its tolerance. ``gradient``: also info["grad_x"], the
+    gradient w.r.t. x at the optimum (envelope theorem: sum_j pi_ij grad_x C(x_i, y_j),
+    minus sum_k pi^aa_ik grad_x C(x_i, x_k) when debiased).
     """
     a, x, b, y = as_float64(a), as_float64(x), as_float64(b), as_float64(y)
     _check_size(x.shape[0], y.shape[0], debias)
@@ -186,6 +190,10 @@ def np_sinkhorn(a, x, b, y, *, p: int, blur: float, reach=None, debias: bool = T
         mass_term = eps * (a.sum() - b.sum()) ** 2 / 2
         primal -= 0.5 * (self_a.primal + self_b.primal) - mass_term
         dual -= 0.5 * (self_a.dual + self_b.dual) - mass_term
+    if gradient:
+        info_grad = np.einsum("ij,ijk->ik", cross.plan, cost_gradient(x, y, p))
+        if debias:
+            info_grad -= np.einsum("ij,ijk->ik", self_a.plan, cost_gradient(x, x, p))
     if reach is None:
         shift = (a @ f - b @ g) / (2 * a.sum())
         f, g = f - shift, g + shift
@@ -195,4 +203,6 @@ def np_sinkhorn(a, x, b, y, *, p: int, blur: float, reach=None, debias: bool = T
         "converged": all(s.converged for s in solutions),
         "iterations": cross.iterations,
     }
+    if gradient:
+        info["grad_x"] = info_grad
     return float(dual), f, g, info

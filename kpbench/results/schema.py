@@ -70,6 +70,9 @@ RESULT_FIELDS = [
     pa.field("backend_settings", pa.string()),    # JSON: backend/peer-specific settings used
     pa.field("timeout_s", pa.float64()),          # the spec's per-point timeout
     pa.field("memory_budget", pa.int64()),        # the spec's dense memory budget (null: backend's)
+    pa.field("retryable", pa.bool_()),            # the status depends on this machine or moment
+                                                  # (timeout, error, oom, backend unavailable here,
+                                                  # skipped by free memory): --retry-failed redoes it
 ]
 
 META_FIELDS = [

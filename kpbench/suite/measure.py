@@ -12,10 +12,22 @@ whatever happens; the status says what did:
 * ``error``: any other exception, as "Type: message".
 Timeouts and crashed workers are recorded by the executors.
 
-Speed: the first call is timed alone (``first_call_s``: KeOps compilation, caches,
-allocator warm-up), then ``warmup`` untimed calls, then ``repeats`` timed calls
-(median, min, inter-quartile range). On CUDA the device is synchronised before and
-after every timed call.
+Speed, like ``timeit.autorange`` and asv's ``number``: the timed callable is the bound
+computation alone (:func:`kpbench.losses.bind`: backend lookup, conversions, input
+checks and the memory pre-flight happen before, once). The first call is timed alone
+(``first_call_s``: KeOps compilation, caches, allocator warm-up) and never enters the
+statistics; then ``warmup`` untimed calls; then ``number`` is calibrated so that one
+sample of ``number`` back-to-back calls lasts at least ``min_sample_s`` (10 ms; one
+call when a call is longer), and ``repeats`` (>= 10 by default) samples are taken.
+Each row keeps the per-call time of every sample (``time_samples_s``), their median,
+min, quartiles and IQR. On CUDA a sample is timed with CUDA events recorded around
+its calls, the device synchronised before it and after it (``timer="cuda_events"``);
+on the CPU with ``time.perf_counter`` (``timer="perf_counter"``).
+
+Threads: every point pins torch's intra-op threads, OpenMP (KeOps' CPU code) and BLAS
+(NumPy) to ``threads`` (environment variables for libraries loaded later,
+threadpoolctl for those already loaded) and records what the libraries report, with
+the process's CPU affinity.
 
 Memory: after one untimed call (so compilation and caches are not counted), the peak
 *extra* bytes of one more call, beyond what was allocated before it (the inputs):
@@ -42,7 +54,8 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import statistics
+import itertools
+import os
 import time
 from dataclasses import dataclass
 
@@ -58,21 +71,28 @@ from kpbench.suite import workloads
 EXACT_MAX_N = 2000
 EXACT_MAX_BLUR = 0.1
 ERROR_MAX_CHARS = 2000
+MIN_SAMPLE_S = 0.010         # one timed sample lasts at least this long (asv: sample_time)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 @dataclass(frozen=True)
 class MeasureSettings:
     """How to measure (sent with each point to its worker)."""
 
-    repeats: int = 5
+    repeats: int = 10
     warmup: int = 1
     memory_budget: int | None = None
-    threads: int | None = None       # torch intra-op threads; None: leave torch's default
+    threads: int | None = None       # torch/OpenMP/BLAS threads; None: leave the defaults
+    min_sample_s: float = MIN_SAMPLE_S
     plugins: tuple = ()              # kpbench plugins the worker loads (kpbench.plugins)
 
 
 class Unsupported(Exception):
     """The backend cannot run this point (dtype, device, autograd)."""
+
+
+class Unavailable(Unsupported):
+    """Unsupported because of this machine (no CUDA device visible), not by design."""
 
 
 class Skipped(Exception):
@@ -98,7 +118,7 @@ def run_point(point, kind: str, settings: MeasureSettings = MeasureSettings()) -
     row["deterministic"] = deterministic(point.backend, point.dtype, point.device)
     try:
         if settings.threads:
-            _set_threads(settings.threads)
+            pin_threads(settings.threads)
         if workloads.OPS[point.op].family != "custom":
             check_supported(point)
             row["mem_estimate_bytes"] = estimate = dense_estimate(point)
@@ -106,15 +126,19 @@ def run_point(point, kind: str, settings: MeasureSettings = MeasureSettings()) -
         data = workloads.make_data(point)
         row["input_hash"] = input_hash([data.x, data.y, data.b, data.h, data.c], point.dtype)
         row.update(MEASURES[kind](point, data, settings))
+        row.update(thread_report())
         row["status"] = "ok"
     except (Unsupported, BackendUnavailable) as exc:
-        row.update(status="unsupported", error=str(exc))
+        row.update(status="unsupported", error=str(exc),
+                   retryable=isinstance(exc, (Unavailable, BackendUnavailable)))
     except (Skipped, MemoryBudgetExceeded) as exc:
-        row.update(status="skipped", error=str(exc))
+        # a budget taken from the free memory of the moment may let it run later
+        row.update(status="skipped", error=str(exc), retryable=settings.memory_budget is None)
     except MemoryError as exc:
-        row.update(status="oom", error=error_text(exc))
+        row.update(status="oom", error=error_text(exc), retryable=True)
     except Exception as exc:
-        row.update(status="oom" if _is_cuda_oom(exc) else "error", error=error_text(exc))
+        row.update(status="oom" if _is_cuda_oom(exc) else "error", error=error_text(exc),
+                   retryable=True)
     finally:
         _release_cuda_cache(point)
     return row
@@ -134,7 +158,7 @@ def check_supported(point) -> None:
         if not caps.cuda:
             raise Unsupported(f"backend {point.backend!r} does not run on CUDA")
         if not _cuda_available():
-            raise Unsupported("device cuda requested but no CUDA device is visible here")
+            raise Unavailable("device cuda requested but no CUDA device is visible here")
 
 
 LOSS_CALLS_KEPT_FOR_BACKWARD = 4
@@ -179,38 +203,84 @@ def check_budget(point, estimate: int | None, budget: int | None) -> None:
 def _first_call(point, data):
     """Prepare the workload and time its first call (compilation, caches) apart."""
     prepared = workloads.prepare(point, data)
-    sync = _synchronizer(point.device)
-    first_call_s, out = _timed(prepared.call, sync)
-    return prepared, sync, first_call_s, prepared.summarize(out)
+    timer = timer_for(point.device)
+    first_call_s, out = timer.time_one(prepared.call)
+    return prepared, timer, first_call_s, prepared.summarize(out)
 
 
 def measure_speed(point, data, settings: MeasureSettings) -> dict:
-    prepared, sync, first_call_s, summary = _first_call(point, data)
+    prepared, timer, first_call_s, summary = _first_call(point, data)
     for _ in range(settings.warmup):
         prepared.call()
-    times = [_timed(prepared.call, sync)[0] for _ in range(settings.repeats)]
-    q1, q3 = np.percentile(times, [25, 75])
+    number = calibrate_number(prepared.call, timer, settings.min_sample_s)
+    samples = [timer.time_many(prepared.call, number) / number for _ in range(settings.repeats)]
+    q1, median, q3 = (float(q) for q in np.percentile(samples, [25, 50, 75]))
     return dict(
-        first_call_s=first_call_s, time_median_s=statistics.median(times),
-        time_min_s=min(times), time_iqr_s=float(q3 - q1), repeats=len(times),
+        first_call_s=first_call_s, time_median_s=median, time_min_s=min(samples),
+        time_q1_s=q1, time_q3_s=q3, time_iqr_s=q3 - q1, time_samples_s=samples,
+        repeats=len(samples), number=number, warmup=settings.warmup, timer=timer.name,
         value=summary.value, iterations=summary.iterations,
     )
 
 
-def _timed(call, sync):
-    sync()
-    start = time.perf_counter()
-    out = call()
-    sync()
-    return time.perf_counter() - start, out
+def calibrate_number(call, timer, min_sample_s: float) -> int:
+    """The smallest of 1, 2, 5, 10, 20, 50, ... calls that last >= min_sample_s together."""
+    number = 1
+    for factor in itertools.cycle((2, 2.5, 2)):
+        if timer.time_many(call, number) >= min_sample_s:
+            return number
+        number = int(number * factor)
 
 
-def _synchronizer(device: str):
+class WallTimer:
+    """CPU timing: perf_counter around the calls (nothing to synchronise)."""
+
+    name = "perf_counter"
+
+    def time_one(self, call):
+        start = time.perf_counter()
+        out = call()
+        return time.perf_counter() - start, out
+
+    def time_many(self, call, number: int) -> float:
+        start = time.perf_counter()
+        for _ in range(number):
+            call()
+        return time.perf_counter() - start
+
+
+class CudaEventTimer:
+    """GPU timing: CUDA events recorded around the calls on the current stream, the
+    device synchronised before (no earlier work counted) and after (all of it counted)."""
+
+    name = "cuda_events"
+
+    def __init__(self, synchronize, new_event):
+        self.synchronize, self.new_event = synchronize, new_event
+
+    def time_one(self, call):
+        out = []
+        seconds = self.time_many(lambda: out.append(call()), 1)
+        return seconds, out[0]
+
+    def time_many(self, call, number: int) -> float:
+        self.synchronize()
+        start, end = self.new_event(), self.new_event()
+        start.record()
+        for _ in range(number):
+            call()
+        end.record()
+        self.synchronize()
+        return start.elapsed_time(end) / 1e3   # milliseconds -> seconds
+
+
+def timer_for(device: str):
     if device == "cuda":
         import torch
 
-        return torch.cuda.synchronize
-    return lambda: None
+        return CudaEventTimer(torch.cuda.synchronize,
+                              lambda: torch.cuda.Event(enable_timing=True))
+    return WallTimer()
 
 
 # -- memory ---------------------------------------------------------------------------
@@ -275,18 +345,25 @@ def _malloc_trim() -> None:
 
 # -- accuracy -------------------------------------------------------------------------
 def measure_accuracy(point, data, settings: MeasureSettings) -> dict:
-    prepared, _sync, first_call_s, summary = _first_call(point, data)
-    result = dict(first_call_s=first_call_s, value=summary.value, iterations=summary.iterations)
+    prepared, _timer, first_call_s, summary = _first_call(point, data)
+    result = dict(first_call_s=first_call_s, value=summary.value, iterations=summary.iterations,
+                  marginal_err=summary.marginal_err, converged=summary.converged)
     if workloads.OPS[point.op].family == "custom":
         return result
-    if point.backend == "numpy" and point.dtype == "float64" and not workloads.OPS[point.op].grad:
-        result["rel_err"] = 0.0   # this point is the reference itself
+    if is_the_reference(point):
+        result["rel_err"] = 0.0
     else:
         result["rel_err"] = workloads.relative_error(summary, workloads.reference(point, data))
     if exact_applies(point):
         exact = exact_ot_w2(data.x, data.y)
         result["rel_err_exact"] = abs(summary.value - exact) / abs(exact)
     return result
+
+
+def is_the_reference(point) -> bool:
+    """The point computes exactly what :func:`workloads.reference` would."""
+    return (point.backend == "numpy" and point.dtype == "float64" and point.iters is None
+            and not workloads.OPS[point.op].grad)
 
 
 def exact_applies(point) -> bool:
@@ -307,11 +384,45 @@ MEASURES = {"speed": measure_speed, "memory": measure_memory, "accuracy": measur
 
 
 # -- helpers ---------------------------------------------------------------------------
-def _set_threads(threads: int) -> None:
+def pin_threads(threads: int) -> None:
+    """torch, OpenMP and BLAS threads of this process set to ``threads``."""
     import torch
+    import threadpoolctl
 
+    for variable in THREAD_VARIABLES:   # read by libraries loaded from now on (KeOps' .so)
+        os.environ[variable] = str(threads)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+    threadpoolctl.threadpool_limits(limits=threads)   # those already loaded
+
+
+def thread_report() -> dict:
+    """What the libraries of this process use now (threads, omp_threads, blas_threads)
+    and where it may run (cpu_affinity)."""
+    import torch
+    import threadpoolctl
+
+    pools = threadpoolctl.threadpool_info()
+
+    def most(api):
+        counts = [pool["num_threads"] for pool in pools if pool["user_api"] == api]
+        return max(counts) if counts else None
+
+    return dict(threads=torch.get_num_threads(), omp_threads=most("openmp"),
+                blas_threads=most("blas"), cpu_affinity=cpu_affinity())
+
+
+def cpu_affinity() -> str | None:
+    """The CPUs this process may run on, as ranges: "0-1", "0,2-3" (None: not on Linux)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    ranges: list[list[int]] = []
+    for cpu in sorted(os.sched_getaffinity(0)):
+        if ranges and cpu == ranges[-1][1] + 1:
+            ranges[-1][1] = cpu
+        else:
+            ranges.append([cpu, cpu])
+    return ",".join(f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
 
 
 def _cuda_available() -> bool:

@@ -100,7 +100,7 @@ class SweepSpec:
     iters: list[int | None] = field(default_factory=lambda: [10, None])  # None: eps-scaling to convergence
     scaling: list[float] = field(default_factory=lambda: [0.5])
     # how to measure (not part of a point's key)
-    repeats: int = 5
+    repeats: int = 10
     warmup: int = 1
     timeout_s: float = 600.0
     memory_budget: int | None = None   # bytes for the dense pre-flight; None: the backend's own

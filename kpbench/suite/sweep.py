@@ -4,7 +4,9 @@ Rows reach the store in small batches (every ``flush_every`` rows or ``flush_s``
 seconds, and at the end), each batch one atomic Parquet part, so a sweep that is
 interrupted or killed keeps every row it had flushed. With ``resume`` (the default)
 points whose key is already stored are skipped, so a rerun finishes the sweep without
-duplicating a row; ``resume=False`` measures everything again (new rows, new run_id;
+duplicating a row; ``retry_failed`` measures again the stored points whose status
+depended on the machine or the moment (``retryable``: timeouts, errors, oom, a backend
+unavailable here, a refusal by the free-memory budget); ``resume=False`` measures everything again (new rows, new run_id;
 :func:`kpbench.results.store.latest_per_key` picks the newest).
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 
 from kpbench import plugins
 from kpbench.results.meta import record_environment, run_metadata
-from kpbench.results.store import SWEEPS, ResultStore
+from kpbench.results.store import SWEEPS, ResultStore, latest_per_key
 from kpbench.suite.executors import HARD_TIMEOUT_GRACE_S, ExecutorOptions, run_points
 from kpbench.suite.measure import MeasureSettings
 from kpbench.suite.spec import SweepSpec, expand
@@ -32,6 +34,7 @@ class RunOptions:
     executor: str = "ray"
     out: str = "results"
     resume: bool = True
+    retry_failed: bool = False           # with resume: measure again what failed here (retryable)
     address: str | None = None
     num_cpus: int | None = None          # local Ray cluster size (None: all cores)
     cpus_per_point: float = 1
@@ -122,13 +125,26 @@ def _progress_bar(total: int, kind: str):
                 dynamic_ncols=True, mininterval=0.5)
 
 
+def done_keys(store: ResultStore, retry_failed: bool = False) -> set[str]:
+    """Keys a resumed sweep skips: every stored key, or with ``retry_failed`` those whose
+    latest row is not ``retryable`` (rows from before that column: failed = retryable)."""
+    if not retry_failed:
+        return store.keys(SWEEPS)
+    rows = store.read(SWEEPS)
+    if rows.empty:
+        return set()
+    rows = latest_per_key(rows)
+    retry = rows["retryable"].astype("boolean").fillna(rows["status"].isin(FAILED))
+    return set(rows.loc[~retry.astype(bool), "key"])
+
+
 def run_sweep(spec: SweepSpec, options: RunOptions = RunOptions(), run_id: str | None = None,
               points: list | None = None) -> SweepResult:
     """Measure every point of ``spec`` (or the given ``points``) not already stored."""
     started = time.monotonic()
     store = ResultStore(options.out)
     points = expand(spec) if points is None else points
-    stored = store.keys(SWEEPS) if options.resume else set()
+    stored = done_keys(store, options.retry_failed) if options.resume else set()
     todo = [p for p in points if p.key(spec.kind) not in stored]
     meta = run_metadata(run_id=run_id, sweep=spec.kind, executor=options.executor)
     record_environment(store, meta["run_id"])

@@ -28,7 +28,7 @@ SPEC_FLAGS = {
     "memory_budget": "memory_budget",
 }
 RUN_FLAGS = ("executor", "out", "address", "num_cpus", "cpus_per_point", "gpus_per_point",
-             "threads", "resume")
+             "threads", "resume", "retry_failed")
 
 
 def add_parser(subparsers) -> None:
@@ -73,10 +73,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--num-cpus", type=int, help="CPUs of a local Ray cluster started here")
     where.add_argument("--cpus-per-point", type=float, help="Ray num_cpus per point (default 1)")
     where.add_argument("--gpus-per-point", type=float, help="Ray num_gpus per CUDA point (default 1)")
-    where.add_argument("--threads", type=int, help="torch threads per point (default: cpus per point)")
+    where.add_argument("--threads", type=int,
+                       help="torch/OpenMP/BLAS threads per point (default: cpus per point)")
     where.add_argument("--out", help="results folder (default results)")
     where.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
                        help="skip points already stored (default on)")
+    where.add_argument("--retry-failed", action="store_true", default=None,
+                       help="with resume: measure again stored points whose status depended on "
+                            "this machine or moment (timeout, error, oom, backend unavailable, "
+                            "skipped by free memory)")
     where.add_argument("--dry-run", action="store_true", help="list the points, run nothing")
     where.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -15,9 +15,10 @@ flow_step              one Euler step of a gradient flow on a loss           the
 
 Inputs are generated once per point in float64 (x: uniform cube, y: Gaussian blobs,
 seeded) and cast to the point's dtype/device, so the reference sees the same numbers.
-The reference is the float64 NumPy backend for forward ops; NumPy has no autograd,
-so gradient ops are compared with the torch backend in float64 on the CPU, and
-``flow_step`` compares its loss value with the NumPy loss.
+The reference (:func:`reference`) is the independent float64 code of
+:mod:`kpbench.reference`: what the point computed is compared with the converged
+truth, so a Sinkhorn point's ``rel_err`` includes what its eps-scaling or its
+iteration count left undone, not just round-off.
 
 Plugins (:mod:`kpbench.plugins`) may add ops of family ``custom`` with
 :func:`register_op`: such an op brings its own ``prepare(point, data)`` and needs no
@@ -25,6 +26,7 @@ backend (the tests' crashing and sleeping ops are registered this way).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Callable
@@ -121,11 +123,14 @@ def cast(array: np.ndarray, backend, dtype: str, device: str):
 # -- outputs ---------------------------------------------------------------------
 @dataclass
 class Summary:
-    """What a call's output is reduced to: a scalar, maybe a vector, maybe iterations."""
+    """What a call's output is reduced to: a scalar, maybe a vector, maybe iterations,
+    and for Sinkhorn how well it solved (``marginal_err``, ``converged``) where known."""
 
     value: float
     vector: np.ndarray | None = None
     iterations: int | None = None
+    marginal_err: float | None = None
+    converged: bool | None = None
 
 
 def _to_numpy(t) -> np.ndarray:
@@ -170,20 +175,23 @@ def prepare(point, data: Data, backend_name: str | None = None, dtype: str | Non
     return _flow_op(point, name, x, y)
 
 
+# Each op binds its computation once (kpbench.losses.bind: backend lookup, conversions,
+# validation, memory check): the timed ``call`` runs the computation and nothing else.
 def _kernel_op(point, backend: str, x, y, b, c) -> Prepared:
     from kpbench import losses
 
-    def forward(x):
-        return losses.kernel_product(x, y, b, kernel=point.kernel, blur=point.blur, backend=backend)
-
     if not OPS[point.op].grad:
-        return Prepared(lambda: forward(x), _vector_summary)
+        forward = losses.bind(losses.kernel_product, x, y, b, kernel=point.kernel,
+                              blur=point.blur, backend=backend)
+        return Prepared(forward, _vector_summary)
     import torch
 
     x = x.detach().requires_grad_(True)
+    forward = losses.bind(losses.kernel_product, x, y, b, kernel=point.kernel,
+                          blur=point.blur, backend=backend)
 
     def call():
-        (grad,) = torch.autograd.grad((forward(x) * c).sum(), x)
+        (grad,) = torch.autograd.grad((forward() * c).sum(), x)
         return grad
 
     return Prepared(call, _vector_summary)
@@ -192,10 +200,8 @@ def _kernel_op(point, backend: str, x, y, b, c) -> Prepared:
 def _softmin_op(point, backend: str, x, y, h) -> Prepared:
     from kpbench import losses
 
-    return Prepared(
-        lambda: losses.softmin(x, y, h, eps=point.eps, p=point.p, backend=backend),
-        _vector_summary,
-    )
+    return Prepared(losses.bind(losses.softmin, x, y, h, eps=point.eps, p=point.p,
+                                backend=backend), _vector_summary)
 
 
 def _sinkhorn_kwargs(point) -> dict:
@@ -203,26 +209,33 @@ def _sinkhorn_kwargs(point) -> dict:
                 **({"scaling": point.scaling} if point.scaling is not None else {}))
 
 
+def _solve_summary(info: dict, value: float, vector=None) -> Summary:
+    return Summary(value, vector, int(info["iterations"]), info.get("marginal_err"),
+                   info.get("converged"))
+
+
 def _sinkhorn_op(point, backend: str, x, y) -> Prepared:
     from kpbench import losses
 
-    def forward(x):
-        return losses.sinkhorn(None, x, None, y, backend=backend, return_info=True,
-                               **_sinkhorn_kwargs(point))
-
-    if not OPS[point.op].grad:
-        return Prepared(lambda: forward(x),
-                        lambda out: Summary(float(out[0]), None, int(out[1]["iterations"])))
+    grad = OPS[point.op].grad
+    if grad:
+        x = x.detach().requires_grad_(True)
+    forward = losses.bind(losses.sinkhorn, None, x, None, y, backend=backend, return_info=True,
+                          **_sinkhorn_kwargs(point))
+    if not grad:
+        return Prepared(forward, lambda out: _solve_summary(out[1], float(out[0])))
     import torch
 
-    x = x.detach().requires_grad_(True)
-
     def call():
-        value, info = forward(x)
-        (grad,) = torch.autograd.grad(value, x)
-        return grad, info
+        value, info = forward()
+        (gradient,) = torch.autograd.grad(value, x)
+        return gradient, info
 
-    return Prepared(call, lambda out: _vector_summary(out[0], int(out[1]["iterations"])))
+    def summarize(out):
+        vector = _to_numpy(out[0]).ravel()
+        return _solve_summary(out[1], float(np.linalg.norm(vector)), vector)
+
+    return Prepared(call, summarize)
 
 
 def flow_loss(point, backend: str):
@@ -255,12 +268,24 @@ def _flow_op(point, backend: str, x, y) -> Prepared:
 
 # -- references ----------------------------------------------------------------------
 def reference(point, data: Data) -> Summary:
-    """The float64 reference of ``point`` on the same inputs (see the module docstring)."""
+    """The float64 truth of ``point`` on the same inputs, from :mod:`kpbench.reference`:
+    forward ops from the reference backend (Sinkhorn solved to convergence, whatever
+    iteration count or eps-scaling the point used), gradients in closed form (kernel
+    products) or from the converged plans (Sinkhorn), flow steps by their loss value."""
+    from kpbench import reference as ref
+
     if point.op == "flow_step":
-        value = flow_loss(point, "numpy")(None, data.x, None, data.y)
-        return Summary(float(value))
-    backend = "torch" if OPS[point.op].grad else "numpy"
-    prepared = prepare(point, data, backend, "float64", "cpu")
+        return Summary(float(flow_loss(point, "numpy")(None, data.x, None, data.y)))
+    if point.op == "kernel_product_grad":
+        grad = ref.np_kernel_product_grad(data.x, data.y, data.b, data.c, point.kernel, point.blur)
+        return _vector_summary(grad)
+    if point.op == "sinkhorn_grad":
+        a, b = np.full(point.N, 1.0 / point.N), np.full(point.M, 1.0 / point.M)
+        value, _f, _g, info = ref.np_sinkhorn(a, data.x, b, data.y, p=point.p, blur=point.blur,
+                                              reach=point.reach, gradient=True)
+        return _solve_summary(info, float(np.linalg.norm(info["grad_x"])), info["grad_x"].ravel())
+    truth = dataclasses.replace(point, iters=None) if OPS[point.op].family == "sinkhorn" else point
+    prepared = prepare(truth, data, "numpy", "float64", "cpu")
     return prepared.summarize(prepared.call())
 
 

@@ -11,6 +11,7 @@ import time
 from kpbench.suite.workloads import OpInfo, Prepared, Summary, register_op
 
 TEST_OPS = ("_test_raise", "_test_sleep", "_test_hang", "_test_exit", "_test_kill")
+FIRST_CALL_S, LATER_CALL_S = 0.3, 0.002   # "_test_first_slow": a compile-then-run workload
 
 
 def _prepare(point, data) -> Prepared:
@@ -34,5 +35,17 @@ def _prepare(point, data) -> Prepared:
     return Prepared(call, lambda out: Summary(float(out)))
 
 
+def _prepare_first_slow(point, data) -> Prepared:
+    calls = []
+
+    def call():
+        time.sleep(FIRST_CALL_S if not calls else LATER_CALL_S)
+        calls.append(1)
+        return len(calls)
+
+    return Prepared(call, lambda out: Summary(float(out)))
+
+
 for _name in TEST_OPS:
     register_op(OpInfo(_name, "custom", False, None), _prepare)
+register_op(OpInfo("_test_first_slow", "custom", False, None), _prepare_first_slow)
