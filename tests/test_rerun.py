@@ -121,6 +121,15 @@ def test_rerun_elsewhere_measures_the_same_problem_and_values(stored_run, tmp_pa
     assert "environment: the same (stored environments of both runs)" in printed
 
 
+def test_dry_run_lists_the_points_and_settings(stored_run, capsys):
+    out, run_id = stored_run
+    assert main(["rerun", str(out), "--run-id", run_id, "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("# accuracy: 6 points, settings {'warmup': 0, 'threads': 1,")
+    assert len(lines) == 7 and all("Point(op=" in line for line in lines[1:])
+    assert load_sweeps(out)["run_id"].nunique() == 1          # nothing ran
+
+
 def test_rerun_into_the_same_store_adds_a_second_run(tmp_path, stored_run, capsys):
     store = copy_rows(stored_run[0], tmp_path / "same")
     assert main(["rerun", str(store), "--no-progress"]) == 0
