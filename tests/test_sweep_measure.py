@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from kpbench.backends import availability, get_backend
+from kpbench.backends.torch_dense import TorchBackend
 from kpbench.suite import workloads
 from kpbench.suite.measure import MeasureSettings, exact_ot_w2, run_point
 from kpbench.suite.spec import Point
@@ -196,3 +197,29 @@ def test_memory_dense_torch_holds_a_matrix_keops_does_not():
 def test_ops_of_a_plugin_run_as_sweep_points(test_ops):
     row = run_point(point(op="_test_raise", kernel="test"), "speed", QUICK)
     assert row["status"] == "error" and row["error"] == "RuntimeError: test op raised on purpose"
+
+
+class CorrectnessOnly(TorchBackend):
+    """A backend whose timings would mislead (like the CUDA kernels run on the host)."""
+
+    name = "correctness_only"
+
+    def timing_refusal(self):
+        return "host execution: correctness only, no GPU timing"
+
+
+def test_a_backend_refusing_timings_is_unsupported_for_speed_and_memory_only():
+    from kpbench import backends
+
+    backends.register_backend("correctness_only", f"{__name__}:CorrectnessOnly")
+    try:
+        pt = point(backend="correctness_only", N=50, M=50)
+        for kind in ("speed", "memory"):
+            row = run_point(pt, kind, QUICK)
+            assert row["status"] == "unsupported" and "correctness only" in row["error"]
+            assert row.get("time_median_s") is None and row.get("peak_mem_bytes") is None
+        row = run_point(pt, "accuracy", QUICK)
+        assert row["status"] == "ok" and row["rel_err"] < 3e-5
+    finally:
+        backends._REGISTRY.pop("correctness_only")
+        backends._INSTANCES.pop("correctness_only", None)

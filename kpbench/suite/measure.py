@@ -120,7 +120,7 @@ def run_point(point, kind: str, settings: MeasureSettings = MeasureSettings()) -
         if settings.threads:
             pin_threads(settings.threads)
         if workloads.OPS[point.op].family != "custom":
-            check_supported(point)
+            check_supported(point, kind)
             row["mem_estimate_bytes"] = estimate = dense_estimate(point)
             check_budget(point, estimate, settings.memory_budget)
         data = workloads.make_data(point)
@@ -145,10 +145,13 @@ def run_point(point, kind: str, settings: MeasureSettings = MeasureSettings()) -
 
 
 # -- before running ---------------------------------------------------------------
-def check_supported(point) -> None:
+def check_supported(point, kind: str = "accuracy") -> None:
     from kpbench.backends import get_backend
 
     backend = get_backend(point.backend)   # BackendUnavailable -> unsupported
+    refusal = backend.timing_refusal() if kind in ("speed", "memory") else None
+    if refusal:   # e.g. CUDA kernels executed on the host: right numbers, no GPU timings
+        raise Unsupported(f"backend {point.backend!r}: {refusal}")
     caps = backend.capabilities
     if not getattr(caps, point.dtype):
         raise Unsupported(f"backend {point.backend!r} does not support {point.dtype}")
