@@ -1,7 +1,7 @@
 """A kpbench plugin that slows backends down on purpose, to show that regression
 tracking catches it: ``KPBENCH_SLOWDOWN="torch=1.3"`` re-registers the backend
 ``torch`` (same name, so its rows keep their keys) with every primitive call taking
-1.3 times as long (it sleeps 0.3 times the call's own duration after it).
+1.3 times as long (it spins for 0.3 times the call's own duration after it).
 """
 import os
 import time
@@ -20,7 +20,11 @@ def _slowed(call, factor: float):
     def slow(*args, **kwargs):
         start = time.perf_counter()
         out = call(*args, **kwargs)
-        time.sleep((factor - 1) * (time.perf_counter() - start))
+        # a busy wait: time.sleep overshoots by its wake-up latency (0.1 to several ms on a
+        # loaded machine), which would turn a 1.3x slowdown of a 1 ms call into 2-4x
+        deadline = time.perf_counter() + (factor - 1) * (time.perf_counter() - start)
+        while time.perf_counter() < deadline:
+            pass
         return out
 
     return slow
