@@ -201,6 +201,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
 
+    from kpbench.backends.cuda import host
+
+    if host.enabled():
+        print(f"bench_cuda: {host.ENV}=1 runs the kernels on the host (correctness only); "
+              "no timing of it is a GPU figure: unset it", file=sys.stderr)
+        return 2
     if not torch.cuda.is_available():
         print("bench_cuda: no CUDA device; this benchmark needs a GPU", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import glob
+import json
 import math
 import os
 import shutil
@@ -393,6 +394,15 @@ def as_ref(t):
     return t.detach().cpu().double().numpy()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def worst_errors_file():
+    """KPBENCH_CUDA_ERRORS=path: write the worst relative errors per kernel (for NOTES.md)."""
+    yield
+    path = os.environ.get("KPBENCH_CUDA_ERRORS")
+    if path and WORST:
+        Path(path).write_text(json.dumps(dict(sorted(WORST.items())), indent=1))
+
+
 def record(key: str, err: float) -> float:
     WORST[key] = max(WORST.get(key, 0.0), err)
     return err
@@ -624,3 +634,24 @@ def test_speed_and_memory_measures_are_refused_under_host_execution(monkeypatch)
     assert why is not None and "correctness only" in why and "no GPU timing" in why
     monkeypatch.delenv(host.ENV)
     assert CudaBackend().timing_refusal() is None
+
+
+@pytest.mark.gpu
+def test_gpu_runs_on_the_current_torch_stream(monkeypatch):
+    """Needs a real device (skipped elsewhere): CUDA streams have no host counterpart."""
+    monkeypatch.delenv(host.ENV, raising=False)
+    ok, why = CudaBackend().available()
+    if not ok:
+        pytest.skip(f"needs a CUDA device and CuPy: {why}")
+    cuda = get_backend("cuda")
+    rng = np.random.default_rng(13)
+    x, y, b = (torch.tensor(a, dtype=torch.float32, device="cuda")
+               for a in (rng.random((5000, 3)), rng.random((6000, 3)), rng.random(6000)))
+    expected = cuda.kernel_product(x, y, b, kernel="gaussian", blur=0.1)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        y2 = y * 1.0                                  # produced on the side stream...
+        out = cuda.kernel_product(x, y2, b, kernel="gaussian", blur=0.1)   # ...and read there
+    side.synchronize()
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)

@@ -8,7 +8,10 @@ silently; and that Split's 64-bit end holds near 2^31.
 """
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -158,3 +161,11 @@ def test_backends_command_says_host_execution(monkeypatch, capsys):
     monkeypatch.setenv(host.ENV, "1")
     assert main(["backends"]) == 0
     assert "cuda     available (host execution: correctness only)" in capsys.readouterr().out
+
+
+def test_the_gpu_benchmark_refuses_host_execution():
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_cuda.py"
+    env = {**os.environ, host.ENV: "1"}
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.returncode == 2 and "correctness only" in result.stderr

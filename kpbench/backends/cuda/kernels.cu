@@ -93,37 +93,93 @@ template <> struct Vec16<double> {
 };
 
 // ---------------------------------------------------------------------------------------
-// Kernel functions of the scaled squared distance q = |s x - s y|^2.
-//   value(q):  k(x, y)
-//   weight(q): phi with grad_x k(x, y) = gfactor * phi * (s x - s y); gfactor is set by
-//              the launcher (-1/(s blur^2), -1/blur, -1). phi = 0 at q = 0 where k has a
+// Squared distances of the scaled points x_i (XRow) and y_j (a TileRow): q = |s x - s y|^2,
+// and base - q with the subtraction folded into the FFMAs (an FFMA negates an operand for
+// free; exp2(-q) after q would cost one more FADD per pair under -ftz=true).
+template <typename T, typename XR, typename TR>
+__device__ __forceinline__ T sqdist(const XR& xi, const TR& r, int d) {
+  T q = T(0);
+#pragma unroll
+  for (int k = 0; k < d; ++k) {
+    const T diff = xi[k] - r[k];
+    q = fma(diff, diff, q);
+  }
+  return q;
+}
+
+template <typename T, typename XR, typename TR>
+__device__ __forceinline__ T minus_sqdist(const XR& xi, const TR& r, int d, T base) {
+#pragma unroll
+  for (int k = 0; k < d; ++k) {
+    const T diff = xi[k] - r[k];
+    base = fma(-diff, diff, base);
+  }
+  return base;
+}
+
+// Kernel functions of the scaled points (q = |s x - s y|^2):
+//   value(xi, r, d):  k(x, y)
+//   weight(xi, r, d): phi with grad_x k(x, y) = gfactor * phi * (s x - s y); gfactor is set
+//              by the launcher (-1/(s blur^2), -1/blur, -1). phi = 0 at q = 0 where k has a
 //              kink (laplacian, energy): the gradient at x = y is 0, never NaN.
 template <typename T, int KERNEL> struct Kern;
-template <typename T> struct Kern<T, GAUSSIAN> {
-  static __device__ __forceinline__ T value(T q) { return Num<T>::exp2(-q); }
-  static __device__ __forceinline__ T weight(T q) { return Num<T>::exp2(-q); }
+template <typename T> struct Kern<T, GAUSSIAN> {        // 2^(-q)
+  template <typename XR, typename TR>
+  static __device__ __forceinline__ T value(const XR& xi, const TR& r, int d) {
+    return Num<T>::exp2(minus_sqdist<T>(xi, r, d, T(0)));
+  }
+  template <typename XR, typename TR>
+  static __device__ __forceinline__ T weight(const XR& xi, const TR& r, int d) {
+    return value(xi, r, d);
+  }
 };
-template <typename T> struct Kern<T, LAPLACIAN> {
-  static __device__ __forceinline__ T value(T q) { return Num<T>::exp2(-Num<T>::sqrt(q)); }
-  static __device__ __forceinline__ T weight(T q) {
+template <typename T> struct Kern<T, LAPLACIAN> {       // 2^(-sqrt q)
+  template <typename XR, typename TR>
+  static __device__ __forceinline__ T value(const XR& xi, const TR& r, int d) {
+    return Num<T>::exp2(-Num<T>::sqrt(sqdist<T>(xi, r, d)));
+  }
+  template <typename XR, typename TR>
+  static __device__ __forceinline__ T weight(const XR& xi, const TR& r, int d) {
+    const T q = sqdist<T>(xi, r, d);
     return Num<T>::exp2(-Num<T>::sqrt(q)) * Num<T>::rsqrt0(q);
   }
 };
-template <typename T> struct Kern<T, ENERGY> {
-  static __device__ __forceinline__ T value(T q) { return -Num<T>::sqrt(q); }
-  static __device__ __forceinline__ T weight(T q) { return Num<T>::rsqrt0(q); }
+template <typename T> struct Kern<T, ENERGY> {          // -sqrt q
+  template <typename XR, typename TR>
+  static __device__ __forceinline__ T value(const XR& xi, const TR& r, int d) {
+    return -Num<T>::sqrt(sqdist<T>(xi, r, d));
+  }
+  template <typename XR, typename TR>
+  static __device__ __forceinline__ T weight(const XR& xi, const TR& r, int d) {
+    return Num<T>::rsqrt0(sqdist<T>(xi, r, d));
+  }
 };
 
-// Costs C = |x - y|^p / p, scaled: cost(q) = C * log2(e) / eps, and
-// grad_x C = gfactor * psi(q) * (s x - s y).
+// Costs C = |x - y|^p / p, scaled: C' = C * log2(e) / eps, and grad_x C = gfactor * psi *
+// (s x - s y). exponent(xi, r, d, base) = base - C'; the second form also gives psi.
 template <typename T, int P> struct Cost;
-template <typename T> struct Cost<T, 2> {   // s^2 = log2(e) / (2 eps), gfactor = 1/s
-  static __device__ __forceinline__ T value(T q) { return q; }
-  static __device__ __forceinline__ T psi(T) { return T(1); }
+template <typename T> struct Cost<T, 2> {   // C' = q, s^2 = log2(e) / (2 eps), gfactor = 1/s
+  template <typename XR, typename TR>
+  static __device__ __forceinline__ T exponent(const XR& xi, const TR& r, int d, T base) {
+    return minus_sqdist<T>(xi, r, d, base);
+  }
+  template <typename XR, typename TR>
+  static __device__ __forceinline__ T exponent(const XR& xi, const TR& r, int d, T base, T& psi) {
+    psi = T(1);
+    return minus_sqdist<T>(xi, r, d, base);
+  }
 };
-template <typename T> struct Cost<T, 1> {   // s = log2(e) / eps, gfactor = 1
-  static __device__ __forceinline__ T value(T q) { return Num<T>::sqrt(q); }
-  static __device__ __forceinline__ T psi(T q) { return Num<T>::rsqrt0(q); }
+template <typename T> struct Cost<T, 1> {   // C' = sqrt q, s = log2(e) / eps, gfactor = 1
+  template <typename XR, typename TR>
+  static __device__ __forceinline__ T exponent(const XR& xi, const TR& r, int d, T base) {
+    return base - Num<T>::sqrt(sqdist<T>(xi, r, d));
+  }
+  template <typename XR, typename TR>
+  static __device__ __forceinline__ T exponent(const XR& xi, const TR& r, int d, T base, T& psi) {
+    const T q = sqdist<T>(xi, r, d);
+    psi = Num<T>::rsqrt0(q);
+    return base - Num<T>::sqrt(q);
+  }
 };
 
 // Loop unrolling over the j's of a tile, by the size of a tile row: small rows (small D)
@@ -232,17 +288,6 @@ __host__ __device__ constexpr bool valid_row(int dim, int row, int extras) {
   return row == 0 ? dim == 0 : (dim > 0 && row >= dim + extras);
 }
 
-template <typename T, typename XR, typename TR>
-__device__ __forceinline__ T sqdist(const XR& xi, const TR& r, int d) {
-  T q = T(0);
-#pragma unroll
-  for (int k = 0; k < d; ++k) {
-    const T diff = xi[k] - r[k];
-    q = fma(diff, diff, q);
-  }
-  return q;
-}
-
 // The j range of this block's split. The end is computed in 64 bits: begin + split_len
 // may pass 2^31 for the last chunk when M is within MAX_SPLITS tiles of it (begin < M
 // always: the launcher makes no empty chunk).
@@ -290,7 +335,7 @@ kp_forward(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict
 #pragma unroll UNROLL
     for (int jj = 0; jj < tj; ++jj) {
       const auto r = tile_row<T, ROW>(sh, jj, rowlen);
-      const T kv = Kern<T, KERNEL>::value(sqdist<T>(xi, r, d));
+      const T kv = Kern<T, KERNEL>::value(xi, r, d);
 #pragma unroll
       for (int c = 0; c < KC; ++c) part[c] = fma(kv, r[d + c], part[c]);
     }
@@ -345,7 +390,7 @@ kp_grad(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ 
       T gb = T(0);
 #pragma unroll
       for (int c = 0; c < KC; ++c) gb = fma(gi[c], r[d + c], gb);
-      const T w = gb * Kern<T, KERNEL>::weight(sqdist<T>(xi, r, d));
+      const T w = gb * Kern<T, KERNEL>::weight(xi, r, d);
 #pragma unroll
       for (int k = 0; k < d; ++k) acc.add(k, w * (xi[k] - r[k]));
     }
@@ -368,7 +413,7 @@ __device__ __forceinline__ void lse_group(const XR& xi, const T* sh, int jj0, in
   for (int u = 0; u < U; ++u) {
     const int jj = MASKED ? min(jj0 + u, tj - 1) : jj0 + u;
     const auto r = tile_row<T, ROW>(sh, jj, rowlen);
-    const T val = r[d] - Cost<T, P>::value(sqdist<T>(xi, r, d));
+    const T val = Cost<T, P>::exponent(xi, r, d, r[d]);
     v[u] = (MASKED && jj0 + u >= tj) ? Num<T>::neg_inf() : val;
   }
   T gmax = v[0];
@@ -462,10 +507,10 @@ softmin_grad(const T* __restrict__ x, const T* __restrict__ y, const T* __restri
 #pragma unroll UNROLL
     for (int jj = 0; jj < tj; ++jj) {
       const auto r = tile_row<T, ROW>(sh, jj, rowlen);
-      const T q = sqdist<T>(xi, r, d);
-      const T w = r[d + 1] * Num<T>::exp2(a2 + r[d] - Cost<T, P>::value(q));
+      T psi;
+      const T w = r[d + 1] * Num<T>::exp2(Cost<T, P>::exponent(xi, r, d, a2 + r[d], psi));
       part += w;
-      const T wg = w * Cost<T, P>::psi(q);
+      const T wg = w * psi;
 #pragma unroll
       for (int k = 0; k < d; ++k) acc.add(k, wg * (xi[k] - r[k]));
     }

@@ -202,21 +202,17 @@ def _launch(expression: str, geom: Geometry, like, args) -> None:
     index = like.device.index if like.device.index is not None else torch.cuda.current_device()
     kernel = _function(index, expression)
     values = tuple(getattr(np, _NUMPY_KINDS[kind])(value) for kind, value in packed)
-    with cupy.cuda.Device(index), _torch_stream(cupy, like.device, index):
+    with cupy.cuda.Device(index), _torch_stream(cupy, like.device):
         kernel(grid, block, values, shared_mem=geom.smem)
 
 
-def _torch_stream(cupy, device, index):
-    """torch's current stream as a CuPy stream: ``Stream.from_external`` (CuPy >= 14, which
-    deprecates ``ExternalStream`` with a warning per call) takes the torch stream itself
-    (CUDA stream protocol, ``__cuda_stream__``); older CuPy gets the raw handle."""
+def _torch_stream(cupy, device):
+    """torch's current stream as a CuPy stream: ``Stream.from_external`` takes the torch
+    stream itself (CUDA stream protocol; CuPy >= 14, where ``ExternalStream`` is deprecated
+    with a warning per call; the cuda extra pins >= 14.1)."""
     import torch
 
-    stream = torch.cuda.current_stream(device)
-    from_external = getattr(cupy.cuda.Stream, "from_external", None)
-    if from_external is not None:
-        return from_external(stream)
-    return cupy.cuda.ExternalStream(stream.cuda_stream, index)
+    return cupy.cuda.Stream.from_external(torch.cuda.current_stream(device))
 
 
 def _plan(x, y, extras: int) -> tuple[int, int, int, Geometry]:
