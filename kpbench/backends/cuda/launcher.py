@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..base import KPBenchError
+from ..base import KPBenchError, check_p
 from . import host
 
 SOURCE = Path(__file__).with_name("kernels.cu")
@@ -236,13 +236,6 @@ def _column_chunks(k: int):
     return [(c, min(k, c + MAX_COLUMNS)) for c in range(0, k, MAX_COLUMNS)]
 
 
-def _power(p) -> int:
-    """p as the int the templates need: 2.0 and True (== 1) pass, as they pass check_p."""
-    if p not in (1, 2):
-        raise KPBenchError(f"p must be 1 or 2, got {p!r}")
-    return int(p)
-
-
 # -- the four raw operations ---------------------------------------------------------
 def kernel_product(x, y, b, kernel: str, blur: float):
     """(N, K); K = 0 gives an empty (N, 0) result without a launch."""
@@ -281,7 +274,7 @@ def kp_grad(x, y, g, b, kernel: str, blur: float):
 def softmin_lse(x, y, h, eps: float, p: int):
     import torch
 
-    p = _power(p)
+    p = check_p(p)     # the int the template needs (2.0 -> 2)
     n, m, d, geom = _plan(x, y, 1)
     s, _ = cost_scales(p, eps, _dtype_name(x))
     out = torch.empty((geom.splits, n), dtype=x.dtype, device=x.device)
@@ -293,7 +286,7 @@ def softmin_lse(x, y, h, eps: float, p: int):
 def softmin_grad(x, y, alpha, beta, v, eps: float, p: int):
     import torch
 
-    p = _power(p)
+    p = check_p(p)     # the int the template needs (2.0 -> 2)
     n, m, d, geom = _plan(x, y, 2)
     s, gfactor = cost_scales(p, eps, _dtype_name(x))
     out_g = torch.empty((geom.splits, n, d), dtype=x.dtype, device=x.device)
