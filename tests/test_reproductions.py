@@ -12,6 +12,7 @@ import torch
 
 from kpbench.backends import available_backends
 from kpbench.backends.base import KPBenchError
+from kpbench.results.meta import load_environment
 from kpbench.results.store import ResultStore
 from kpbench.suite.reproductions import gradient_flow_1d as flow1d
 from kpbench.suite.reproductions import gradient_flow_2d as flow2d
@@ -121,6 +122,8 @@ def test_1d_run_stores_rows_and_figures(tmp_path):
                    "git_commit", "started_at", "key"):
         assert column in rows, column
     assert rows["run_id"].nunique() == 1 and rows["key"].is_unique
+    env = load_environment(tmp_path, rows["run_id"].iloc[0])     # stored once for the run
+    assert env["packages"]["torch"] and env["python"]["version"]
     sink = rows[rows["loss"] == "sinkhorn_p2_blur0.01"].sort_values("step")
     assert list(sink["step"]) == [0, 25, 50]
     assert sink["w2"].is_monotonic_decreasing and sink["blur"].iloc[0] == 0.01

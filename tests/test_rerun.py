@@ -1,6 +1,7 @@
 """Rerunning a stored run from its rows; input hashes; the stored environment of a run."""
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -23,12 +24,25 @@ SPEC = dict(kind="accuracy", ops=["kernel_product", "sinkhorn"], backends=["nump
             N=[30], iters=[5], dtype=["float32", "float64"], warmup=0, timeout_s=120.0)
 
 
+@contextlib.contextmanager
+def fresh_thread_env():
+    """The thread variables unset, as in a fresh process (measure pins them per point, and
+    the environment of a run is recorded before its first point)."""
+    from kpbench.suite.measure import THREAD_VARIABLES
+
+    with pytest.MonkeyPatch.context() as patch:
+        for variable in THREAD_VARIABLES:
+            patch.delenv(variable, raising=False)
+        yield
+
+
 @pytest.fixture(scope="module")
 def stored_run(tmp_path_factory):
     """A small accuracy run (6 points) in its own store: (store path, run_id)."""
     out = tmp_path_factory.mktemp("stored")
-    result = run_sweep(SweepSpec(**SPEC), RunOptions(executor="inline", out=str(out),
-                                                     progress=False, threads=1))
+    with fresh_thread_env():
+        result = run_sweep(SweepSpec(**SPEC), RunOptions(executor="inline", out=str(out),
+                                                         progress=False, threads=1))
     assert result.counts == {"ok": 6}
     return out, result.run_id
 
@@ -101,7 +115,8 @@ def test_plan_rebuilds_the_points_and_settings_of_the_run(stored_run):
 def test_rerun_elsewhere_measures_the_same_problem_and_values(stored_run, tmp_path, capsys):
     out, run_id = stored_run
     new_store = tmp_path / "rerun"
-    assert main(["rerun", str(out), "--out", str(new_store), "--no-progress"]) == 0
+    with fresh_thread_env():
+        assert main(["rerun", str(out), "--out", str(new_store), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "inputs: 6 points with matching input hashes" in printed
     assert f"kpbench compare {out} {new_store} --run-id {run_id} " in printed

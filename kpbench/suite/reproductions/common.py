@@ -10,7 +10,7 @@ import torch
 
 from kpbench.backends import get_backend
 from kpbench.backends.base import KPBenchError
-from kpbench.results.meta import run_metadata
+from kpbench.results.meta import record_environment, run_metadata
 
 AUTOGRAD_ERROR = "reproductions need an autograd backend (torch, keops, cuda)"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -77,9 +77,12 @@ def select_specs(specs, names):
     return [s for s in specs if s.label in names]
 
 
-def run_meta(table: str) -> dict:
-    """Run metadata (one run_id) shared by every row of one reproduction run."""
-    return run_metadata(sweep=table, executor="inline")
+def run_meta(table: str, store) -> dict:
+    """Run metadata (one run_id) shared by every row of one reproduction run; the run's
+    environment goes to the store's ``runs`` table (kpbench.results.meta)."""
+    meta = run_metadata(sweep=table, executor="inline")
+    record_environment(store, meta["run_id"])
+    return meta
 
 
 class Stopwatch:

@@ -181,7 +181,7 @@ def run_suite(specs, x0_np, y_np, setup: Setup, *, store, table: str, lr: float,
               extra: dict | None = None) -> list[dict]:
     """Run every loss of ``specs`` on the same inputs; each loss's rows are one Parquet part
     (written as soon as it ends), its figure one PNG. Returns one summary per loss."""
-    meta = run_meta(table)
+    meta = run_meta(table, store)
     x0, y = setup.tensor(x0_np), setup.tensor(y_np)
     a = setup.tensor(a_np if a_np is not None else np.full(len(x0_np), 1.0 / len(x0_np)))
     b = setup.tensor(b_np if b_np is not None else np.full(len(y_np), 1.0 / len(y_np)))

@@ -211,7 +211,7 @@ def run(backend: str = "torch", N: int | None = None, M: int | None = None,
     setup = make_setup(backend, dtype, device, seed)
     N, M = N or DEFAULT_N, M or DEFAULT_M
     store = ResultStore(out)
-    meta = run_meta(TABLE)
+    meta = run_meta(TABLE, store)
     y_np = datasets.polygmm_sample(datasets.POLY_GMM_TRUTH, M, seed, noise=NOISE)
     target = (setup.tensor(np.full(M, 1.0 / M)), setup.tensor(y_np))
     extra = {"N": N, "M": M, "D": 2, "degree": DEGREE, "adam_lr": ADAM["lr"],
