@@ -271,3 +271,9 @@ def test_interactive_page_inlines_plotly_and_the_data(mixed_store):
     assert "median 2 ms" in torch_1e3["hover"] and "host " in torch_1e3["hover"]
     assert {r["status"] for r in payload["rows"] if r["error"]} == {"timeout", "skipped", "oom", "error",
                                                                    "unsupported"}
+
+
+def test_time_tables_show_the_iqr_and_the_first_call(tmp_path):
+    write_sweeps(tmp_path, [sweep_row(backend="torch", time=2e-3, time_iqr_s=1e-4, first_call_s=0.5)])
+    [(_, _, rows)] = tables.op_tables(load_sweeps(tmp_path), "kernel_product")
+    assert [r[1:] for r in rows] == [["median time", "2 ms"], ["IQR", "100 µs"], ["first call", "500 ms"]]

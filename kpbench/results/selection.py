@@ -96,6 +96,8 @@ class Cell:
     """What happened at one (op, config, backend, N), over seeds and sweep kinds."""
     status: str
     time: float | None = None
+    iqr: float | None = None         # inter-quartile range of the per-call samples
+    first: float | None = None       # the first call (compilation, caches), timed apart
     mem: float | None = None
     err: float | None = None
     speedup: float | None = None     # baseline time / this time, same op, config and N
@@ -126,6 +128,8 @@ def _cell(group: pd.DataFrame) -> Cell:
     return Cell(
         status="ok",
         time=value(pd.to_numeric(ok["time_median_s"]).median()),
+        iqr=value(pd.to_numeric(ok["time_iqr_s"]).median()),
+        first=value(pd.to_numeric(ok.loc[ok["sweep"] == "speed", "first_call_s"]).median()),
         mem=value(pd.to_numeric(ok["peak_mem_bytes"]).max()),
         err=value(pd.to_numeric(ok["rel_err"]).max()),
     )
