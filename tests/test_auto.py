@@ -71,6 +71,13 @@ def test_get_backend_auto_reads_the_table_and_says_what_it_picked(tmp_path, monk
         backend = get_backend("auto", op="kernel_product", N=100, M=100, D=3, dtype="float32", device="cpu")
     assert backend.name == "torch" and auto.last_choice.backend == "torch"
     assert "backend='auto' picked torch for kernel_product N=100" in caplog.text
+    import numpy as np
+    import torch
+
+    # as a loss would call it: sizes from shapes, the tensors' dtype and device
+    backend = get_backend("auto", op="mmd", N=np.int64(100), M=100, D=3, dtype=torch.float32,
+                          device=torch.device("cpu"))
+    assert backend.name == "torch" and auto.last_choice.calibrated
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 import os
 import pathlib
 from dataclasses import dataclass, field
@@ -86,7 +87,7 @@ def choose(op: str, N: int, M: int | None = None, D: int = 3, dtype: str = "floa
     """The backend the rule picks (see the module doc); ``candidates`` default: those
     available here; ``table`` default: the calibration table, if there is one."""
     _check_problem(op, N, M, D)
-    M = N if M is None else M
+    N, M = int(N), int(N if M is None else M)
     names = list(candidates) if candidates is not None else available_candidates(op, dtype, device)
     if not names:
         raise KPBenchError(f"backend='auto': no backend available for {op} in {dtype} on {device}")
@@ -121,7 +122,7 @@ def resolve(op: str | None = None, N: int | None = None, M: int | None = None, D
     if op is None or N is None:
         raise KPBenchError("backend='auto' needs the problem: get_backend('auto', op=, N=, M=, D=, "
                            "dtype=, device=)")
-    choice = choose(op, N, M, D or 3, dtype or "float32", _device_kind(device))
+    choice = choose(op, N, M, D or 3, _dtype_name(dtype), _device_kind(device))
     last_choice = choice
     log.info("backend='auto' picked %s for %s N=%s M=%s D=%s %s %s: %s", choice.backend, op, N,
              M if M is not None else N, D, dtype, device, choice.reason)
@@ -142,13 +143,18 @@ def available_candidates(op: str, dtype: str, device: str) -> list[str]:
     return names
 
 
+def _dtype_name(dtype) -> str:
+    """'float32' from 'float32', torch.float32 or numpy.float32 (None: float32)."""
+    return "float32" if dtype is None else str(getattr(dtype, "__name__", dtype)).replace("torch.", "")
+
+
 def _device_kind(device) -> str:
     return "cuda" if device is not None and str(device).startswith("cuda") else "cpu"
 
 
 def _check_problem(op, N, M, D) -> None:
     for name, v in (("N", N), ("M", M), ("D", D)):
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+        if v is not None and (not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1):
             raise KPBenchError(f"backend='auto': {name} must be a positive integer, got {v!r}")
     if not isinstance(op, str) or not op:
         raise KPBenchError(f"backend='auto': op must be an op or loss name, got {op!r}")
