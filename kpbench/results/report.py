@@ -74,7 +74,10 @@ def _add_auto(doc: Document, records: list[dict]) -> None:
     doc.add(Heading('backend="auto"'),
             Para(f"Regret: the median time of the backend auto picks (from `{regret.TABLE_IN_STORE}`, "
                  "written by `kpbench calibrate`) over the fastest backend's, at every point where "
-                 f"two or more of its candidates were timed; goal: median <= {regret.GOAL}x."),
+                 f"two or more of its candidates were timed; goal: median <= {regret.GOAL}x. On "
+                 "the calibration points the rows are the calibration's own, so a regret above 1 "
+                 "there comes from the rule (a refusal, the nearest D or dtype), not from noise; "
+                 "the unseen points are the test."),
             Table(regret.SUMMARY_HEADER, regret.regret_summary(records)))
 
 
