@@ -169,7 +169,9 @@ def rerun(store, run_id: str | None = None, out=None, executor: str | None = Non
     new_id = uuid.uuid4().hex
     with build_flags(_one_cxxflags(groups, old_id)):
         for group in groups:
+            # each point gets as many Ray CPUs as it runs threads (as the sweep's default)
             options.threads = int(group.settings["threads"])
+            options.cpus_per_point = float(options.threads)
             result = run_sweep(group.spec(), options, run_id=new_id, points=group.points)
             print(result.summary(), flush=True)
     return old_id, new_id, groups
