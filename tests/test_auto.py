@@ -138,3 +138,11 @@ def test_calibrate_then_report_shows_the_regret(tmp_path, capsys):
     assert '## backend="auto"' in md
     if len(backends) > 1:      # regret needs two candidates timed at a point
         assert "| calibration points | 2 |" in md and "| unseen points | 1 |" in md
+
+
+def test_calibrate_refuses_bad_input_clearly(tmp_path, capsys):
+    import kpbench.suite.cli as cli
+
+    assert cli.main(["calibrate", "--out", str(tmp_path), "--ops", "nope", "--table", str(tmp_path / "t.json")]) == 2
+    assert "kpbench calibrate: error:" in capsys.readouterr().err
+    assert not (tmp_path / "t.json").exists()

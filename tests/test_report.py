@@ -277,3 +277,9 @@ def test_time_tables_show_the_iqr_and_the_first_call(tmp_path):
     write_sweeps(tmp_path, [sweep_row(backend="torch", time=2e-3, time_iqr_s=1e-4, first_call_s=0.5)])
     [(_, _, rows)] = tables.op_tables(load_sweeps(tmp_path), "kernel_product")
     assert [r[1:] for r in rows] == [["median time", "2 ms"], ["IQR", "100 µs"], ["first call", "500 ms"]]
+
+
+def test_report_cli_baseline_option(mixed_store, tmp_path):
+    assert run_cli(report_cli, ["report", str(mixed_store), "--out", str(tmp_path / "r"), "--baseline", "keops"]) == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "speed-up vs keops" in md and "speed-up vs torch" not in md
