@@ -190,7 +190,7 @@ def test_an_environment_unknown_on_one_side_is_not_a_mismatch():
 
 GATE_SPEC = dict(kind="speed", ops=["kernel_product"], backends=["numpy", "torch"],
                  dtype=["float32"], blur=[0.1], repeats=15, warmup=2)
-GATE_N = (400, 600)
+GATE_N = (150, 300)
 
 
 TORCH_TARGET = "kpbench.backends.torch_dense:TorchBackend"
