@@ -90,3 +90,14 @@ def test_prediction_takes_the_binding_pipe():
     clocks, bound = sass.clocks_per_pair_warp({"total": 6.0, "fp32": 4.0, "mufu": 1.0})
     assert (clocks, bound) == (2.0, "mufu")
     assert sass.occupancy(32, 4096) == 1.0 and sass.occupancy(128, 4096) == 0.25
+
+
+@needs_tools
+@pytest.mark.parametrize("d", [40, 100])
+def test_run_time_d_path_reads_global_memory_once_per_group_and_chunk(rows, d):
+    """Issue 16 item 4: x_i and the gradient accumulator were read from (and written to)
+    global memory once per pair and dimension (1 and 4 accesses per pair-dimension);
+    chunks in registers, loaded once per group of 8 pairs: 1/8 and 1/2."""
+    assert rows[f"gaussian KP D={d}"].count.per_pair["gmem"] <= d / 8 + 1
+    assert rows[f"gaussian KP grad D={d}"].count.per_pair["gmem"] <= d / 2 + 2
+    assert rows[f"gaussian KP D={d}"].count.per_pair["fp32"] <= 2.25 * d + 2

@@ -14,10 +14,11 @@
 // Template parameters
 //   T      float or double.
 //   DIM    the dimension D as a compile-time constant (x_i and the gradient accumulator
-//          live in registers, loops over D unroll), or 0: D at run time (x_i is read from
-//          global memory, the accumulator lives in the output row).
+//          live in registers, loops over D unroll), or 0: D at run time (pairs in groups
+//          of GROUP, dimensions in chunks of DCHUNK held in registers; see group_dists).
 //   ROW    the padded length of a tile row when DIM > 0 (a multiple of 16 bytes, so that
-//          a row is read with 16-byte vector loads); 0 when DIM == 0 (row length rowlen).
+//          a row is read with 16-byte vector loads); 0 when DIM == 0 (row length rowlen,
+//          coordinates padded to a multiple of DCHUNK, also read with 16-byte loads).
 //   KC     number of columns of b (kernel products), 1..16; the launcher chunks wider b.
 //
 // Units. Coordinates are multiplied by a scale s on load, so that the exponent is in
@@ -93,93 +94,59 @@ template <> struct Vec16<double> {
 };
 
 // ---------------------------------------------------------------------------------------
-// Squared distances of the scaled points x_i (XRow) and y_j (a TileRow): q = |s x - s y|^2,
-// and base - q with the subtraction folded into the FFMAs (an FFMA negates an operand for
-// free; exp2(-q) after q would cost one more FADD per pair under -ftz=true).
-template <typename T, typename XR, typename TR>
-__device__ __forceinline__ T sqdist(const XR& xi, const TR& r, int d) {
-  T q = T(0);
-#pragma unroll
-  for (int k = 0; k < d; ++k) {
-    const T diff = xi[k] - r[k];
-    q = fma(diff, diff, q);
-  }
-  return q;
-}
+// Distances of the scaled points x_i and y_j: base + q or base - q, q = |s x - s y|^2,
+// accumulated by FFMAs. A kernel or cost that needs -q (Gaussian, p = 2) has NEG = true: the
+// FFMA negates its operand for free, where exp2(-q) after q would cost one more FADD per
+// pair (FADD.FTZ under -ftz=true); the softmin also starts from h instead of subtracting.
+template <typename T, bool NEG>
+__device__ __forceinline__ T dist_step(T diff, T acc) { return fma(NEG ? -diff : diff, diff, acc); }
 
-template <typename T, typename XR, typename TR>
-__device__ __forceinline__ T minus_sqdist(const XR& xi, const TR& r, int d, T base) {
+template <typename T, bool NEG, typename XR, typename TR>
+__device__ __forceinline__ T dist(const XR& xi, const TR& r, int d, T base) {
 #pragma unroll
-  for (int k = 0; k < d; ++k) {
-    const T diff = xi[k] - r[k];
-    base = fma(-diff, diff, base);
-  }
+  for (int k = 0; k < d; ++k) base = dist_step<T, NEG>(xi[k] - r[k], base);
   return base;
 }
 
-// Kernel functions of the scaled points (q = |s x - s y|^2):
-//   value(xi, r, d):  k(x, y)
-//   weight(xi, r, d): phi with grad_x k(x, y) = gfactor * phi * (s x - s y); gfactor is set
-//              by the launcher (-1/(s blur^2), -1/blur, -1). phi = 0 at q = 0 where k has a
-//              kink (laplacian, energy): the gradient at x = y is 0, never NaN.
+// Kernel functions of t = +q (NEG false) or -q (NEG true):
+//   value(t):  k(x, y)
+//   weight(t): phi with grad_x k(x, y) = gfactor * phi * (s x - s y); gfactor is set by the
+//              launcher (-1/(s blur^2), -1/blur, -1). phi = 0 at q = 0 where k has a kink
+//              (laplacian, energy): the gradient at x = y is 0, never NaN.
 template <typename T, int KERNEL> struct Kern;
 template <typename T> struct Kern<T, GAUSSIAN> {        // 2^(-q)
-  template <typename XR, typename TR>
-  static __device__ __forceinline__ T value(const XR& xi, const TR& r, int d) {
-    return Num<T>::exp2(minus_sqdist<T>(xi, r, d, T(0)));
-  }
-  template <typename XR, typename TR>
-  static __device__ __forceinline__ T weight(const XR& xi, const TR& r, int d) {
-    return value(xi, r, d);
-  }
+  static constexpr bool NEG = true;
+  static __device__ __forceinline__ T value(T mq) { return Num<T>::exp2(mq); }
+  static __device__ __forceinline__ T weight(T mq) { return Num<T>::exp2(mq); }
 };
 template <typename T> struct Kern<T, LAPLACIAN> {       // 2^(-sqrt q)
-  template <typename XR, typename TR>
-  static __device__ __forceinline__ T value(const XR& xi, const TR& r, int d) {
-    return Num<T>::exp2(-Num<T>::sqrt(sqdist<T>(xi, r, d)));
-  }
-  template <typename XR, typename TR>
-  static __device__ __forceinline__ T weight(const XR& xi, const TR& r, int d) {
-    const T q = sqdist<T>(xi, r, d);
+  static constexpr bool NEG = false;
+  static __device__ __forceinline__ T value(T q) { return Num<T>::exp2(-Num<T>::sqrt(q)); }
+  static __device__ __forceinline__ T weight(T q) {
     return Num<T>::exp2(-Num<T>::sqrt(q)) * Num<T>::rsqrt0(q);
   }
 };
 template <typename T> struct Kern<T, ENERGY> {          // -sqrt q
-  template <typename XR, typename TR>
-  static __device__ __forceinline__ T value(const XR& xi, const TR& r, int d) {
-    return -Num<T>::sqrt(sqdist<T>(xi, r, d));
-  }
-  template <typename XR, typename TR>
-  static __device__ __forceinline__ T weight(const XR& xi, const TR& r, int d) {
-    return Num<T>::rsqrt0(sqdist<T>(xi, r, d));
-  }
+  static constexpr bool NEG = false;
+  static __device__ __forceinline__ T value(T q) { return -Num<T>::sqrt(q); }
+  static __device__ __forceinline__ T weight(T q) { return Num<T>::rsqrt0(q); }
 };
 
 // Costs C = |x - y|^p / p, scaled: C' = C * log2(e) / eps, and grad_x C = gfactor * psi *
-// (s x - s y). exponent(xi, r, d, base) = base - C'; the second form also gives psi.
+// (s x - s y). The distance starts at start(base) (base itself when NEG: t = base - q);
+// exponent(t, base) = base - C', psi(t).
 template <typename T, int P> struct Cost;
 template <typename T> struct Cost<T, 2> {   // C' = q, s^2 = log2(e) / (2 eps), gfactor = 1/s
-  template <typename XR, typename TR>
-  static __device__ __forceinline__ T exponent(const XR& xi, const TR& r, int d, T base) {
-    return minus_sqdist<T>(xi, r, d, base);
-  }
-  template <typename XR, typename TR>
-  static __device__ __forceinline__ T exponent(const XR& xi, const TR& r, int d, T base, T& psi) {
-    psi = T(1);
-    return minus_sqdist<T>(xi, r, d, base);
-  }
+  static constexpr bool NEG = true;
+  static __device__ __forceinline__ T start(T base) { return base; }
+  static __device__ __forceinline__ T exponent(T t, T) { return t; }
+  static __device__ __forceinline__ T psi(T) { return T(1); }
 };
 template <typename T> struct Cost<T, 1> {   // C' = sqrt q, s = log2(e) / eps, gfactor = 1
-  template <typename XR, typename TR>
-  static __device__ __forceinline__ T exponent(const XR& xi, const TR& r, int d, T base) {
-    return base - Num<T>::sqrt(sqdist<T>(xi, r, d));
-  }
-  template <typename XR, typename TR>
-  static __device__ __forceinline__ T exponent(const XR& xi, const TR& r, int d, T base, T& psi) {
-    const T q = sqdist<T>(xi, r, d);
-    psi = Num<T>::rsqrt0(q);
-    return base - Num<T>::sqrt(q);
-  }
+  static constexpr bool NEG = false;
+  static __device__ __forceinline__ T start(T) { return T(0); }
+  static __device__ __forceinline__ T exponent(T q, T base) { return base - Num<T>::sqrt(q); }
+  static __device__ __forceinline__ T psi(T q) { return Num<T>::rsqrt0(q); }
 };
 
 // Loop unrolling over the j's of a tile, by the size of a tile row: small rows (small D)
@@ -193,72 +160,34 @@ __host__ __device__ constexpr int unroll_by_row(int row, int small) {
 }
 
 // ---------------------------------------------------------------------------------------
-// The point x_i of this thread, scaled by s. The product is rounded on its own (no FMA
-// contraction into the later difference) exactly as y_j's is in stage_tile, so that
-// x_i == y_j gives a difference of exactly 0: then the gradients of |x - y| are 0.
-template <typename T, int DIM> struct XRow {        // in registers
+// The point x_i of this thread, scaled by s, in registers. The product is rounded on its
+// own (no FMA contraction into the later difference) exactly as y_j's is in stage_tile, so
+// that x_i == y_j gives a difference of exactly 0: then the gradients of |x - y| are 0.
+template <typename T, int DIM> struct XRow {
   T v[DIM];
-  __device__ __forceinline__ void load(const T* __restrict__ p, int, T s) {
+  __device__ __forceinline__ void load(const T* __restrict__ p, T s) {
 #pragma unroll
     for (int k = 0; k < DIM; ++k) v[k] = Num<T>::mul_rn(s, p[k]);
   }
   __device__ __forceinline__ T operator[](int k) const { return v[k]; }
 };
-template <typename T> struct XRow<T, 0> {           // read from global memory on use
-  const T* __restrict__ p;
-  T s;
-  __device__ __forceinline__ void load(const T* __restrict__ q, int, T scale) { p = q; s = scale; }
-  __device__ __forceinline__ T operator[](int k) const { return Num<T>::mul_rn(s, p[k]); }
-};
+template <typename T> struct XRow<T, 0> {};          // run-time D: chunks, see group_dists
 
-// A D-vector accumulator (gradients) of this thread.
-template <typename T, int DIM> struct AccRow {      // in registers, written at the end
-  T v[DIM];
-  __device__ __forceinline__ void start(T*, int) {
-#pragma unroll
-    for (int k = 0; k < DIM; ++k) v[k] = T(0);
-  }
-  __device__ __forceinline__ void add(int k, T a) { v[k] += a; }
-  __device__ __forceinline__ void finish(T* __restrict__ out, int, T f) {
-#pragma unroll
-    for (int k = 0; k < DIM; ++k) out[k] = f * v[k];
-  }
-};
-template <typename T> struct AccRow<T, 0> {         // in the output row itself
-  T* __restrict__ p;
-  __device__ __forceinline__ void start(T* __restrict__ out, int d) {
-    p = out;
-    for (int k = 0; k < d; ++k) p[k] = T(0);
-  }
-  __device__ __forceinline__ void add(int k, T a) { p[k] += a; }
-  __device__ __forceinline__ void finish(T* __restrict__, int d, T f) {
-    for (int k = 0; k < d; ++k) p[k] *= f;
-  }
-};
-
-// One tile row (y_j scaled, then the extras) as read by the inner loops.
-template <typename T, int ROW> struct TileRow {     // static: copied to registers, 16-byte loads
+// One tile row (y_j scaled, then the extras), copied to registers with 16-byte loads.
+template <typename T, int ROW> struct TileRow {
   T v[ROW];
   __device__ __forceinline__ T operator[](int k) const { return v[k]; }
 };
-template <typename T> struct TileRow<T, 0> {        // dynamic: read from shared memory on use
-  const T* p;
-  __device__ __forceinline__ T operator[](int k) const { return p[k]; }
-};
 
 template <typename T, int ROW>
-__device__ __forceinline__ TileRow<T, ROW> tile_row(const T* sh, int jj, int rowlen) {
-  if constexpr (ROW == 0) {
-    return TileRow<T, 0>{sh + jj * rowlen};
-  } else {
-    static_assert((ROW * sizeof(T)) % 16 == 0, "a static tile row must be a multiple of 16 bytes");
-    using V = Vec16<T>;
-    TileRow<T, ROW> r;
-    const typename V::type* src = reinterpret_cast<const typename V::type*>(sh + jj * ROW);
+__device__ __forceinline__ TileRow<T, ROW> tile_row(const T* sh, int jj) {
+  static_assert((ROW * sizeof(T)) % 16 == 0, "a static tile row must be a multiple of 16 bytes");
+  using V = Vec16<T>;
+  TileRow<T, ROW> r;
+  const typename V::type* src = reinterpret_cast<const typename V::type*>(sh + jj * ROW);
 #pragma unroll
-    for (int w = 0; w < ROW / V::lanes; ++w) V::unpack(src[w], r.v + w * V::lanes);
-    return r;
-  }
+  for (int w = 0; w < ROW / V::lanes; ++w) V::unpack(src[w], r.v + w * V::lanes);
+  return r;
 }
 
 template <typename T> __device__ __forceinline__ T* shared_tile() {
@@ -266,26 +195,97 @@ template <typename T> __device__ __forceinline__ T* shared_tile() {
   return reinterpret_cast<T*>(kpb_smem);
 }
 
-// Copy rows j0 .. j0+tj-1 of y (scaled by s) and their extras into shared memory.
-// extra(j, e) gives extra value e < E of row j; padding entries are zeroed.
-template <typename T, int DIM, int E, typename Extra>
-__device__ __forceinline__ void stage_tile(T* sh, int rowlen, const T* __restrict__ y, int d,
-                                           T s, int j0, int tj, Extra extra) {
+// Copy rows j0 .. j0+tj-1 of y (scaled by s) and their extras into shared memory: the d
+// coordinates, zeros up to ex, the E extras from ex on (extra(j, e)), zeros to rowlen.
+template <typename T, int E, typename Extra>
+__device__ __forceinline__ void stage_tile(T* sh, int rowlen, int ex, const T* __restrict__ y,
+                                           int d, T s, int j0, int tj, Extra extra) {
   const T* src = y + (long long)j0 * d;             // the tile of y is contiguous
   for (int t = threadIdx.x; t < tj * d; t += BLOCK) {
     const int jj = t / d;
     sh[jj * rowlen + (t - jj * d)] = Num<T>::mul_rn(s, src[t]);
   }
-  const int tail = rowlen - d;                       // E extras, then zero padding
+  const int tail = rowlen - d;
   for (int t = threadIdx.x; t < tj * tail; t += BLOCK) {
-    const int jj = t / tail, e = t - jj * tail;
-    sh[jj * rowlen + d + e] = e < E ? extra(j0 + jj, e) : T(0);
+    const int jj = t / tail, e = d + (t - jj * tail) - ex;
+    sh[jj * rowlen + ex + e] = (e >= 0 && e < E) ? extra(j0 + jj, e) : T(0);
   }
 }
 
-// A static row holds D coordinates and E extras; a dynamic one (DIM == 0) has ROW == 0.
+// A static row holds D coordinates and E extras; a run-time one (DIM == 0) has ROW == 0.
 __host__ __device__ constexpr bool valid_row(int dim, int row, int extras) {
   return row == 0 ? dim == 0 : (dim > 0 && row >= dim + extras);
+}
+
+// ---------------------------------------------------------------------------------------
+// Run-time D (DIM == 0, D > 32): the pairs of a tile in groups of GROUP rows, the
+// dimensions in chunks of DCHUNK. Tile rows hold the coordinates padded with zeros to
+// dpad = DCHUNK * ceil(D / DCHUNK), then the extras (from dpad on; rowlen a multiple of 16
+// bytes). x_i's chunk (scaled, zero past D) and, for the gradients, the accumulator's chunk
+// are loaded into registers once per group: global memory is touched once per GROUP pairs
+// and chunk, not once per pair and dimension.
+constexpr int DCHUNK = 8, GROUP = 8;
+
+__device__ __forceinline__ int padded_dim(int d) { return (d + DCHUNK - 1) / DCHUNK * DCHUNK; }
+
+template <typename T>
+__device__ __forceinline__ void load_chunk(const T* sh_row, T (&out)[DCHUNK]) {
+  using V = Vec16<T>;
+  const typename V::type* src = reinterpret_cast<const typename V::type*>(sh_row);
+#pragma unroll
+  for (int w = 0; w < DCHUNK / V::lanes; ++w) V::unpack(src[w], out + w * V::lanes);
+}
+
+template <typename T>
+__device__ __forceinline__ void load_x_chunk(const T* __restrict__ x, int d, int c0, T s,
+                                             T (&xc)[DCHUNK]) {
+#pragma unroll
+  for (int k = 0; k < DCHUNK; ++k) xc[k] = c0 + k < d ? Num<T>::mul_rn(s, x[c0 + k]) : T(0);
+}
+
+// The rows of a group (rows past the tile are clamped to its last row; callers mask them).
+struct Group {
+  int jj0, tj, rowlen;
+  __device__ __forceinline__ int row(int u) const { return min(jj0 + u, tj - 1) * rowlen; }
+  __device__ __forceinline__ bool valid(int u) const { return jj0 + u < tj; }
+};
+
+// t[u] += -/+ |x_i - y_{jj0+u}|^2 over all chunks.
+template <typename T, bool NEG>
+__device__ __forceinline__ void group_dists(const T* __restrict__ x, int d, T s, const T* sh,
+                                            const Group& g, T (&t)[GROUP]) {
+  for (int c0 = 0; c0 < padded_dim(d); c0 += DCHUNK) {
+    T xc[DCHUNK], yc[DCHUNK];
+    load_x_chunk(x, d, c0, s, xc);
+#pragma unroll
+    for (int u = 0; u < GROUP; ++u) {
+      load_chunk(sh + g.row(u) + c0, yc);
+#pragma unroll
+      for (int k = 0; k < DCHUNK; ++k) t[u] = dist_step<T, NEG>(xc[k] - yc[k], t[u]);
+    }
+  }
+}
+
+// acc (the thread's output row, D entries) += sum_u w[u] (x_i - y_{jj0+u}), chunk by chunk.
+template <typename T>
+__device__ __forceinline__ void group_accumulate(const T* __restrict__ x, T* __restrict__ acc,
+                                                 int d, T s, const T* sh, const Group& g,
+                                                 const T (&w)[GROUP]) {
+  for (int c0 = 0; c0 < padded_dim(d); c0 += DCHUNK) {
+    T xc[DCHUNK], yc[DCHUNK], ac[DCHUNK];
+    load_x_chunk(x, d, c0, s, xc);
+#pragma unroll
+    for (int k = 0; k < DCHUNK; ++k) ac[k] = c0 + k < d ? acc[c0 + k] : T(0);
+#pragma unroll
+    for (int u = 0; u < GROUP; ++u) {
+      load_chunk(sh + g.row(u) + c0, yc);
+#pragma unroll
+      for (int k = 0; k < DCHUNK; ++k) ac[k] = fma(w[u], xc[k] - yc[k], ac[k]);
+    }
+#pragma unroll
+    for (int k = 0; k < DCHUNK; ++k)
+      if (c0 + k < d) acc[c0 + k] = ac[k];
+  }
 }
 
 // The j range of this block's split. The end is computed in 64 bits: begin + split_len
@@ -300,8 +300,44 @@ struct Split {
   }
 };
 
+// Where the extras of a tile row start: after D coordinates (static), after dpad (run-time).
+template <int DIM> __device__ __forceinline__ int extras_at(int d) {
+  return DIM > 0 ? DIM : padded_dim(d);
+}
+
 // ---------------------------------------------------------------------------------------
 // Kernel product: out[split, i, c] = sum_{j in split} k(x_i, y_j) b[j, c].
+template <typename T, int KERNEL, int DIM, int ROW, int KC>
+__device__ __forceinline__ void kp_tile(const XRow<T, DIM>& xi, const T* __restrict__ x, T s,
+                                        const T* sh, int tj, int rowlen, int d, T (&part)[KC]) {
+  using K = Kern<T, KERNEL>;
+  if constexpr (DIM > 0) {
+    constexpr int UNROLL = unroll_by_row<T>(ROW, 8);
+#pragma unroll UNROLL
+    for (int jj = 0; jj < tj; ++jj) {
+      const auto r = tile_row<T, ROW>(sh, jj);
+      const T kv = K::value(dist<T, K::NEG>(xi, r, DIM, T(0)));
+#pragma unroll
+      for (int c = 0; c < KC; ++c) part[c] = fma(kv, r[DIM + c], part[c]);
+    }
+  } else {
+    const int ex = padded_dim(d);
+    for (int jj0 = 0; jj0 < tj; jj0 += GROUP) {
+      const Group g{jj0, tj, rowlen};
+      T t[GROUP];
+#pragma unroll
+      for (int u = 0; u < GROUP; ++u) t[u] = T(0);
+      group_dists<T, K::NEG>(x, d, s, sh, g, t);
+#pragma unroll
+      for (int u = 0; u < GROUP; ++u) {
+        const T kv = g.valid(u) ? K::value(t[u]) : T(0);
+#pragma unroll
+        for (int c = 0; c < KC; ++c) part[c] = fma(kv, sh[g.row(u) + ex + c], part[c]);
+      }
+    }
+  }
+}
+
 template <typename T, int KERNEL, int DIM, int ROW, int KC>
 __global__ void __launch_bounds__(KPB_BLOCK)
 kp_forward(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ b,
@@ -314,31 +350,27 @@ kp_forward(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict
   const bool active = i < n;
   const Split split(m, split_len);
   T* sh = shared_tile<T>();
+  const T* xp = x + (long long)(active ? i : 0) * d;
 
   XRow<T, DIM> xi;
-  if (active) xi.load(x + (long long)i * d, d, s);
+  if constexpr (DIM > 0) {
+    if (active) xi.load(xp, s);
+  }
   T acc[KC];
 #pragma unroll
   for (int c = 0; c < KC; ++c) acc[c] = T(0);
 
-  constexpr int UNROLL = unroll_by_row<T>(ROW, 8);
   for (int j0 = split.begin; j0 < split.end; j0 += tile) {
     const int tj = min(tile, split.end - j0);
     __syncthreads();
-    stage_tile<T, DIM, KC>(sh, rowlen, y, d, s, j0, tj,
-                           [&](int j, int e) { return b[(long long)j * KC + e]; });
+    stage_tile<T, KC>(sh, rowlen, extras_at<DIM>(d), y, d, s, j0, tj,
+                      [&](int j, int e) { return b[(long long)j * KC + e]; });
     __syncthreads();
     if (!active) continue;
     T part[KC];                                     // per-tile partial sums: less rounding
 #pragma unroll
     for (int c = 0; c < KC; ++c) part[c] = T(0);
-#pragma unroll UNROLL
-    for (int jj = 0; jj < tj; ++jj) {
-      const auto r = tile_row<T, ROW>(sh, jj, rowlen);
-      const T kv = Kern<T, KERNEL>::value(xi, r, d);
-#pragma unroll
-      for (int c = 0; c < KC; ++c) part[c] = fma(kv, r[d + c], part[c]);
-    }
+    kp_tile<T, KERNEL, DIM, ROW, KC>(xi, xp, s, sh, tj, rowlen, d, part);
 #pragma unroll
     for (int c = 0; c < KC; ++c) acc[c] += part[c];
   }
@@ -352,81 +384,147 @@ kp_forward(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict
 // Gradient of sum_{i,c} g[i,c] (K b)[i,c] w.r.t. x_i:
 //   out[split, i, :] = gfactor * sum_j (g_i . b_j) phi(q_ij) (s x_i - s y_j).
 // With the roles swapped (x <-> y, g <-> b) the same kernel gives the gradient w.r.t. y.
+// Static D: x_i and the accumulator in registers; run-time D: the accumulator is the
+// thread's output row, updated once per group and chunk.
 template <typename T, int KERNEL, int DIM, int ROW, int KC>
 __global__ void __launch_bounds__(KPB_BLOCK)
 kp_grad(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ g,
         const T* __restrict__ b, T* __restrict__ out, int n, int m, int d_rt, int rowlen_rt,
         int split_len, int tile, T s, T gfactor) {
   static_assert(valid_row(DIM, ROW, KC), "ROW must hold D coordinates and the extras");
+  using K = Kern<T, KERNEL>;
   const int d = DIM > 0 ? DIM : d_rt;
   const int rowlen = ROW > 0 ? ROW : rowlen_rt;
+  const int ex = extras_at<DIM>(d);
   const int i = blockIdx.x * BLOCK + threadIdx.x;
   const bool active = i < n;
   const Split split(m, split_len);
   T* sh = shared_tile<T>();
-  T* o = out + ((long long)blockIdx.y * n + i) * d;
+  T* o = out + ((long long)blockIdx.y * n + (active ? i : 0)) * d;
+  const T* xp = x + (long long)(active ? i : 0) * d;
 
   XRow<T, DIM> xi;
-  AccRow<T, DIM> acc;
+  T acc[DIM > 0 ? DIM : 1];
   T gi[KC];
   if (active) {
-    xi.load(x + (long long)i * d, d, s);
-    acc.start(o, d);
+    if constexpr (DIM > 0) {
+      xi.load(xp, s);
+#pragma unroll
+      for (int k = 0; k < DIM; ++k) acc[k] = T(0);
+    } else {
+      for (int k = 0; k < d; ++k) o[k] = T(0);
+    }
 #pragma unroll
     for (int c = 0; c < KC; ++c) gi[c] = g[(long long)i * KC + c];
   }
 
-  constexpr int UNROLL = unroll_by_row<T>(ROW, 4);
   for (int j0 = split.begin; j0 < split.end; j0 += tile) {
     const int tj = min(tile, split.end - j0);
     __syncthreads();
-    stage_tile<T, DIM, KC>(sh, rowlen, y, d, s, j0, tj,
-                           [&](int j, int e) { return b[(long long)j * KC + e]; });
+    stage_tile<T, KC>(sh, rowlen, ex, y, d, s, j0, tj,
+                      [&](int j, int e) { return b[(long long)j * KC + e]; });
     __syncthreads();
     if (!active) continue;
+    if constexpr (DIM > 0) {
+      constexpr int UNROLL = unroll_by_row<T>(ROW, 4);
 #pragma unroll UNROLL
-    for (int jj = 0; jj < tj; ++jj) {
-      const auto r = tile_row<T, ROW>(sh, jj, rowlen);
-      T gb = T(0);
+      for (int jj = 0; jj < tj; ++jj) {
+        const auto r = tile_row<T, ROW>(sh, jj);
+        T gb = T(0);
 #pragma unroll
-      for (int c = 0; c < KC; ++c) gb = fma(gi[c], r[d + c], gb);
-      const T w = gb * Kern<T, KERNEL>::weight(xi, r, d);
+        for (int c = 0; c < KC; ++c) gb = fma(gi[c], r[DIM + c], gb);
+        const T w = gb * K::weight(dist<T, K::NEG>(xi, r, DIM, T(0)));
 #pragma unroll
-      for (int k = 0; k < d; ++k) acc.add(k, w * (xi[k] - r[k]));
+        for (int k = 0; k < DIM; ++k) acc[k] = fma(w, xi[k] - r[k], acc[k]);
+      }
+    } else {
+      for (int jj0 = 0; jj0 < tj; jj0 += GROUP) {
+        const Group grp{jj0, tj, rowlen};
+        T t[GROUP], w[GROUP];
+#pragma unroll
+        for (int u = 0; u < GROUP; ++u) t[u] = T(0);
+        group_dists<T, K::NEG>(xp, d, s, sh, grp, t);
+#pragma unroll
+        for (int u = 0; u < GROUP; ++u) {
+          T gb = T(0);
+#pragma unroll
+          for (int c = 0; c < KC; ++c) gb = fma(gi[c], sh[grp.row(u) + ex + c], gb);
+          w[u] = grp.valid(u) ? gb * K::weight(t[u]) : T(0);
+        }
+        group_accumulate(xp, o, d, s, sh, grp, w);
+      }
     }
   }
-  if (active) acc.finish(o, d, gfactor);
+  if (active) {
+    if constexpr (DIM > 0) {
+#pragma unroll
+      for (int k = 0; k < DIM; ++k) o[k] = gfactor * acc[k];
+    } else {
+      for (int k = 0; k < d; ++k) o[k] *= gfactor;
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------
 // Softmin, forward: out[split, i] = log sum_{j in split} exp(h_j - C(x_i, y_j) / eps)
 // (natural log), by a streaming log-sum-exp in base 2: the j's of a tile are taken in
-// groups of U; the running maximum moves once per group, so each pair costs one exp2.
-//
-// One group: v_u = h_j log2(e) - C'(x_i, y_j) for the rows jj0 .. jj0+U-1 of the tile
-// (MASKED: rows past tj count as v = -inf, and are not read).
-template <typename T, int P, int ROW, int U, bool MASKED, typename XR>
-__device__ __forceinline__ void lse_group(const XR& xi, const T* sh, int jj0, int tj, int d,
-                                          int rowlen, T& run_max, T& run_sum) {
-  T v[U];
-#pragma unroll
-  for (int u = 0; u < U; ++u) {
-    const int jj = MASKED ? min(jj0 + u, tj - 1) : jj0 + u;
-    const auto r = tile_row<T, ROW>(sh, jj, rowlen);
-    const T val = Cost<T, P>::exponent(xi, r, d, r[d]);
-    v[u] = (MASKED && jj0 + u >= tj) ? Num<T>::neg_inf() : val;
-  }
+// groups of GROUP; the running maximum moves once per group, so each pair costs one exp2.
+template <typename T>
+__device__ __forceinline__ void lse_update(const T (&v)[GROUP], T& run_max, T& run_sum) {
   T gmax = v[0];
 #pragma unroll
-  for (int u = 1; u < U; ++u) gmax = Num<T>::max(gmax, v[u]);
+  for (int u = 1; u < GROUP; ++u) gmax = Num<T>::max(gmax, v[u]);
   if (gmax > run_max) {           // run_max starts finite (lowest): exp2(-huge) = 0, no NaN
     run_sum *= Num<T>::exp2(run_max - gmax);
     run_max = gmax;
   }
   T part = T(0);
 #pragma unroll
-  for (int u = 0; u < U; ++u) part += Num<T>::exp2(v[u] - run_max);
+  for (int u = 0; u < GROUP; ++u) part += Num<T>::exp2(v[u] - run_max);
   run_sum += part;
+}
+
+// One group, static D: v_u = h_j log2(e) - C'(x_i, y_j) for the rows jj0 .. jj0+GROUP-1
+// (MASKED: rows past tj count as v = -inf, and are not read).
+template <typename T, int P, int DIM, int ROW, bool MASKED>
+__device__ __forceinline__ void lse_group(const XRow<T, DIM>& xi, const T* sh, int jj0, int tj,
+                                          T& run_max, T& run_sum) {
+  using C = Cost<T, P>;
+  T v[GROUP];
+#pragma unroll
+  for (int u = 0; u < GROUP; ++u) {
+    const int jj = MASKED ? min(jj0 + u, tj - 1) : jj0 + u;
+    const auto r = tile_row<T, ROW>(sh, jj);
+    const T val = C::exponent(dist<T, C::NEG>(xi, r, DIM, C::start(r[DIM])), r[DIM]);
+    v[u] = (MASKED && jj0 + u >= tj) ? Num<T>::neg_inf() : val;
+  }
+  lse_update(v, run_max, run_sum);
+}
+
+template <typename T, int P, int DIM, int ROW>
+__device__ __forceinline__ void lse_tile(const XRow<T, DIM>& xi, const T* __restrict__ x, T s,
+                                         const T* sh, int tj, int rowlen, int d, T& run_max,
+                                         T& run_sum) {
+  using C = Cost<T, P>;
+  if constexpr (DIM > 0) {
+    int jj0 = 0;
+    for (; jj0 + GROUP <= tj; jj0 += GROUP)
+      lse_group<T, P, DIM, ROW, false>(xi, sh, jj0, tj, run_max, run_sum);
+    if (jj0 < tj) lse_group<T, P, DIM, ROW, true>(xi, sh, jj0, tj, run_max, run_sum);
+  } else {
+    const int ex = padded_dim(d);
+    for (int jj0 = 0; jj0 < tj; jj0 += GROUP) {
+      const Group g{jj0, tj, rowlen};
+      T t[GROUP], v[GROUP];
+#pragma unroll
+      for (int u = 0; u < GROUP; ++u) t[u] = C::start(sh[g.row(u) + ex]);
+      group_dists<T, C::NEG>(x, d, s, sh, g, t);
+#pragma unroll
+      for (int u = 0; u < GROUP; ++u)
+        v[u] = g.valid(u) ? C::exponent(t[u], sh[g.row(u) + ex]) : Num<T>::neg_inf();
+      lse_update(v, run_max, run_sum);
+    }
+  }
 }
 
 template <typename T, int P, int DIM, int ROW>
@@ -435,30 +533,29 @@ softmin_lse(const T* __restrict__ x, const T* __restrict__ y, const T* __restric
             T* __restrict__ out, int n, int m, int d_rt, int rowlen_rt, int split_len,
             int tile, T s) {
   static_assert(valid_row(DIM, ROW, 1), "ROW must hold D coordinates and the extras");
-  constexpr int U = 8;
   const int d = DIM > 0 ? DIM : d_rt;
   const int rowlen = ROW > 0 ? ROW : rowlen_rt;
   const int i = blockIdx.x * BLOCK + threadIdx.x;
   const bool active = i < n;
   const Split split(m, split_len);
   T* sh = shared_tile<T>();
+  const T* xp = x + (long long)(active ? i : 0) * d;
 
   XRow<T, DIM> xi;
-  if (active) xi.load(x + (long long)i * d, d, s);
+  if constexpr (DIM > 0) {
+    if (active) xi.load(xp, s);
+  }
   T run_max = Num<T>::lowest();
   T run_sum = T(0);
 
   for (int j0 = split.begin; j0 < split.end; j0 += tile) {
     const int tj = min(tile, split.end - j0);
     __syncthreads();
-    stage_tile<T, DIM, 1>(sh, rowlen, y, d, s, j0, tj,
-                          [&](int j, int) { return h[j] * log2e<T>(); });
+    stage_tile<T, 1>(sh, rowlen, extras_at<DIM>(d), y, d, s, j0, tj,
+                     [&](int j, int) { return h[j] * log2e<T>(); });
     __syncthreads();
     if (!active) continue;
-    int jj0 = 0;
-    for (; jj0 + U <= tj; jj0 += U)
-      lse_group<T, P, ROW, U, false>(xi, sh, jj0, tj, d, rowlen, run_max, run_sum);
-    if (jj0 < tj) lse_group<T, P, ROW, U, true>(xi, sh, jj0, tj, d, rowlen, run_max, run_sum);
+    lse_tile<T, P, DIM, ROW>(xi, xp, s, sh, tj, rowlen, d, run_max, run_sum);
   }
   if (active) {
     out[(long long)blockIdx.y * n + i] = ln2<T>() * (run_max + Num<T>::log2(run_sum));
@@ -477,48 +574,81 @@ softmin_grad(const T* __restrict__ x, const T* __restrict__ y, const T* __restri
              T* __restrict__ out_s, int n, int m, int d_rt, int rowlen_rt, int split_len,
              int tile, T s, T gfactor) {
   static_assert(valid_row(DIM, ROW, 2), "ROW must hold D coordinates and the extras");
+  using C = Cost<T, P>;
   const int d = DIM > 0 ? DIM : d_rt;
   const int rowlen = ROW > 0 ? ROW : rowlen_rt;
+  const int ex = extras_at<DIM>(d);
   const int i = blockIdx.x * BLOCK + threadIdx.x;
   const bool active = i < n;
   const Split split(m, split_len);
   T* sh = shared_tile<T>();
-  T* o = out_g + ((long long)blockIdx.y * n + i) * d;
+  T* o = out_g + ((long long)blockIdx.y * n + (active ? i : 0)) * d;
+  const T* xp = x + (long long)(active ? i : 0) * d;
 
   XRow<T, DIM> xi;
-  AccRow<T, DIM> acc;
+  T acc[DIM > 0 ? DIM : 1];
   T a2 = T(0), sum = T(0);
   if (active) {
-    xi.load(x + (long long)i * d, d, s);
-    acc.start(o, d);
+    if constexpr (DIM > 0) {
+      xi.load(xp, s);
+#pragma unroll
+      for (int k = 0; k < DIM; ++k) acc[k] = T(0);
+    } else {
+      for (int k = 0; k < d; ++k) o[k] = T(0);
+    }
     a2 = alpha[i] * log2e<T>();
   }
 
-  constexpr int UNROLL = unroll_by_row<T>(ROW, 4);
   for (int j0 = split.begin; j0 < split.end; j0 += tile) {
     const int tj = min(tile, split.end - j0);
     __syncthreads();
-    stage_tile<T, DIM, 2>(sh, rowlen, y, d, s, j0, tj, [&](int j, int e) {
+    stage_tile<T, 2>(sh, rowlen, ex, y, d, s, j0, tj, [&](int j, int e) {
       return e == 0 ? beta[j] * log2e<T>() : (v != nullptr ? v[j] : T(1));
     });
     __syncthreads();
     if (!active) continue;
     T part = T(0);
+    if constexpr (DIM > 0) {
+      constexpr int UNROLL = unroll_by_row<T>(ROW, 4);
 #pragma unroll UNROLL
-    for (int jj = 0; jj < tj; ++jj) {
-      const auto r = tile_row<T, ROW>(sh, jj, rowlen);
-      T psi;
-      const T w = r[d + 1] * Num<T>::exp2(Cost<T, P>::exponent(xi, r, d, a2 + r[d], psi));
-      part += w;
-      const T wg = w * psi;
+      for (int jj = 0; jj < tj; ++jj) {
+        const auto r = tile_row<T, ROW>(sh, jj);
+        const T base = a2 + r[DIM];
+        const T t = dist<T, C::NEG>(xi, r, DIM, C::start(base));
+        const T w = r[DIM + 1] * Num<T>::exp2(C::exponent(t, base));
+        part += w;
+        const T wg = w * C::psi(t);
 #pragma unroll
-      for (int k = 0; k < d; ++k) acc.add(k, wg * (xi[k] - r[k]));
+        for (int k = 0; k < DIM; ++k) acc[k] = fma(wg, xi[k] - r[k], acc[k]);
+      }
+    } else {
+      for (int jj0 = 0; jj0 < tj; jj0 += GROUP) {
+        const Group g{jj0, tj, rowlen};
+        T t[GROUP], wg[GROUP];
+#pragma unroll
+        for (int u = 0; u < GROUP; ++u) t[u] = C::start(a2 + sh[g.row(u) + ex]);
+        group_dists<T, C::NEG>(xp, d, s, sh, g, t);
+#pragma unroll
+        for (int u = 0; u < GROUP; ++u) {
+          const T base = a2 + sh[g.row(u) + ex];
+          const T w = g.valid(u) ? sh[g.row(u) + ex + 1] * Num<T>::exp2(C::exponent(t[u], base))
+                                 : T(0);
+          part += w;
+          wg[u] = w * C::psi(t[u]);
+        }
+        group_accumulate(xp, o, d, s, sh, g, wg);
+      }
     }
     sum += part;
   }
   if (active) {
     out_s[(long long)blockIdx.y * n + i] = sum;
-    acc.finish(o, d, gfactor);
+    if constexpr (DIM > 0) {
+#pragma unroll
+      for (int k = 0; k < DIM; ++k) o[k] = gfactor * acc[k];
+    } else {
+      for (int k = 0; k < d; ++k) o[k] *= gfactor;
+    }
   }
 }
 

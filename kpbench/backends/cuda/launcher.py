@@ -26,6 +26,7 @@ from . import host
 SOURCE = Path(__file__).with_name("kernels.cu")
 BLOCK = 256                # threads per block, one x_i per thread (KPB_BLOCK in kernels.cu)
 STATIC_DIM_MAX = 32        # D up to this is a compile-time constant (registers, unrolled loops)
+DCHUNK = 8                 # run-time D: coordinates per chunk (DCHUNK in kernels.cu)
 MAX_COLUMNS = 16           # columns of b per launch; wider b is processed in chunks
 SMEM_BUDGET = 48 * 1024    # dynamic shared memory per block without an opt-in
 TARGET_BLOCKS_PER_SM = 8   # split the j range until the grid has about this many blocks per SM
@@ -61,8 +62,9 @@ def geometry(n: int, m: int, d: int, extras: int, itemsize: int, sm_count: int) 
     ``extras`` values ride along with each y_j in the tile (columns of b, h, ...).
     """
     static = d <= STATIC_DIM_MAX
-    lanes = 16 // itemsize                      # a static row is read with 16-byte loads
-    rowlen = _ceil_div(d + extras, lanes) * lanes if static else d + extras
+    lanes = 16 // itemsize                      # rows are read with 16-byte loads
+    coords = d if static else _ceil_div(d, DCHUNK) * DCHUNK
+    rowlen = _ceil_div(coords + extras, lanes) * lanes
     tile = min(BLOCK, SMEM_BUDGET // (rowlen * itemsize))
     if tile < 1:
         raise KPBenchError(

@@ -2,13 +2,13 @@
 
 No GPU is needed: ``nvcc -cubin`` compiles the instances the launcher would ask for (with
 its options, plus ``-ftz=true`` as CuPy adds it), ``ptxas -v`` gives registers and spills,
-``cuobjdump -sass`` the listing. In each kernel the inner per-pair loop is found (the
-innermost backward branch around the MUFU and the shared-memory loads), its instructions
+``cuobjdump -sass`` the listing. In each kernel the inner per-pair loop is found (of the
+backward branches inside a tile, i.e. without a barrier, around a MUFU, the one that reads
+most from shared memory), its instructions
 are counted by pipe and divided by the pairs one iteration handles (the unrolling
-kernels.cu asks for). For the run-time-D path the pair loop holds inner loops over the
-dimensions: per pair = the pair loop's own instructions (the remainder code counted once:
-an upper bound) + each inner loop's x floor(D / dims per iteration). (The run-time-D
-softmin's loops are not laid out as nested loops the counter recognises; it is left out.)
+kernels.cu asks for). For the run-time-D path the pair loop (groups of 8 pairs) holds inner
+loops over the D-chunks: per pair = (the group loop's own instructions + each inner loop's
+x ceil(D / DCHUNK)) / 8.
 
 The prediction is per SM: each pipe p takes count_p / rate_p clocks per warp of 32 pairs,
 issue takes total / 4; the largest is the time (no latency, perfect occupancy assumed), at
@@ -35,6 +35,7 @@ from pathlib import Path
 from . import launcher
 
 SMS, CLOCK_HZ = 132, 1.98e9
+GROUP = 8                  # pairs per group: softmin_lse and the run-time-D path (kernels.cu)
 RATES = {"issue": 4.0, "fp32": 4.0, "mufu": 0.5, "fp64": 2.0, "alu": 2.0, "lds": 1.0,
          "gmem": 1.0}
 PIPES = ("fp32", "mufu", "lds", "fp64", "gmem", "alu")
@@ -76,16 +77,18 @@ INSTANCES = (
     Instance("softmin p=2 grad", "softmin_grad", 2, 3),
     Instance("gaussian KP D=40", "kp_forward", 0, 40),
     Instance("gaussian KP grad D=40", "kp_grad", 0, 40),
+    Instance("softmin p=2 D=40", "softmin_lse", 2, 40),
     Instance("gaussian KP D=100", "kp_forward", 0, 100),
     Instance("gaussian KP grad D=100", "kp_grad", 0, 100),
+    Instance("softmin p=2 D=100", "softmin_lse", 2, 100),
 )
 # Instructions per pair (all pipes) of the inner loops on sm_90 with nvcc 13.0, as counted
 # when last changed: tests/test_cuda_sass.py fails when a loop grows beyond its budget.
 BUDGET = {
     "gaussian KP": 9.625, "softmin p=2": 12.25, "laplacian KP": 24.625, "energy KP": 22.625,
-    "gaussian KP grad": 14.25, "softmin p=1": 26.875, "softmin p=2 grad": 17.5,
-    "gaussian KP D=40": 378.0, "gaussian KP grad D=40": 785.0,
-    "gaussian KP D=100": 858.0, "gaussian KP grad D=100": 1820.0,
+    "gaussian KP grad": 14.25, "softmin p=1": 27.0, "softmin p=2 grad": 17.5,
+    "gaussian KP D=40": 157.75, "gaussian KP grad D=40": 316.75, "softmin p=2 D=40": 153.75,
+    "gaussian KP D=100": 387.75, "gaussian KP grad D=100": 792.75, "softmin p=2 D=100": 377.75,
 }
 
 
@@ -253,7 +256,7 @@ def _lds_bytes(code) -> int:
 class LoopCount:
     per_pair: dict[str, float]        # pipe -> instructions per pair (and "total")
     pairs_per_iteration: float
-    inner_dims_per_iteration: int = 0
+    chunk: int = 0                    # run-time D: dimensions per inner-loop iteration
     local_accesses: int = 0           # LDL/STL (spilled registers) inside the pair loop
     notes: list[str] = field(default_factory=list)
 
@@ -262,12 +265,10 @@ def pairs_per_iteration(inst: Instance) -> int:
     """The pairs one iteration of the pair loop handles: the unrolling kernels.cu asks for
     (unroll_by_row there: by 8 / 4 for rows of <= 16 bytes, ...; softmin_lse: groups of 8;
     run-time rows: 1)."""
-    if inst.op == "softmin_lse":
-        return 8
     row_bytes = inst.geometry.row * (4 if inst.dtype == "float32" else 8)
+    if inst.op == "softmin_lse" or row_bytes == 0:
+        return GROUP
     small = 8 if inst.op == "kp_forward" else 4
-    if row_bytes == 0:
-        return 1
     if row_bytes <= 16:
         return small
     if row_bytes <= 32:
@@ -277,27 +278,27 @@ def pairs_per_iteration(inst: Instance) -> int:
 
 def count_pair_loop(code, inst: Instance) -> LoopCount:
     """Instructions per pair of the inner per-pair loop of one kernel's SASS."""
-    itemsize = 4 if inst.dtype == "float32" else 8
     candidates = [(lo, hi) for lo, hi in loops(code)
                   if any(opcode(i).startswith("MUFU") for _, i in _inside(code, lo, hi))
+                  and not any(opcode(i).startswith("BAR") for _, i in _inside(code, lo, hi))
                   and _lds_bytes(_inside(code, lo, hi)) > 0]
     if not candidates:
-        raise LookupError(f"{inst.expression}: no loop with MUFU and LDS")
-    lo, hi = min(candidates, key=lambda c: c[1] - c[0])          # the innermost one
+        raise LookupError(f"{inst.expression}: no loop with MUFU and LDS inside a tile")
+    # inside the tile loop (no barrier), the one reading most from the tile: not the
+    # copies the compiler specialises for edge cases (fewer loads)
+    lo, hi = max(candidates, key=lambda c: (_lds_bytes(_inside(code, *c)), c[0] - c[1]))
     inner = [(a, b) for a, b in loops(code) if lo <= a and b < hi]
     body = _inside(code, lo, hi)
     own = [(a, i) for a, i in body if not any(x <= a <= y for x, y in inner)]
     pairs = pairs_per_iteration(inst)
     per_pair = _by_pipe(own, 1 / pairs)
-    notes, dims = [], 0
-    for a, b in inner:          # run-time D: loops over the dimensions inside the pair loop
-        part = _inside(code, a, b)
-        dims = max(1, _lds_bytes(part) // itemsize)
-        for key, value in _by_pipe(part, (inst.d // dims) / pairs).items():
+    notes, trips = [], math.ceil(inst.d / launcher.DCHUNK)
+    for a, b in inner:          # run-time D: loops over the D-chunks inside the group loop
+        for key, value in _by_pipe(_inside(code, a, b), trips / pairs).items():
             per_pair[key] = per_pair.get(key, 0.0) + value
-        notes = ["remainder code counted once per pair (an upper bound)"]
+        notes = [f"inner chunk loops run ceil(D / {launcher.DCHUNK}) = {trips} times"]
     local = sum(opcode(i).split(".")[0] in ("LDL", "STL") for _, i in body)
-    return LoopCount(per_pair, pairs, dims, local, notes)
+    return LoopCount(per_pair, pairs, launcher.DCHUNK if inner else 0, local, notes)
 
 
 def _by_pipe(code, factor: float) -> dict[str, float]:
