@@ -55,7 +55,9 @@ def test_losses_match_reference(backend, name, params):
     ref = loss(None, x, None, y, backend="numpy")
     for dtype in (torch.float64, torch.float32):
         if "tol" in params and dtype == torch.float32:   # 1e-10 is below float32's resolution
-            loss = losses.make_loss(name, **{**params, "tol": 1e-5})
+            # unbalanced updates contract more slowly (damping): a smaller change is needed
+            # for the same accuracy (tol 1e-6 leaves 8.6e-6 relative there, 1e-8 3e-7)
+            loss = losses.make_loss(name, **{**params, "tol": 1e-8 if "reach" in params else 1e-6})
         value = loss(None, torch.tensor(x, dtype=dtype), None, torch.tensor(y, dtype=dtype),
                      backend=backend)
         assert value.dtype == dtype

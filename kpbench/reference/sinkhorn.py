@@ -8,13 +8,13 @@ cost C_ij = |x_i - y_j|^p / p and eps > 0 it solves
     OT_eps(a, b) = min_pi <pi, C> + eps KL(pi | a x b) [+ rho KL(pi 1 | a) + rho KL(pi^T 1 | b)]
 
 (the bracket for unbalanced OT, rho = reach^p; KL(u | v) = sum u log(u / v) - u + v)
-by plain alternating Sinkhorn iterations on the full cost matrix, in the log domain
+by alternating Sinkhorn iterations on the full cost matrix, in the log domain
 (the symmetric problems OT_eps(a, a) by the averaged fixed-point iteration of their
 single potential, see :func:`solve_symmetric_ot`):
 
     f_i = -lam eps log sum_j b_j exp((g_j - C_ij) / eps),   g likewise,  lam = rho / (rho + eps)
 
-(lam = 1 when balanced), and stops when the optimality residual -- the row-marginal
+(lam = 1 when balanced), over-relaxed (same fixed point, fewer iterations), and stops when the optimality residual -- the row-marginal
 error |pi 1 - a|_1 (balanced) or |pi 1 - a exp(-f / rho)|_1 (unbalanced), the column
 condition holding exactly after each g update -- is at most ``tol`` times the mass.
 An annealed warm start (eps halved from the largest cost down to eps, a few
@@ -28,10 +28,11 @@ al.'s unbalanced divergence, S(a, a) = 0).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import logsumexp, xlogy
+from scipy.special import xlogy
 
 from kpbench.errors import MemoryBudgetExceeded
 
@@ -40,6 +41,8 @@ from .primitives import as_float64, cost_gradient, cost_matrix, log_weights
 TOLERANCE = 1e-12          # optimality residual / mass at which a solve stops
 MAX_ITER = 100_000
 WARM_START_ITERS = 30      # iterations per annealing stage of the warm start
+OVER_RELAXATION = 1.5      # w of the over-relaxed updates (1 = plain Sinkhorn)
+CHECK_EVERY = 10           # iterations between two residual checks
 MAX_MATRIX_BYTES = 2 * 2**30   # the (N, M) cost and plan are stored: refuse beyond this
 
 
@@ -91,7 +94,7 @@ def solve_symmetric_ot(a, C, eps: float, rho: float | None = None, *, tol: float
     stop = 0.0 if iters is not None else tol * float(a.sum())
     done = 0
     while True:
-        lse = logsumexp(log_a[None, :] + (f[None, :] - C) / eps, axis=1)
+        lse = _lse(log_a[None, :] + (f[None, :] - C) / eps, axis=1)
         done += 1
         target = a if rho is None else a * np.exp(-f / rho)
         residual = float(np.abs(a * np.exp(f / eps + lse) - target).sum())
@@ -112,20 +115,41 @@ def _annealing(largest_cost: float, eps: float) -> list[float]:
 
 
 def _iterate(log_a, log_b, C, eps, rho, f, budget, a, stop):
-    """Alternate g <- T(f), f <- T(g); return (f, g, (residual, iterations)) where g is
-    the exact response to f and the residual is that of (f, g)."""
+    """Over-relaxed alternating updates g <- (1 - w) g + w T(f), f <- (1 - w) f + w T(g)
+    (w = :data:`OVER_RELAXATION`; the fixed point is the same as plain Sinkhorn's, reached
+    several times faster). Every :data:`CHECK_EVERY` iterations, and at the last, g is the
+    exact response to f (w = 1 for that step), so that the column marginal holds and the
+    row residual is the whole optimality residual. Should the residual blow up, the
+    iteration falls back to plain Sinkhorn (w = 1) from the best state seen.
+    Returns (f, g, (residual, iterations)), the residual that of (f, g)."""
     lam = 1.0 if rho is None else rho / (rho + eps)
-    done = 0
+    omega, done, g = OVER_RELAXATION, 0, None
+    best = (math.inf, f)
     while True:
-        g = -lam * eps * logsumexp(log_a[:, None] + (f[:, None] - C) / eps, axis=0)
-        row_lse = logsumexp(log_b[None, :] + (g[None, :] - C) / eps, axis=1)
         done += 1
-        # pi 1 = a exp(f / eps + row_lse); the target marginal is a (balanced) or a e^{-f/rho}
-        target = a if rho is None else a * np.exp(-f / rho)
-        residual = float(np.abs(a * np.exp(f / eps + row_lse) - target).sum())
-        if residual <= stop or done >= budget:
-            return f, g, (residual, done)
-        f = -lam * eps * row_lse
+        check = done % CHECK_EVERY == 0 or done >= budget or (stop > 0 and done == 1)
+        g_new = -lam * eps * _lse(log_a[:, None] + (f[:, None] - C) / eps, axis=0)
+        g = g_new if g is None or check else (1 - omega) * g + omega * g_new
+        row_lse = _lse(log_b[None, :] + (g[None, :] - C) / eps, axis=1)
+        if check:
+            # pi 1 = a exp(f / eps + row_lse); the target marginal is a (balanced) or a e^{-f/rho}
+            target = a if rho is None else a * np.exp(-f / rho)
+            residual = float(np.abs(a * np.exp(f / eps + row_lse) - target).sum())
+            if residual <= stop or done >= budget:
+                return f, g, (residual, done)
+            if not residual < 1e3 * best[0] and omega != 1.0:   # diverging (or NaN)
+                omega, f, g = 1.0, best[1], None
+                continue
+            best = min(best, (residual, f), key=lambda item: item[0])
+        f = (1 - omega) * f + omega * (-lam * eps * row_lse)
+
+
+def _lse(values: np.ndarray, axis: int) -> np.ndarray:
+    """log sum exp along ``axis``, max-shifted (-inf rows stay -inf)."""
+    top = values.max(axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return (np.log(np.exp(values - top).sum(axis=axis, keepdims=True)) + top).squeeze(axis)
 
 
 def _objectives(a, b, C, f, g, eps, rho) -> tuple[float, float, np.ndarray]:
