@@ -9,7 +9,7 @@ import math
 import pytest
 
 from kpbench.backends import auto, get_backend
-from kpbench.backends.base import KPBenchError
+from kpbench.errors import KPBenchError
 from kpbench.results import regret
 from kpbench.results.selection import load_sweeps
 from test_report import run_cli, sweep_row, write_sweeps

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from kpbench.backends.base import KPBenchError
+from kpbench.errors import KPBenchError
 from kpbench.suite.cli import main
 from kpbench.suite.reproductions import REPRODUCTIONS
 from kpbench.suite.reproductions import check as chk

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from kpbench.backends import available_backends
-from kpbench.backends.base import KPBenchError
+from kpbench.errors import KPBenchError
 from kpbench.results.meta import load_environment
 from kpbench.results.store import ResultStore
 from kpbench.suite.reproductions import gradient_flow_1d as flow1d

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from kpbench.backends.base import KPBenchError
+from kpbench.errors import KPBenchError
 from kpbench.results import meta
 from kpbench.results.fingerprint import hash_mismatches, input_hash
 from kpbench.results.selection import load_sweeps, select_run

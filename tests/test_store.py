@@ -7,7 +7,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from kpbench.backends.base import KPBenchError
+from kpbench.errors import KPBenchError
 from kpbench.results.meta import META_COLUMNS, run_metadata
 from kpbench.results.schema import COLUMNS, SWEEP_SCHEMA
 from kpbench.results.store import SWEEPS, ResultStore, latest_per_key

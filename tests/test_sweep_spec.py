@@ -5,7 +5,7 @@ import argparse
 
 import pytest
 
-from kpbench.backends.base import KPBenchError
+from kpbench.errors import KPBenchError
 from kpbench.suite import sweep_cli
 from kpbench.suite.spec import (
     Point, SweepSpec, expand, parse_bytes, parse_ints, parse_sizes, point_key, spec_from_dict,

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from kpbench import losses
-from kpbench.backends import KPBenchError, get_backend
+from kpbench.backends import get_backend
+from kpbench.errors import KPBenchError
 
 rng = np.random.default_rng(0)
 X = torch.tensor(rng.random((10, 3)))

@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from kpbench.backends.base import KPBenchError
+    from kpbench.errors import KPBenchError
     from kpbench.results.report import write_report
     from kpbench.suite.spec import spec_from_dict
     from kpbench.suite.sweep import RunOptions

@@ -61,7 +61,7 @@ def _positive(text: str) -> int:
 def run(args) -> int:
     import importlib
 
-    from kpbench.backends.base import BackendUnavailable, KPBenchError
+    from kpbench.errors import BackendUnavailable, KPBenchError
     from kpbench.suite.reproductions import REPRODUCTIONS
 
     module = importlib.import_module(REPRODUCTIONS[args.which])

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from kpbench.backends.base import KPBenchError
+from kpbench.errors import KPBenchError
 from kpbench.results.schema import POINT_COLUMNS
 
 INT_POINT_COLUMNS = ("N", "M", "D", "seed", "p", "iters")

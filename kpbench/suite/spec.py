@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from kpbench.backends import backend_names
-from kpbench.backends.base import KERNELS, POWERS, KPBenchError
+from kpbench.backends.base import KERNELS, POWERS
+from kpbench.errors import KPBenchError
 from kpbench.results.schema import POINT_COLUMNS
 from kpbench.suite import workloads
 

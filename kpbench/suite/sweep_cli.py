@@ -87,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from kpbench.backends.base import KPBenchError
+    from kpbench.errors import KPBenchError
 
     if args.list_presets:
         for path in sorted(PRESETS_DIR.glob("*.toml")):
@@ -120,7 +120,7 @@ def run_specs(specs, run_options) -> int:
 
 def build(args):
     """(list of SweepSpec, RunOptions) from the flags and the optional config file."""
-    from kpbench.backends.base import KPBenchError
+    from kpbench.errors import KPBenchError
     from kpbench.suite.spec import spec_from_dict
     from kpbench.suite.sweep import RunOptions
 
@@ -148,7 +148,7 @@ def load_config(name: str) -> tuple[list[dict], dict]:
     """The [[sweep]] tables and the [run] table of a TOML file or shipped preset."""
     import tomllib
 
-    from kpbench.backends.base import KPBenchError
+    from kpbench.errors import KPBenchError
 
     path = resolve_config(name)
     try:
@@ -167,7 +167,7 @@ def load_config(name: str) -> tuple[list[dict], dict]:
 
 
 def resolve_config(name: str) -> pathlib.Path:
-    from kpbench.backends.base import KPBenchError
+    from kpbench.errors import KPBenchError
 
     path = pathlib.Path(name)
     if path.is_file():

@@ -22,7 +22,7 @@ import math
 import pathlib
 from dataclasses import dataclass
 
-from kpbench.backends.base import KPBenchError
+from kpbench.errors import KPBenchError
 
 REFERENCES_DIR = pathlib.Path(__file__).resolve().parent / "references"
 EXACT = ("status", "first_nan_iteration")

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from kpbench.backends import get_backend
-from kpbench.backends.base import KPBenchError
+from kpbench.errors import KPBenchError
 from kpbench.results.meta import record_environment, run_metadata
 
 AUTOGRAD_ERROR = "reproductions need an autograd backend (torch, keops, cuda)"

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from kpbench import datasets
-from kpbench.backends.base import KPBenchError
+from kpbench.errors import KPBenchError
 from kpbench.results.store import ResultStore
 from kpbench.suite.reproductions.common import (
     Setup, Stopwatch, finite, make_setup, nan_to_none, print_table, pyplot, run_meta,
