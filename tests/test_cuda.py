@@ -9,8 +9,9 @@ for the four raw operations: a test double, never registered as a backend).
 The kernels themselves (agreement with the NumPy reference and with dense torch, gradients,
 -inf log-weights, kinks, every loss) run on a GPU where there is one and otherwise on the
 host (KPBENCH_CUDA_HOST=1 set by the ``cuda`` fixture): the same source, the same launch
-path and geometry. No test skips for want of a GPU; tests/test_cuda_host.py checks the
-host execution model itself.
+path and geometry. One test skips without a GPU: test_gpu_runs_on_the_current_torch_stream
+(CUDA streams have no host counterpart); tests/test_cuda_host.py checks the host execution
+model itself.
 """
 from __future__ import annotations
 

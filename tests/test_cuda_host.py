@@ -169,3 +169,23 @@ def test_the_gpu_benchmark_refuses_host_execution():
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                             env=env, timeout=120)
     assert result.returncode == 2 and "correctness only" in result.stderr
+
+
+def test_sweeps_measure_its_accuracy_and_refuse_its_speed_and_memory(monkeypatch):
+    """The real backend through kpbench's measure path: host execution gives correct
+    numbers (accuracy row ok) but never a timing or a memory figure."""
+    from kpbench.suite.measure import MeasureSettings, run_point
+    from kpbench.suite.spec import Point
+
+    monkeypatch.setenv(host.ENV, "1")
+    pt = Point(op="kernel_product", backend="cuda", kernel="gaussian", N=60, M=70, D=3,
+               blur=0.2, p=None, reach=None, dtype="float64", device="cpu", seed=0,
+               iters=None, scaling=None)
+    settings = MeasureSettings(repeats=3, warmup=1)
+    for kind in ("speed", "memory"):
+        row = run_point(pt, kind, settings)
+        assert row["status"] == "unsupported" and "correctness only" in row["error"]
+        assert row.get("time_median_s") is None and row.get("peak_mem_bytes") is None
+    row = run_point(pt, "accuracy", settings)
+    assert row["status"] == "ok", row.get("error")
+    assert row["rel_err"] <= 1e-12
