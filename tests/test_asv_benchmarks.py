@@ -131,4 +131,5 @@ def test_sinkhorn_iterations_track_follows_the_eps_schedule(bench):
     diameter = float(np.linalg.norm(np.max(points, 0) - np.min(points, 0)))
     params = common.SINKHORN
     assert iterations == len(epsilon_schedule(diameter, params["blur"], params["p"], params["scaling"]))
-    assert 0 < track.track_sinkhorn_rel_err("torch", "cpu", 200) < 1e-3
+    # against the converged float64 truth: what eps-scaling at this setting leaves undone
+    assert 1e-4 < track.track_sinkhorn_rel_err("torch", "cpu", 200) < 0.1
