@@ -23,7 +23,7 @@ POINT_FIELDS = [
     pa.field("dtype", pa.string()),       # float32 | float64
     pa.field("device", pa.string()),      # cpu | cuda
     pa.field("seed", pa.int64()),
-    pa.field("iters", pa.int64()),        # fixed Sinkhorn iteration count; null = eps-scaling to convergence
+    pa.field("iters", pa.int64()),        # fixed Sinkhorn iteration count; null = the eps-scaling schedule (iterations: how many)
     pa.field("scaling", pa.float64()),    # eps-scaling factor; null where irrelevant
 ]
 

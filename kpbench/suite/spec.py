@@ -38,7 +38,7 @@ KINDS = ("speed", "memory", "accuracy")
 REFERENCE_BACKEND, REFERENCE_DTYPE = "numpy", "float64"
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda")
-NONE_WORDS = ("none", "null", "conv", "converge", "")
+NONE_WORDS = ("none", "null", "scaling", "eps-scaling", "conv", "converge", "")  # conv: the old name
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class SweepSpec:
     dtype: list[str] = field(default_factory=lambda: ["float32"])
     device: list[str] = field(default_factory=lambda: ["cpu"])
     seed: list[int] = field(default_factory=lambda: [0])
-    iters: list[int | None] = field(default_factory=lambda: [10, None])  # None: eps-scaling to convergence
+    iters: list[int | None] = field(default_factory=lambda: [10, None])  # None: the eps-scaling schedule
     scaling: list[float] = field(default_factory=lambda: [0.5])
     # how to measure (not part of a point's key)
     repeats: int = 10
@@ -176,7 +176,7 @@ def _op_variants(op: str, spec: SweepSpec) -> list[dict]:
         for p in (spec.p if "p" in uses else [None]):
             for reach in (spec.reach if "reach" in uses else [None]):
                 for iters in (spec.iters if "iters" in uses else [None]):
-                    # eps-scaling matters only when running to convergence
+                    # the scaling factor matters only when running the eps-scaling schedule
                     scalings = spec.scaling if ("scaling" in uses and iters is None) else [None]
                     for scaling in scalings:
                         variants.append(dict(
@@ -227,7 +227,7 @@ def parse_floats(text, allow_none: bool = False) -> list[float | None]:
 
 
 def parse_ints(text, allow_none: bool = False) -> list[int | None]:
-    """Integers like "1,2" or "10,conv" (conv/none = run to convergence, where allowed)."""
+    """Integers like "1,2" or "10,scaling" (scaling/none/conv = the eps-scaling schedule, where allowed)."""
     return [_maybe_none(item, lambda v: _as_int(_number(v, text), text), allow_none, text)
             for item in _items(text)]
 

@@ -59,8 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     axes.add_argument("--dtype", help="float32,float64")
     axes.add_argument("--device", help="cpu,cuda")
     axes.add_argument("--seed", help="seeds")
-    axes.add_argument("--iters", help="Sinkhorn iteration counts; 'conv' = eps-scaling to convergence")
-    axes.add_argument("--scaling", help="eps-scaling factors (convergence runs)")
+    axes.add_argument("--iters", help="Sinkhorn iteration counts at the final eps; 'scaling' = the eps-scaling "
+                                        "schedule (one iteration per eps, diameter -> blur)")
+    axes.add_argument("--scaling", help="eps-scaling factors (for iters=scaling)")
     how = parser.add_argument_group("measurement")
     how.add_argument("--repeats", type=int, help="timed repeats per point (default 5)")
     how.add_argument("--warmup", type=int, help="untimed calls after the first (default 1)")
