@@ -57,11 +57,21 @@ def _check_weights(w, n: int, cloud: str, name: str) -> None:
         raise KPBenchError(f"{name} has zero total mass")
 
 
-def _prepare(a, x, b, y, backend):
+def _resolve(backend, op: str, x, y) -> Backend:
+    """The backend object; "auto" picks the fastest for this problem from the machine's
+    calibration (:mod:`kpbench.backends.auto`, which logs and keeps its choice)."""
+    if not (isinstance(backend, str) and backend == "auto"):
+        return get_backend(backend)
+    x = _as_tensor(x)
+    return get_backend("auto", op=op, N=x.shape[0], M=len(y), D=x.shape[1],
+                       dtype=str(x.dtype).replace("torch.", ""), device=x.device.type)
+
+
+def _prepare(a, x, b, y, backend, op: str):
     """Resolve the backend, fill uniform weights, convert and validate everything once."""
-    bk = get_backend(backend)
     if x is None or y is None:
         raise KPBenchError("both point clouds x and y are required")
+    bk = _resolve(backend, op, x, y)
     if bk.array_module == "torch":
         x = _as_tensor(x)
         y = _as_tensor(y, like=x) if not isinstance(y, torch.Tensor) else y
@@ -97,7 +107,7 @@ def _check_reach(reach) -> float | None:
 def kernel_product(x, y, b, *, kernel: str = "gaussian", blur: float = 0.1,
                    backend: str | Backend = "torch"):
     """out_i = sum_j k(x_i, y_j) b_j."""
-    bk = get_backend(backend)
+    bk = _resolve(backend, "kernel_product", x, y)
     if bk.array_module == "torch":
         x = _as_tensor(x)
         y, b = _as_tensor(y, like=x), _as_tensor(b, like=x)
@@ -106,7 +116,7 @@ def kernel_product(x, y, b, *, kernel: str = "gaussian", blur: float = 0.1,
 
 def softmin(x, y, h, *, eps: float, p: int = 2, backend: str | Backend = "torch"):
     """out_i = -eps log sum_j exp(h_j - |x_i - y_j|^p / (p eps))."""
-    bk = get_backend(backend)
+    bk = _resolve(backend, "softmin", x, y)
     if bk.array_module == "torch":
         x = _as_tensor(x)
         y, h = _as_tensor(y, like=x), _as_tensor(h, like=x)
@@ -153,7 +163,7 @@ def mmd(a=None, x=None, b=None, y=None, *, kernel: str = "gaussian", blur: float
         backend: str | Backend = "torch"):
     """Kernel distance 1/2 |alpha - beta|_k^2 (kernel 'energy': the energy distance)."""
     kernel, blur = check_kernel(kernel), check_blur(blur)
-    bk, a, x, b, y = _prepare(a, x, b, y, backend)
+    bk, a, x, b, y = _prepare(a, x, b, y, backend, "mmd")
     return _dispatch("mmd", bk, a, x, b, y, kernel=kernel, blur=blur)
 
 
@@ -174,7 +184,7 @@ def hausdorff(a=None, x=None, b=None, y=None, *, p: int = 2, blur: float = 0.1,
     """Debiased soft Hausdorff divergence built on the softmin (eps = blur**p):
     <a, softmin_beta(x) - softmin_alpha(x)> + <b, softmin_alpha(y) - softmin_beta(y)>."""
     p, blur = check_p(p), check_blur(blur)
-    bk, a, x, b, y = _prepare(a, x, b, y, backend)
+    bk, a, x, b, y = _prepare(a, x, b, y, backend, "hausdorff")
     return _dispatch("hausdorff", bk, a, x, b, y, p=p, blur=blur)
 
 
@@ -195,7 +205,7 @@ def log_likelihood(a=None, x=None, b=None, y=None, *, blur: float = 0.25,
     """Negative log-likelihood of the samples (b, y) under the Gaussian kernel density
     of (a, x): -sum_j b_j log sum_i a_i exp(-|y_j - x_i|^2 / (2 blur^2)), in the log domain."""
     blur = check_blur(blur)
-    bk, a, x, b, y = _prepare(a, x, b, y, backend)
+    bk, a, x, b, y = _prepare(a, x, b, y, backend, "log_likelihood")
     return _dispatch("log_likelihood", bk, a, x, b, y, blur=blur)
 
 
@@ -225,7 +235,7 @@ def sinkhorn(a=None, x=None, b=None, y=None, *, p: int = 2, blur: float = 0.05,
     p, blur = check_p(p), check_blur(blur)
     reach = _check_reach(reach)
     check_solver_options(iters=iters, tol=tol, max_iter=max_iter)
-    bk, a, x, b, y = _prepare(a, x, b, y, backend)
+    bk, a, x, b, y = _prepare(a, x, b, y, backend, "sinkhorn")
     _check_balanced(a, b, reach)
     return _dispatch("sinkhorn", bk, a, x, b, y, p=p, blur=blur, scaling=scaling, reach=reach,
                      debias=debias, potentials=potentials, iters=iters, tol=tol,
@@ -260,7 +270,7 @@ def sinkhorn_multiplicative(a=None, x=None, b=None, y=None, *, p: int = 2, blur:
     p, blur = check_p(p), check_blur(blur)
     if int(iters) < 1:
         raise KPBenchError(f"iters must be >= 1, got {iters!r}")
-    bk, a, x, b, y = _prepare(a, x, b, y, backend)
+    bk, a, x, b, y = _prepare(a, x, b, y, backend, "sinkhorn_multiplicative")
     _check_balanced(a, b, None)
     return _dispatch("sinkhorn_multiplicative", bk, a, x, b, y, p=p, blur=blur,
                      iters=int(iters), debias=debias)

@@ -265,3 +265,15 @@ def test_fixed_iteration_count():
     x, y = cloud_pair()
     _, info = losses.sinkhorn(x=x, y=y, iters=7, return_info=True, backend="torch")
     assert info["iterations"] == 7 and info["eps_schedule"] == [0.05**2] * 7
+
+
+def test_backend_auto_picks_one_for_the_problem_and_says_which():
+    from kpbench.backends import auto
+
+    x, y = cloud_pair()
+    xt, yt = t64(x, y)
+    value = losses.mmd(x=xt, y=yt, kernel="gaussian", blur=0.2, backend="auto")
+    choice = auto.last_choice
+    assert choice.backend in ("torch", "keops", "cuda") and choice.reason
+    explicit = losses.mmd(x=xt, y=yt, kernel="gaussian", blur=0.2, backend=choice.backend)
+    assert float(value) == pytest.approx(float(explicit), rel=1e-12)
