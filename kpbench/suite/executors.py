@@ -25,9 +25,11 @@ ray executor for crash isolation.
 from __future__ import annotations
 
 import collections
+import datetime as _dt
 import importlib.metadata
 import os
 import pathlib
+import re
 import signal
 import socket
 import sys
@@ -104,10 +106,33 @@ def _run_inline_point(point, kind, settings, options, on_hang):
                                args=(hung_row, on_hang))
     watchdog.daemon = True
     watchdog.start()
+    started = _utc_now()
     try:
-        return run_point_with_timeout(point, kind, settings, options.timeout_s)
+        row = run_point_with_timeout(point, kind, settings, options.timeout_s)
     finally:
         watchdog.cancel()
+    return _placed(row, started, node=socket.gethostname(), node_ip=None,
+                   gpu_ids=_inline_gpu_ids(point))
+
+
+def _utc_now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def _placed(row: dict, started: _dt.datetime, *, node, node_ip, gpu_ids: str) -> dict:
+    """``row`` with where the point ran and when (started: before run_point, ended: now)."""
+    row.update(node=node, node_ip=node_ip, gpu_ids=gpu_ids, point_started_at=started,
+               point_ended_at=_utc_now())
+    return row
+
+
+def _inline_gpu_ids(point) -> str:
+    """The CUDA device an inline CUDA point ran on ("" for CPU points or without CUDA)."""
+    if point.device != "cuda":
+        return ""
+    import torch
+
+    return str(torch.cuda.current_device()) if torch.cuda.is_available() else ""
 
 
 class _alarm:
@@ -199,8 +224,29 @@ def worker_runtime_env() -> dict | None:
         return {"env_vars": {"PYTHONPATH": path}}
 
 
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def point_runtime_env(settings: MeasureSettings) -> dict | None:
+    """The per-task runtime_env: OpenMP (KeOps) and BLAS (NumPy) threads = the point's threads.
+
+    Set in the worker's environment before it starts, so the libraries read it when they
+    initialise (setting it later, in the task, would be too late). Ray merges these
+    env_vars with the job's (PYTHONPATH, see :func:`worker_runtime_env`).
+    """
+    if not settings.threads:
+        return None
+    return {"env_vars": {name: str(settings.threads) for name in THREAD_ENV_VARS}}
+
+
 def _ray_point(point, kind, settings, timeout_s):
-    return run_point_with_timeout(point, kind, settings, timeout_s)
+    import ray
+
+    started = _utc_now()
+    row = run_point_with_timeout(point, kind, settings, timeout_s)
+    return _placed(row, started, node=ray.get_runtime_context().get_node_id(),
+                   node_ip=ray.util.get_node_ip_address(),
+                   gpu_ids=",".join(str(g) for g in ray.get_gpu_ids()))
 
 
 def run_ray(points, kind, settings, options, on_row) -> None:
@@ -208,11 +254,8 @@ def run_ray(points, kind, settings, options, on_row) -> None:
     from ray import exceptions as rx
 
     task = ray.remote(max_retries=0)(_ray_point)
-    resources = ray.cluster_resources()
-    slots = {
-        "cpu": max(1, int(resources.get("CPU", 1) // options.cpus_per_point)),
-        "cuda": int(resources.get("GPU", 0) // options.gpus_per_point),
-    }
+    runtime_env = point_runtime_env(settings)
+    slots = _slots(ray, options)
     pending = collections.deque()
     for point in points:
         if point.device == "cuda" and slots["cuda"] == 0:
@@ -224,12 +267,14 @@ def run_ray(points, kind, settings, options, on_row) -> None:
     busy = {"cpu": 0, "cuda": 0}
     try:
         while pending or in_flight:
+            slots = _slots(ray, options)   # nodes may join or die during a sweep
             while (point := _next_fitting(pending, busy, slots)) is not None:
-                ref = task.options(**_resources(point, options)).remote(
+                ref = task.options(**_resources(point, options), runtime_env=runtime_env).remote(
                     point, kind, settings, options.timeout_s)
                 in_flight[ref] = (point, time.monotonic() + options.timeout_s + options.hard_grace_s)
                 _take(busy, point, +1)
-            if not in_flight:
+            if not in_flight:   # nothing runs and nothing fits: the cluster lost those slots
+                _drop_unfittable(pending, kind, on_row)
                 continue
             next_deadline = min(deadline for _, deadline in in_flight.values())
             wait_s = max(0.0, min(WAIT_POLL_S, next_deadline - time.monotonic()))
@@ -260,14 +305,45 @@ def _collect(ray, rx, ref, point, kind) -> dict:
         return ray.get(ref)
     except rx.OutOfMemoryError as exc:
         return failure_row(point, kind, "oom", _ray_error_text(exc))
+    except rx.NodeDiedError as exc:
+        return node_died_row(point, kind, exc)
     except (rx.RayError, Exception) as exc:   # WorkerCrashedError, RayTaskError, ...
         return failure_row(point, kind, "error", _ray_error_text(exc))
+
+
+_NODE_IN_MESSAGE = re.compile(r"Node IP: (?P<ip>[^\s,]+), node ID: (?P<node>[0-9a-f]+)")
+
+
+def node_died_row(point, kind: str, exc: BaseException) -> dict:
+    """The row of a point whose node died under it: error "node died: ...", the node named."""
+    row = failure_row(point, kind, "error", "node died: " + _ray_error_text(exc))
+    where = _NODE_IN_MESSAGE.search(str(exc))
+    if where:
+        row.update(node=where["node"], node_ip=where["ip"])
+    row["point_ended_at"] = _utc_now()
+    return row
 
 
 def _ray_error_text(exc: BaseException) -> str:
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
     text = f"{type(exc).__name__}: {' '.join(lines[:6])}"
     return text[:2000]
+
+
+def _slots(ray, options: ExecutorOptions) -> dict:
+    """How many CPU and CUDA points the cluster can run at once now."""
+    resources = ray.cluster_resources()
+    return {
+        "cpu": max(1, int(resources.get("CPU", 1) // options.cpus_per_point)),
+        "cuda": int(resources.get("GPU", 0) // options.gpus_per_point),
+    }
+
+
+def _drop_unfittable(pending: collections.deque, kind: str, on_row: OnRow) -> None:
+    while pending:
+        point = pending.popleft()
+        on_row(failure_row(point, kind, "error", f"the Ray cluster has no {point.device.upper()} "
+                                                 "slot left (its nodes died during the sweep)"))
 
 
 def _slots_of(point) -> tuple[str, ...]:
