@@ -36,7 +36,9 @@ START_TIMEOUT_S = 120.0
 STOP_GRACE_S = 5.0     # after SIGTERM, before the whole process group is SIGKILLed
 # Token authentication off for these throwaway loopback clusters (Ray 2.60 turns it on
 # whenever ~/.ray/auth_token exists, and a joining raylet then fails to authenticate).
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+# One OpenMP/BLAS thread per worker, inherited from the raylet (as kpbench wants by default).
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
 def free_port(host: str = "127.0.0.1") -> int:

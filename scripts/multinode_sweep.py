@@ -13,16 +13,16 @@ the rows and prints what they show; the cluster is stopped at the end.
 
 * ``ratio``: the same sweep on the head alone, then with the second raylet joined;
   points per hour from the rows' own start/end times (first start to last end), and
-  their ratio. ``--work sleep`` (default): the test op ``_test_sleep`` (a fixed 0.25 s per
-  call: pure scheduling, no CPU contention); ``--work compute``: torch kernel products
+  their ratio. ``--work sleep`` (default): the test op ``_test_sleep`` (a fixed 0.5 s per
+  call, twice per point: scheduling, hardly any CPU); ``--work compute``: torch kernel products
   (CPU-bound; on a 2-core machine shared with other work the ratio tells the load too).
 * ``gpu``: CUDA points (the test op, which never touches a device) on a head declaring 2
-  GPUs it does not have and a GPU-less second raylet: every CUDA row names one GPU id of
-  the head, two ran at once, none ran on the GPU-less node.
+  GPUs it does not have and a GPU-less second raylet with a free CPU: every row names one
+  GPU id of the head, two ran at once, none ran on the GPU-less node.
 * ``kill-node``: a sweep on both nodes; the second raylet's whole process group is
-  SIGKILLed while it runs a point. Its in-flight point must come back as ``error``
-  ("node died: NodeDiedError ..."), the sweep finish on the head, and a rerun measure
-  the missing points again without duplicating any.
+  SIGKILLed while it runs a point. Its in-flight points must come back as ``error``
+  ("node died: NodeDiedError ...", retryable), the sweep finish on the head, and a rerun
+  with ``--retry-failed`` measure those points again, and only those.
 * ``kill-driver``: the driver is SIGKILLed mid-sweep; the rows it had stored survive and a
   rerun measures only the rest.
 """
@@ -44,7 +44,8 @@ sys.path.insert(0, str(HERE))
 
 from local_cluster import RAY_ENV, LocalCluster  # noqa: E402
 
-SLEEP_S = 0.25
+SLEEP_S = 0.5
+TEST_OPS_PLUGIN = str(ROOT / "tests" / "plugins" / "test_ops.py")   # _test_sleep & co
 
 
 def sweep_args(points: int, work: str = "sleep", sleep_s: float = SLEEP_S) -> list[str]:
@@ -62,7 +63,7 @@ def sweep_args(points: int, work: str = "sleep", sleep_s: float = SLEEP_S) -> li
 
 def start_driver(address: str, out: str | os.PathLike, args: list[str]) -> subprocess.Popen:
     """``scripts/ray_sweep.py`` (the ``ray submit`` entry point) on the cluster at ``address``."""
-    env = {**os.environ, **RAY_ENV, "KPBENCH_TEST_OPS": "1",
+    env = {**os.environ, **RAY_ENV, "KPBENCH_PLUGINS": TEST_OPS_PLUGIN,
            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     cmd = [sys.executable, str(HERE / "ray_sweep.py"), *args, "--out", str(out),
            "--address", address, "--no-progress"]
@@ -136,13 +137,13 @@ def scenario_ratio(cluster: LocalCluster, workdir: pathlib.Path, points: int = 4
 
 def scenario_gpu(cluster: LocalCluster, workdir: pathlib.Path, points: int = 6,
                  sleep_s: float = 0.5) -> dict:
-    """CUDA test points (and as many CPU ones) on the head declaring 2 GPUs, beside a
-    GPU-less node. Half a CPU per point, so the 1-CPU head can keep both GPUs busy."""
+    """CUDA test points on the head declaring 2 GPUs, beside a GPU-less node with a free
+    CPU. Half a CPU per point, so the 1-CPU head can keep both GPUs busy."""
     head, gpu_less = ensure_nodes(cluster, 2)[:2]
     out = workdir / "gpu"
     args = ["speed", "--ops", "_test_sleep", "--backends", "numpy", "--dtype", "float64",
             "--N", "10", "--blur", str(sleep_s), "--seed", ",".join(map(str, range(points))),
-            "--device", "cuda,cpu", "--repeats", "1", "--warmup", "0", "--cpus-per-point", "0.5"]
+            "--device", "cuda", "--repeats", "1", "--warmup", "0", "--cpus-per-point", "0.5"]
     run_driver(cluster.address, out, args)
     return {"rows": rows(out), "head": head, "gpu_less": gpu_less}
 
@@ -167,7 +168,7 @@ def kill_when_busy(cluster: LocalCluster, node_id: str, driver: subprocess.Popen
 
 def scenario_kill_node(cluster: LocalCluster, workdir: pathlib.Path, points: int = 16,
                        sleep_s: float = 0.5) -> dict:
-    """Kill the second node mid-sweep; then rerun the sweep (on the head alone)."""
+    """Kill the second node mid-sweep; then rerun the sweep with --retry-failed (head alone)."""
     second = ensure_nodes(cluster, 2)[1]
     args = sweep_args(points, "sleep", sleep_s)
     out = workdir / "kill_node"
@@ -175,7 +176,7 @@ def scenario_kill_node(cluster: LocalCluster, workdir: pathlib.Path, points: int
     killed_after = kill_when_busy(cluster, second, driver, min_wait_s=8 * sleep_s)
     first_output, _ = driver.communicate(timeout=600)
     first = rows(out)
-    rerun_output = run_driver(cluster.address, out, args)
+    rerun_output = run_driver(cluster.address, out, args + ["--retry-failed"])
     return {"killed_after_s": round(killed_after, 1), "driver_rc": driver.returncode,
             "first": first, "after": rows(out), "first_output": first_output,
             "rerun_output": rerun_output, "second_node": second}
@@ -241,9 +242,8 @@ def report(name: str, cluster: LocalCluster, workdir: pathlib.Path, args) -> str
         return json.dumps(scenario_ratio(cluster, workdir, args.points or 40, args.work), indent=1)
     if name == "gpu":
         r = scenario_gpu(cluster, workdir)
-        cuda = r["rows"][r["rows"]["device"] == "cuda"]
         return (f"head {r['head'][:8]} declares 2 GPUs, node {r['gpu_less'][:8]} none; "
-                f"CUDA rows running at the same time (pairs): {overlapping_pairs(cuda)}\n"
+                f"CUDA rows running at the same time (pairs): {overlapping_pairs(r['rows'])}\n"
                 + show(r["rows"]))
     if name == "kill-node":
         r = scenario_kill_node(cluster, workdir, args.points or 16)

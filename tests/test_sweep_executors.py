@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,8 @@ import pytest
 from kpbench.results.schema import SWEEP_SCHEMA
 from kpbench.results.store import SWEEPS, ResultStore
 from conftest import TEST_OPS_PLUGIN
+from kpbench.suite.executors import _worker_thread_env, point_runtime_env, thread_env_vars
+from kpbench.suite.measure import MeasureSettings
 from kpbench.suite.spec import expand, spec_from_dict
 from kpbench.suite.sweep import RunOptions, run_sweep
 
@@ -63,6 +66,29 @@ def test_inline_and_ray_give_the_same_rows(ray_cluster, tmp_path):
     assert (ok["repeats"] == 5).all() and (ok["time_median_s"] > 0).all()
     assert_schema_is_the_sweep_schema(tmp_path / "ray")
     assert str(tmp_path / "ray" / "sweeps") in ray.summary()
+    # where and when each point ran
+    assert set(a["node"]) == {socket.gethostname()} and set(a["gpu_ids"]) == {""}
+    assert set(b["node"]) == {n["NodeID"] for n in ray_cluster.nodes() if n["Alive"]}
+    assert set(b["gpu_ids"]) == {""} and b["node_ip"].notna().all()
+    for rows in (a, b):
+        assert (rows["point_started_at"] < rows["point_ended_at"]).all()
+        assert (rows["point_started_at"] >= rows["started_at"]).all()
+
+
+def test_ray_workers_get_the_points_openmp_and_blas_threads(ray_cluster):
+    # the session cluster's workers inherited one thread: no per-task runtime_env needed
+    assert point_runtime_env(ray_cluster, MeasureSettings(threads=1), 1) is None
+    env = point_runtime_env(ray_cluster, MeasureSettings(threads=2), 1)
+    assert env == {"env_vars": {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2",
+                                "OPENBLAS_NUM_THREADS": "2"}}
+
+    def worker_env():
+        import kpbench
+
+        return {**_worker_thread_env(), "kpbench": kpbench.__file__}
+
+    got = ray_cluster.get(ray_cluster.remote(worker_env).options(runtime_env=env).remote())
+    assert got == {**thread_env_vars(2), "kpbench": str(ROOT / "kpbench" / "__init__.py")}
 
 
 def test_cuda_points_on_a_ray_cluster_without_gpus_are_unsupported(ray_cluster, tmp_path):

@@ -9,11 +9,20 @@ returns, and the row is recorded as ``timeout``. A point still stuck in native c
 ``ray`` (default): every point is a Ray task with ``max_retries=0`` (a crash is a
 finding, not something to retry). CPU points ask ``num_cpus`` (default 1), CUDA points
 ``num_gpus`` (default 1) and ``num_cpus``, so Ray spreads them over all CPUs/GPUs of all
-nodes; only as many tasks as the cluster has slots are in flight. A task not done
-``timeout_s + hard_grace_s`` after its submission is cancelled with
+nodes; twice as many tasks as the cluster has slots are submitted (the next point
+waits at a node, not on the driver; slots are recounted as nodes join or die). Each task first tells the driver it started (after its worker's start-up
+and imports); one not done ``timeout_s + hard_grace_s`` after that is cancelled with
 ``ray.cancel(force=True)`` (its worker is killed) and recorded as ``timeout``. A worker
 that dies (os._exit, SIGKILL, the kernel's OOM killer) gives ``error`` with Ray's
-message; Ray's own memory monitor killing the task gives ``oom``. The sweep goes on.
+message; Ray's own memory monitor killing the task gives ``oom``; a node dying under
+its points gives ``error`` "node died: ..." naming the node (retryable: a rerun with
+``--retry-failed`` measures those again). The sweep goes on.
+
+Placement: every row names the ``node`` (Ray node id; inline: the host name),
+``node_ip``, ``gpu_ids`` (the GPU ids Ray assigned, "" for none) and the point's
+``point_started_at``/``point_ended_at`` (UTC, taken where the point ran). Threads: the
+workers get OMP_NUM_THREADS/MKL_NUM_THREADS/OPENBLAS_NUM_THREADS = the point's threads
+before KeOps' OpenMP or NumPy's BLAS initialise (see :func:`point_runtime_env`).
 
 ``inline``: the points run one after another in this process (for debugging, and where
 Ray is missing). A point stuck in native code past the grace is recorded as ``timeout``
@@ -40,11 +49,13 @@ from typing import Callable
 
 from kpbench.backends.base import KPBenchError
 from kpbench.results.meta import host_metadata
-from kpbench.suite.measure import MeasureSettings, base_row, run_point
+from kpbench.suite.measure import THREAD_VARIABLES, MeasureSettings, base_row, run_point
 
 EXECUTORS = ("ray", "inline")
 HARD_TIMEOUT_GRACE_S = 60.0
+NODE_DIED = "node died"   # error text of a point whose node died under it (retryable)
 WAIT_POLL_S = 1.0
+SUBMIT_AHEAD = 2   # tasks kept submitted per CPU/GPU slot of the cluster
 
 OnRow = Callable[[dict], None]
 
@@ -171,8 +182,11 @@ def _hard_timeout(row: dict, on_hang: OnRow | None) -> None:
 
 
 # -- ray ---------------------------------------------------------------------------
-def connect_ray(options: ExecutorOptions):
-    """Connect to the running cluster (``address`` / RAY_ADDRESS / a local one), else start one."""
+def connect_ray(options: ExecutorOptions, threads: int | None = None):
+    """Connect to the running cluster (``address`` / RAY_ADDRESS / a local one), else start one.
+
+    A local cluster started here hands ``threads`` OpenMP/BLAS threads (the environment
+    variables) to its workers (see :func:`point_runtime_env`)."""
     try:
         import ray
     except ImportError:
@@ -193,6 +207,7 @@ def connect_ray(options: ExecutorOptions):
             return ray
         except ConnectionError:
             pass   # a stale record of a cluster that is gone: start our own
+    os.environ.update(thread_env_vars(threads or DEFAULT_THREADS))   # inherited by its workers
     ray.init(address="local", num_cpus=options.num_cpus, include_dashboard=False,
              runtime_env=runtime_env, log_to_driver=False)
     return ray
@@ -224,37 +239,68 @@ def worker_runtime_env() -> dict | None:
         return {"env_vars": {"PYTHONPATH": path}}
 
 
-THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+DEFAULT_THREADS = 1   # a point's threads unless told otherwise (one CPU per point)
 
 
-def point_runtime_env(settings: MeasureSettings) -> dict | None:
-    """The per-task runtime_env: OpenMP (KeOps) and BLAS (NumPy) threads = the point's threads.
+def thread_env_vars(threads: int) -> dict:
+    """OpenMP (KeOps CPU) and BLAS (NumPy) thread counts, as environment variables."""
+    return {name: str(threads) for name in THREAD_VARIABLES}
 
-    Set in the worker's environment before it starts, so the libraries read it when they
-    initialise (setting it later, in the task, would be too late). Ray merges these
-    env_vars with the job's (PYTHONPATH, see :func:`worker_runtime_env`).
+
+def _worker_thread_env() -> dict:
+    return {name: os.environ.get(name) for name in THREAD_VARIABLES}
+
+
+def point_runtime_env(ray, settings: MeasureSettings, cpus: float) -> dict | None:
+    """The per-task runtime_env that gives a point's worker ``settings.threads`` OpenMP
+    and BLAS threads before the libraries initialise (setting them in the task would be
+    too late), or None where the job's workers already have exactly these values.
+
+    A probe task asks one worker. Workers inherit the environment of their raylet (a
+    local cluster started by :func:`connect_ray` gets the values that way; so can a
+    ``ray start`` run with them), and then Ray's prestarted workers run the points. Else
+    the per-task runtime_env (merged by Ray with the job's env_vars) makes Ray start
+    dedicated workers on demand: seconds each on a loaded machine, once per worker.
     """
     if not settings.threads:
         return None
-    return {"env_vars": {name: str(settings.threads) for name in THREAD_ENV_VARS}}
+    wanted = thread_env_vars(settings.threads)
+    probe = ray.remote(max_retries=0, num_cpus=cpus)(_worker_thread_env)
+    if ray.get(probe.remote(), timeout=300) == wanted:
+        return None
+    return {"env_vars": wanted}
+
+
+STARTED = "started"   # what a point's task yields first: the driver's timeout starts then
 
 
 def _ray_point(point, kind, settings, timeout_s):
+    """The point's Ray task (a streaming generator): yields STARTED, then the row.
+
+    The driver's hard deadline counts from STARTED, so a worker's start-up and imports
+    (seconds on a loaded machine) never count against the point's timeout.
+    """
     import ray
 
+    host_metadata()   # imports torch & co: never under the alarm (a half-done import poisons the worker)
+    yield STARTED
     started = _utc_now()
     row = run_point_with_timeout(point, kind, settings, timeout_s)
-    return _placed(row, started, node=ray.get_runtime_context().get_node_id(),
-                   node_ip=ray.util.get_node_ip_address(),
-                   gpu_ids=",".join(str(g) for g in ray.get_gpu_ids()))
+    yield _placed(row, started, node=ray.get_runtime_context().get_node_id(),
+                  node_ip=ray.util.get_node_ip_address(),
+                  gpu_ids=",".join(str(g) for g in ray.get_gpu_ids()))
+
+
+@dataclass
+class _InFlight:
+    point: object
+    deadline: float | None = None   # None until the task says it started
 
 
 def run_ray(points, kind, settings, options, on_row) -> None:
-    ray = connect_ray(options)
-    from ray import exceptions as rx
-
-    task = ray.remote(max_retries=0)(_ray_point)
-    runtime_env = point_runtime_env(settings)
+    ray = connect_ray(options, settings.threads)
+    task = ray.remote(max_retries=0, num_returns="streaming")(_ray_point)
+    runtime_env = point_runtime_env(ray, settings, options.cpus_per_point)
     slots = _slots(ray, options)
     pending = collections.deque()
     for point in points:
@@ -263,52 +309,72 @@ def run_ray(points, kind, settings, options, on_row) -> None:
                                "device cuda requested but the Ray cluster has no GPU"))
         else:
             pending.append(point)
-    in_flight: dict = {}   # ref -> (point, deadline)
+    in_flight: dict = {}   # generator -> _InFlight
     busy = {"cpu": 0, "cuda": 0}
+
+    def finish(gen, row):
+        _take(busy, in_flight.pop(gen).point, -1)
+        on_row(row)
+
     try:
         while pending or in_flight:
             slots = _slots(ray, options)   # nodes may join or die during a sweep
             while (point := _next_fitting(pending, busy, slots)) is not None:
-                ref = task.options(**_resources(point, options), runtime_env=runtime_env).remote(
+                gen = task.options(**_resources(point, options), runtime_env=runtime_env).remote(
                     point, kind, settings, options.timeout_s)
-                in_flight[ref] = (point, time.monotonic() + options.timeout_s + options.hard_grace_s)
+                in_flight[gen] = _InFlight(point)
                 _take(busy, point, +1)
             if not in_flight:   # nothing runs and nothing fits: the cluster lost those slots
                 _drop_unfittable(pending, kind, on_row)
                 continue
-            next_deadline = min(deadline for _, deadline in in_flight.values())
-            wait_s = max(0.0, min(WAIT_POLL_S, next_deadline - time.monotonic()))
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=wait_s)
-            if ready:
-                ready, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=0)
-            for ref in ready:
-                point, _ = in_flight.pop(ref)
-                _take(busy, point, -1)
-                on_row(_collect(ray, rx, ref, point, kind))
-            now = time.monotonic()
-            for ref, (point, deadline) in list(in_flight.items()):
-                if now >= deadline:
-                    ray.cancel(ref, force=True)
-                    del in_flight[ref]
-                    _take(busy, point, -1)
-                    on_row(failure_row(
-                        point, kind, "timeout",
-                        f"exceeded the timeout of {options.timeout_s:g} s and was still running "
-                        f"{options.hard_grace_s:g} s later (Ray task cancelled, worker killed)"))
+            for gen in _ready(ray, in_flight):
+                _advance(ray, gen, in_flight[gen], kind, options, finish)
+            for gen in _overdue(in_flight):
+                ray.cancel(gen, force=True)
+                finish(gen, failure_row(
+                    in_flight[gen].point, kind, "timeout",
+                    f"exceeded the timeout of {options.timeout_s:g} s and was still running "
+                    f"{options.hard_grace_s:g} s later (Ray task cancelled, worker killed)"))
     finally:
-        for ref in in_flight:   # interrupted: do not leave points running on the cluster
-            ray.cancel(ref, force=True)
+        for gen in in_flight:   # interrupted: do not leave points running on the cluster
+            ray.cancel(gen, force=True)
 
 
-def _collect(ray, rx, ref, point, kind) -> dict:
+def _ready(ray, in_flight: dict) -> list:
+    """The tasks with a new value, waiting at most until the next deadline (or WAIT_POLL_S)."""
+    deadlines = [f.deadline for f in in_flight.values() if f.deadline is not None]
+    wait_s = max(0.0, min([WAIT_POLL_S] + [d - time.monotonic() for d in deadlines]))
+    ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=wait_s)
+    if ready:
+        ready, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=0)
+    return ready
+
+
+def _advance(ray, gen, flight: _InFlight, kind, options, finish) -> None:
+    """Take the task's next value: STARTED (its deadline starts), its row, or its failure."""
+    from ray import exceptions as rx
+
     try:
-        return ray.get(ref)
+        value = ray.get(next(gen))
+    except StopIteration:
+        value = RuntimeError("the point's task ended without a row")
     except rx.OutOfMemoryError as exc:
-        return failure_row(point, kind, "oom", _ray_error_text(exc))
+        return finish(gen, failure_row(flight.point, kind, "oom", _ray_error_text(exc)))
     except rx.NodeDiedError as exc:
-        return node_died_row(point, kind, exc)
+        return finish(gen, node_died_row(flight.point, kind, exc))
     except (rx.RayError, Exception) as exc:   # WorkerCrashedError, RayTaskError, ...
-        return failure_row(point, kind, "error", _ray_error_text(exc))
+        value = exc
+    if isinstance(value, BaseException):
+        return finish(gen, failure_row(flight.point, kind, "error", _ray_error_text(value)))
+    if value == STARTED:
+        flight.deadline = time.monotonic() + options.timeout_s + options.hard_grace_s
+    else:
+        finish(gen, value)
+
+
+def _overdue(in_flight: dict) -> list:
+    now = time.monotonic()
+    return [gen for gen, f in in_flight.items() if f.deadline is not None and now >= f.deadline]
 
 
 _NODE_IN_MESSAGE = re.compile(r"Node IP: (?P<ip>[^\s,]+), node ID: (?P<node>[0-9a-f]+)")
@@ -316,7 +382,8 @@ _NODE_IN_MESSAGE = re.compile(r"Node IP: (?P<ip>[^\s,]+), node ID: (?P<node>[0-9
 
 def node_died_row(point, kind: str, exc: BaseException) -> dict:
     """The row of a point whose node died under it: error "node died: ...", the node named."""
-    row = failure_row(point, kind, "error", "node died: " + _ray_error_text(exc))
+    row = failure_row(point, kind, "error", f"{NODE_DIED}: {_ray_error_text(exc)}")
+    row["retryable"] = True   # the machine failed, not the point: --retry-failed measures it again
     where = _NODE_IN_MESSAGE.search(str(exc))
     if where:
         row.update(node=where["node"], node_ip=where["ip"])
@@ -352,9 +419,11 @@ def _slots_of(point) -> tuple[str, ...]:
 
 
 def _next_fitting(pending: collections.deque, busy: dict, slots: dict):
-    """Pop the first pending point with free slots (None if none fits now)."""
+    """Pop the first pending point with room (None if none fits now): SUBMIT_AHEAD tasks
+    per slot, so the next point already waits at a node when one finishes (it holds no
+    resources while queued, and its timeout starts only when it starts)."""
     for i, point in enumerate(pending):
-        if all(busy[s] < slots[s] for s in _slots_of(point)):
+        if all(busy[s] < slots[s] * SUBMIT_AHEAD for s in _slots_of(point)):
             del pending[i]
             return point
     return None
