@@ -91,6 +91,20 @@ class Workload:
         return out
 
 
+class PeakMemory(Workload):
+    """The sweep's own per-call peak (kpbench.suite.measure.measure_memory): on CPU the
+    worker's resident high-water mark over one call beyond what was resident before it
+    (``rss_delta``), on CUDA torch's allocator peak (``cuda_max_allocated``); bytes.
+    Unlike asv's ``peakmem_*`` (the whole benchmark process's maximum RSS: interpreter
+    and torch included, flat below N=1e3), it shows the call's own memory."""
+
+    def peak_bytes(self) -> int:
+        measured = measure.measure_memory(self.point, self.data, measure.MeasureSettings())
+        if measured["peak_mem_bytes"] is None:
+            raise NotImplementedError("no per-call memory measure here (/proc not writable)")
+        return measured["peak_mem_bytes"]
+
+
 class Accuracy(Workload):
     """Accuracy vs the float64 reference: the reference itself (numpy) is skipped."""
 

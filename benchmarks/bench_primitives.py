@@ -1,5 +1,5 @@
 """The two backend primitives: Gaussian kernel product and softmin (log-sum-exp), p=2."""
-from ._common import Accuracy, Workload
+from ._common import Accuracy, PeakMemory, Workload
 
 
 class KernelProduct(Workload):
@@ -8,8 +8,14 @@ class KernelProduct(Workload):
     def time_kernel_product(self, backend, device, n):
         self.run()
 
-    def peakmem_kernel_product(self, backend, device, n):
-        self.run()
+
+class KernelProductMemory(PeakMemory):
+    op = "kernel_product"
+
+    def track_kernel_product_peak_mem(self, backend, device, n):
+        return self.peak_bytes()
+
+    track_kernel_product_peak_mem.unit = "bytes"
 
 
 class Softmin(Workload):

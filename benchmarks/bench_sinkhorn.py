@@ -1,5 +1,5 @@
 """Sinkhorn divergence (log domain, eps-scaling 0.5 down to blur=0.05, p=2) and its gradient."""
-from ._common import SINKHORN_NS, Accuracy, Workload, BACKENDS, DEVICES
+from ._common import SINKHORN_NS, Accuracy, PeakMemory, Workload, BACKENDS, DEVICES
 
 SINKHORN_PARAMS = [BACKENDS, DEVICES, SINKHORN_NS]
 
@@ -12,8 +12,16 @@ class Sinkhorn(Workload):
     def time_sinkhorn(self, backend, device, n):
         self.run()
 
-    def peakmem_sinkhorn(self, backend, device, n):
-        self.run()
+
+class SinkhornMemory(PeakMemory):
+    op = "sinkhorn"
+    params = SINKHORN_PARAMS
+    timeout = 300
+
+    def track_sinkhorn_peak_mem(self, backend, device, n):
+        return self.peak_bytes()
+
+    track_sinkhorn_peak_mem.unit = "bytes"
 
 
 class SinkhornGrad(Workload):

@@ -81,9 +81,11 @@ def test_every_benchmark_kind_is_there(bench):
     names = {name for module in (primitives, sinkhorn) for cls in vars(module).values()
              if isinstance(cls, type) for name in vars(cls)}
     assert {"time_kernel_product", "time_softmin", "time_sinkhorn", "time_sinkhorn_grad",
-            "peakmem_kernel_product", "peakmem_sinkhorn", "track_kernel_product_rel_err",
+            "track_kernel_product_peak_mem", "track_sinkhorn_peak_mem", "track_kernel_product_rel_err",
             "track_sinkhorn_rel_err", "track_sinkhorn_iterations"} <= names
-    for cls in (primitives.KernelProduct, sinkhorn.Sinkhorn, sinkhorn.SinkhornAccuracy):
+    assert not any(name.startswith("peakmem_") for name in names)   # whole-process RSS: gone
+    for cls in (primitives.KernelProduct, sinkhorn.Sinkhorn, sinkhorn.SinkhornAccuracy,
+                primitives.KernelProductMemory, sinkhorn.SinkhornMemory):
         assert len(cls.params) == len(cls.param_names) == 3
         assert cls.params[0] == ["numpy", "torch", "keops", "cuda"]
 
@@ -117,6 +119,19 @@ def test_kernel_product_benchmark_and_its_accuracy_track(bench):
     track.setup("torch", "cpu", 200)
     err = track.track_kernel_product_rel_err("torch", "cpu", 200)
     assert 0 < err < 1e-5   # float32 vs the float64 reference: round-off, not zero
+
+
+def test_peak_memory_tracks_measure_the_call_itself(bench):
+    _, primitives, _ = bench
+    track = primitives.KernelProductMemory()
+    peaks = {}
+    for n in (1000, 4000):
+        track.setup("torch", "cpu", n)
+        peaks[n] = track.track_kernel_product_peak_mem("torch", "cpu", n)
+    # dense torch holds N x M float32 matrices: at least one, far below the process's RSS
+    assert 1000 * 1000 * 4 <= peaks[1000] < 100e6
+    assert 4000 * 4000 * 4 <= peaks[4000] < 1e9
+    assert peaks[4000] > 8 * peaks[1000]   # grows like N*M (16x), not flat like peakmem_
 
 
 def test_sinkhorn_iterations_track_follows_the_eps_schedule(bench):
