@@ -381,11 +381,67 @@ kp_forward(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// The gradient kernels: acc_i = sum_j w_ij (s x_i - s y_j), w_ij = weight(t_ij, e_j) of the
+// distance t_ij (started at start(e_j)) and the extras e_j of row j. Static D: x_i and the
+// accumulator in registers; run-time D: the accumulator is the thread's output row,
+// updated once per group and chunk.
+template <typename T, int DIM> struct GradAcc {
+  T v[DIM];
+  __device__ __forceinline__ void start(T*, int) {
+#pragma unroll
+    for (int k = 0; k < DIM; ++k) v[k] = T(0);
+  }
+  template <int ROW>
+  __device__ __forceinline__ void add(T w, const XRow<T, DIM>& xi, const TileRow<T, ROW>& r) {
+#pragma unroll
+    for (int k = 0; k < DIM; ++k) v[k] = fma(w, xi[k] - r[k], v[k]);
+  }
+  __device__ __forceinline__ void finish(T* __restrict__ o, int, T f) {
+#pragma unroll
+    for (int k = 0; k < DIM; ++k) o[k] = f * v[k];
+  }
+};
+template <typename T> struct GradAcc<T, 0> {
+  T* o;
+  __device__ __forceinline__ void start(T* out, int d) {
+    o = out;
+    for (int k = 0; k < d; ++k) o[k] = T(0);
+  }
+  __device__ __forceinline__ void finish(T*, int d, T f) {
+    for (int k = 0; k < d; ++k) o[k] *= f;
+  }
+};
+
+template <typename T, bool NEG, int DIM, int ROW, int UNROLL, typename Start, typename Weight>
+__device__ __forceinline__ void grad_tile(const XRow<T, DIM>& xi, const T* __restrict__ x, T s,
+                                          const T* sh, int tj, int rowlen, int d,
+                                          GradAcc<T, DIM>& acc, Start start, Weight weight) {
+  if constexpr (DIM > 0) {
+#pragma unroll UNROLL
+    for (int jj = 0; jj < tj; ++jj) {
+      const auto r = tile_row<T, ROW>(sh, jj);
+      const T* e = r.v + DIM;
+      acc.add(weight(dist<T, NEG>(xi, r, DIM, start(e)), e), xi, r);
+    }
+  } else {
+    const int ex = padded_dim(d);
+    for (int jj0 = 0; jj0 < tj; jj0 += GROUP) {
+      const Group g{jj0, tj, rowlen};
+      T t[GROUP], w[GROUP];
+#pragma unroll
+      for (int u = 0; u < GROUP; ++u) t[u] = start(sh + g.row(u) + ex);
+      group_dists<T, NEG>(x, d, s, sh, g, t);
+#pragma unroll
+      for (int u = 0; u < GROUP; ++u) w[u] = g.valid(u) ? weight(t[u], sh + g.row(u) + ex) : T(0);
+      group_accumulate(x, acc.o, d, s, sh, g, w);
+    }
+  }
+}
+
 // Gradient of sum_{i,c} g[i,c] (K b)[i,c] w.r.t. x_i:
 //   out[split, i, :] = gfactor * sum_j (g_i . b_j) phi(q_ij) (s x_i - s y_j).
 // With the roles swapped (x <-> y, g <-> b) the same kernel gives the gradient w.r.t. y.
-// Static D: x_i and the accumulator in registers; run-time D: the accumulator is the
-// thread's output row, updated once per group and chunk.
 template <typename T, int KERNEL, int DIM, int ROW, int KC>
 __global__ void __launch_bounds__(KPB_BLOCK)
 kp_grad(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ g,
@@ -395,7 +451,6 @@ kp_grad(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ 
   using K = Kern<T, KERNEL>;
   const int d = DIM > 0 ? DIM : d_rt;
   const int rowlen = ROW > 0 ? ROW : rowlen_rt;
-  const int ex = extras_at<DIM>(d);
   const int i = blockIdx.x * BLOCK + threadIdx.x;
   const bool active = i < n;
   const Split split(m, split_len);
@@ -404,65 +459,33 @@ kp_grad(const T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ 
   const T* xp = x + (long long)(active ? i : 0) * d;
 
   XRow<T, DIM> xi;
-  T acc[DIM > 0 ? DIM : 1];
+  GradAcc<T, DIM> acc;
   T gi[KC];
   if (active) {
-    if constexpr (DIM > 0) {
-      xi.load(xp, s);
-#pragma unroll
-      for (int k = 0; k < DIM; ++k) acc[k] = T(0);
-    } else {
-      for (int k = 0; k < d; ++k) o[k] = T(0);
-    }
+    if constexpr (DIM > 0) xi.load(xp, s);
+    acc.start(o, d);
 #pragma unroll
     for (int c = 0; c < KC; ++c) gi[c] = g[(long long)i * KC + c];
   }
+  const auto start = [](const T*) { return T(0); };
+  const auto weight = [&](T t, const T* e) {
+    T gb = T(0);
+#pragma unroll
+    for (int c = 0; c < KC; ++c) gb = fma(gi[c], e[c], gb);
+    return gb * K::weight(t);
+  };
 
   for (int j0 = split.begin; j0 < split.end; j0 += tile) {
     const int tj = min(tile, split.end - j0);
     __syncthreads();
-    stage_tile<T, KC>(sh, rowlen, ex, y, d, s, j0, tj,
+    stage_tile<T, KC>(sh, rowlen, extras_at<DIM>(d), y, d, s, j0, tj,
                       [&](int j, int e) { return b[(long long)j * KC + e]; });
     __syncthreads();
     if (!active) continue;
-    if constexpr (DIM > 0) {
-      constexpr int UNROLL = unroll_by_row<T>(ROW, 4);
-#pragma unroll UNROLL
-      for (int jj = 0; jj < tj; ++jj) {
-        const auto r = tile_row<T, ROW>(sh, jj);
-        T gb = T(0);
-#pragma unroll
-        for (int c = 0; c < KC; ++c) gb = fma(gi[c], r[DIM + c], gb);
-        const T w = gb * K::weight(dist<T, K::NEG>(xi, r, DIM, T(0)));
-#pragma unroll
-        for (int k = 0; k < DIM; ++k) acc[k] = fma(w, xi[k] - r[k], acc[k]);
-      }
-    } else {
-      for (int jj0 = 0; jj0 < tj; jj0 += GROUP) {
-        const Group grp{jj0, tj, rowlen};
-        T t[GROUP], w[GROUP];
-#pragma unroll
-        for (int u = 0; u < GROUP; ++u) t[u] = T(0);
-        group_dists<T, K::NEG>(xp, d, s, sh, grp, t);
-#pragma unroll
-        for (int u = 0; u < GROUP; ++u) {
-          T gb = T(0);
-#pragma unroll
-          for (int c = 0; c < KC; ++c) gb = fma(gi[c], sh[grp.row(u) + ex + c], gb);
-          w[u] = grp.valid(u) ? gb * K::weight(t[u]) : T(0);
-        }
-        group_accumulate(xp, o, d, s, sh, grp, w);
-      }
-    }
+    grad_tile<T, K::NEG, DIM, ROW, unroll_by_row<T>(ROW, 4)>(xi, xp, s, sh, tj, rowlen, d, acc,
+                                                             start, weight);
   }
-  if (active) {
-    if constexpr (DIM > 0) {
-#pragma unroll
-      for (int k = 0; k < DIM; ++k) o[k] = gfactor * acc[k];
-    } else {
-      for (int k = 0; k < d; ++k) o[k] *= gfactor;
-    }
-  }
+  if (active) acc.finish(o, d, gfactor);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -577,7 +600,6 @@ softmin_grad(const T* __restrict__ x, const T* __restrict__ y, const T* __restri
   using C = Cost<T, P>;
   const int d = DIM > 0 ? DIM : d_rt;
   const int rowlen = ROW > 0 ? ROW : rowlen_rt;
-  const int ex = extras_at<DIM>(d);
   const int i = blockIdx.x * BLOCK + threadIdx.x;
   const bool active = i < n;
   const Split split(m, split_len);
@@ -586,69 +608,36 @@ softmin_grad(const T* __restrict__ x, const T* __restrict__ y, const T* __restri
   const T* xp = x + (long long)(active ? i : 0) * d;
 
   XRow<T, DIM> xi;
-  T acc[DIM > 0 ? DIM : 1];
-  T a2 = T(0), sum = T(0);
+  GradAcc<T, DIM> acc;
+  T a2 = T(0), sum = T(0), part = T(0);
   if (active) {
-    if constexpr (DIM > 0) {
-      xi.load(xp, s);
-#pragma unroll
-      for (int k = 0; k < DIM; ++k) acc[k] = T(0);
-    } else {
-      for (int k = 0; k < d; ++k) o[k] = T(0);
-    }
+    if constexpr (DIM > 0) xi.load(xp, s);
+    acc.start(o, d);
     a2 = alpha[i] * log2e<T>();
   }
+  const auto start = [&](const T* e) { return C::start(a2 + e[0]); };
+  const auto weight = [&](T t, const T* e) {     // e = (beta_j log2 e, v_j)
+    const T w = e[1] * Num<T>::exp2(C::exponent(t, a2 + e[0]));
+    part += w;
+    return w * C::psi(t);
+  };
 
   for (int j0 = split.begin; j0 < split.end; j0 += tile) {
     const int tj = min(tile, split.end - j0);
     __syncthreads();
-    stage_tile<T, 2>(sh, rowlen, ex, y, d, s, j0, tj, [&](int j, int e) {
+    stage_tile<T, 2>(sh, rowlen, extras_at<DIM>(d), y, d, s, j0, tj, [&](int j, int e) {
       return e == 0 ? beta[j] * log2e<T>() : (v != nullptr ? v[j] : T(1));
     });
     __syncthreads();
     if (!active) continue;
-    T part = T(0);
-    if constexpr (DIM > 0) {
-      constexpr int UNROLL = unroll_by_row<T>(ROW, 4);
-#pragma unroll UNROLL
-      for (int jj = 0; jj < tj; ++jj) {
-        const auto r = tile_row<T, ROW>(sh, jj);
-        const T base = a2 + r[DIM];
-        const T t = dist<T, C::NEG>(xi, r, DIM, C::start(base));
-        const T w = r[DIM + 1] * Num<T>::exp2(C::exponent(t, base));
-        part += w;
-        const T wg = w * C::psi(t);
-#pragma unroll
-        for (int k = 0; k < DIM; ++k) acc[k] = fma(wg, xi[k] - r[k], acc[k]);
-      }
-    } else {
-      for (int jj0 = 0; jj0 < tj; jj0 += GROUP) {
-        const Group g{jj0, tj, rowlen};
-        T t[GROUP], wg[GROUP];
-#pragma unroll
-        for (int u = 0; u < GROUP; ++u) t[u] = C::start(a2 + sh[g.row(u) + ex]);
-        group_dists<T, C::NEG>(xp, d, s, sh, g, t);
-#pragma unroll
-        for (int u = 0; u < GROUP; ++u) {
-          const T base = a2 + sh[g.row(u) + ex];
-          const T w = g.valid(u) ? sh[g.row(u) + ex + 1] * Num<T>::exp2(C::exponent(t[u], base))
-                                 : T(0);
-          part += w;
-          wg[u] = w * C::psi(t[u]);
-        }
-        group_accumulate(xp, o, d, s, sh, g, wg);
-      }
-    }
+    part = T(0);                                    // per-tile partial sums: less rounding
+    grad_tile<T, C::NEG, DIM, ROW, unroll_by_row<T>(ROW, 4)>(xi, xp, s, sh, tj, rowlen, d, acc,
+                                                             start, weight);
     sum += part;
   }
   if (active) {
     out_s[(long long)blockIdx.y * n + i] = sum;
-    if constexpr (DIM > 0) {
-#pragma unroll
-      for (int k = 0; k < DIM; ++k) o[k] = gfactor * acc[k];
-    } else {
-      for (int k = 0; k < d; ++k) o[k] *= gfactor;
-    }
+    acc.finish(o, d, gfactor);
   }
 }
 

@@ -87,8 +87,8 @@ INSTANCES = (
 BUDGET = {
     "gaussian KP": 9.625, "softmin p=2": 12.25, "laplacian KP": 24.625, "energy KP": 22.625,
     "gaussian KP grad": 14.25, "softmin p=1": 27.0, "softmin p=2 grad": 17.5,
-    "gaussian KP D=40": 157.75, "gaussian KP grad D=40": 316.75, "softmin p=2 D=40": 153.75,
-    "gaussian KP D=100": 387.75, "gaussian KP grad D=100": 792.75, "softmin p=2 D=100": 377.75,
+    "gaussian KP D=40": 157.75, "gaussian KP grad D=40": 316.5, "softmin p=2 D=40": 153.75,
+    "gaussian KP D=100": 387.75, "gaussian KP grad D=100": 790.5, "softmin p=2 D=100": 377.75,
 }
 
 
