@@ -198,14 +198,14 @@
 
   function drawRegret() {
     if (!data.regret || !document.getElementById("kp-regret")) return;
-    const groups = groupBy(data.regret, "seen");
+    const groups = groupBy(data.regret.filter(function (r) { return r.op === state.op; }), "seen");
     const traces = Object.keys(groups).map(function (seen) {
       const g = groups[seen];
       return { type: "scatter", mode: "markers", name: seen, x: g.map(function (r) { return r.N; }),
         y: g.map(function (r) { return r.regret; }), text: g.map(function (r) { return r.hover; }),
         hovertemplate: "%{text}<extra></extra>", marker: { size: 9 } };
     });
-    draw("kp-regret", traces, { title: { text: "regret of backend=\"auto\": its time over the best backend's" },
+    draw("kp-regret", traces, { title: { text: "regret of backend=\"auto\" (" + state.op + "): its time over the best backend's" },
       xaxis: Object.assign({ title: { text: "N" } }, LOG), yaxis: { title: { text: "time(auto pick) / time(best)" } },
       shapes: [{ type: "line", xref: "paper", x0: 0, x1: 1, y0: 1.1, y1: 1.1, line: { dash: "dot", color: "#c00" } }] });
   }
