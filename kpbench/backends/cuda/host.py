@@ -5,8 +5,8 @@ is compiled by the host C++ compiler from the unmodified source, with ``host_shi
 force-included (one fiber per CUDA thread, ``__syncthreads`` a true barrier, shared memory
 per block: see the header), into a shared library of its own, loaded with ctypes. The
 libraries are cached by a hash of everything that goes into them (sources, flags,
-compiler) under ``build/cuda_host`` (or ``$KPBENCH_CUDA_HOST_BUILD``), so a second process
-loads them directly.
+compiler) under ``build/cuda_host`` of the checkout (see ``build_dir``), so a second
+process loads them directly.
 
 Nothing here is ever used unless the variable is set: without a GPU and without it, the
 backend is unavailable, it never falls back to the host silently. Timings of this path say
@@ -59,8 +59,15 @@ def compiler() -> str | None:
 
 
 def build_dir() -> Path:
+    """$KPBENCH_CUDA_HOST_BUILD, else build/cuda_host of the checkout, else (an installed
+    package) ~/.cache/kpbench/cuda_host."""
     configured = os.environ.get(BUILD_ENV)
-    return Path(configured) if configured else HERE.parents[2] / "build" / "cuda_host"
+    if configured:
+        return Path(configured)
+    root = HERE.parents[2]
+    if (root / "pyproject.toml").exists():
+        return root / "build" / "cuda_host"
+    return Path.home() / ".cache" / "kpbench" / "cuda_host"
 
 
 def wrapper_source(expression: str, block: int, source: Path = SOURCE) -> str:
