@@ -223,6 +223,10 @@ def gate_runs(tmp_path_factory):
     """Three identical sweeps and one with torch slowed, interleaved point by point (as
     asv interleaves its processes) so that the load of a shared machine, which changes
     over seconds, falls on all four alike."""
+    if os.environ.get("KPBENCH_TIMING_TESTS") != "1":
+        pytest.skip("timing demonstration, opt-in (KPBENCH_TIMING_TESTS=1, on a quiet machine): on "
+                    "the 2-core CI machine identical interleaved sweeps differed by up to 1.3x with "
+                    "distinct sample distributions (allocator/process state), so it would be flaky")
     load = os.getloadavg()[0]
     if load > os.cpu_count():
         pytest.skip(f"machine busy (load {load:.1f} on {os.cpu_count()} cores): timings of "
