@@ -8,9 +8,10 @@ process and interleaved (raw, bound, raw, bound, ... so that drift hits both ali
 * sweep:  the ``time_median_s`` of a real sweep row (``run_point``) for the same point.
 
 Each timing is ``timeit`` with ``number`` calibrated to ~10 ms per sample. The overhead
-is the difference of the fastest samples (min: the estimate least hurt by other load on
-a shared machine); sweep / raw compares the row's median with the raw median. Prints a
-table and the goals of issue 14: overhead (bound - raw) <= 5 us, sweep / raw within 10 %.
+is the median of the paired differences (bound sample - the raw sample taken just before
+it), which cancels the drift of a shared machine; sweep / raw compares the row's median
+with the median of raw samples taken around the row. Prints a table and the goals of
+issue 14: overhead (bound - raw) <= 5 us, sweep / raw within 10 %.
 
     python scripts/bench_overhead.py [--rounds 15] [--json out.json]
 """
@@ -87,13 +88,14 @@ def main(argv=None) -> int:
                 raw(), bound()
             raws, bounds = interleaved(raw, bound, args.rounds)
             row = run_point(pt, "speed", MeasureSettings(repeats=args.rounds, threads=1))
-            raw_s = statistics.median(raws)
+            after, _ = interleaved(raw, bound, args.rounds)
+            raw_s = statistics.median(raws + after)
             rows.append(dict(backend=backend, op=op, raw_us=raw_s * 1e6,
                              bound_us=statistics.median(bounds) * 1e6,
-                             overhead_us=(min(bounds) - min(raws)) * 1e6,
+                             overhead_us=statistics.median(b - r for r, b in zip(raws, bounds)) * 1e6,
                              sweep_us=row["time_median_s"] * 1e6,
                              sweep_over_raw=row["time_median_s"] / raw_s))
-    print(f"{'backend':8s} {'op':15s} {'raw us':>9s} {'bound us':>9s} {'overhd min':>9s} "
+    print(f"{'backend':8s} {'op':15s} {'raw us':>9s} {'bound us':>9s} {'overhead':>9s} "
           f"{'sweep us':>9s} {'sweep/raw':>9s}")
     for r in rows:
         print(f"{r['backend']:8s} {r['op']:15s} {r['raw_us']:9.1f} {r['bound_us']:9.1f} "
