@@ -22,9 +22,11 @@ import numpy as np
 import torch
 
 from .backends import Backend, get_backend
-from .backends.base import check_blur, check_kernel, check_p, check_pair, check_signal
+from .backends.base import (UnsupportedCombination, check_blur, check_kernel, check_p, check_pair,
+                            check_signal)
 from .errors import KPBenchError
-from .sinkhorn import MAX_ITER, SinkhornSolver, check_solver_options, diameter, epsilon_schedule, fixed_schedule
+from .sinkhorn import (MAX_ITER, SCHEDULES, SinkhornSolver, check_solver_options, diameter,
+                       epsilon_schedule, fixed_schedule)
 
 MASS_TOLERANCE = 1e-5  # relative difference of total masses tolerated by balanced OT
 
@@ -126,9 +128,10 @@ def softmin(x, y, h, *, eps: float, p: int = 2, backend: str | Backend = "torch"
 # -- the one dispatch -------------------------------------------------------
 _BINDING = contextvars.ContextVar("kpbench_losses_binding", default=False)
 
-# the primitive whose memory a loss's largest call needs (its N x N / M x M self terms)
+# what a loss's memory check asks the backend about: its largest primitive call (at the
+# N x N / M x M size of the self terms), or the loss itself where it keeps prepared pairs
 _PRIMITIVE_OF = {"mmd": "kernel_product", "sinkhorn_multiplicative": "kernel_product",
-                 "hausdorff": "softmin", "log_likelihood": "softmin", "sinkhorn": "softmin"}
+                 "hausdorff": "hausdorff", "log_likelihood": "softmin", "sinkhorn": "sinkhorn"}
 
 
 def bind(function, *args, **kwargs):
@@ -152,6 +155,8 @@ def _dispatch(name: str, bk: Backend, a, x, b, y, **params):
     (after the memory check of its largest primitive call)."""
     implementation = bk.own_losses.get(name)
     if implementation is None:
+        if not bk.capabilities.primitives:
+            raise UnsupportedCombination(f"{bk.name} has no {name} (and no primitives)")
         implementation = _ON_PRIMITIVES[name]
         size = max(x.shape[0], y.shape[0])
         bk.check_memory(_PRIMITIVE_OF[name], size, size, x.shape[1], x)
@@ -190,13 +195,12 @@ def hausdorff(a=None, x=None, b=None, y=None, *, p: int = 2, blur: float = 0.1,
 
 def _hausdorff(bk, a, x, b, y, *, p, blur):
     eps = blur**p
+    diameter(x, y, blur, p)   # refuses coordinates whose costs overflow
     a_log, b_log = torch.log(a), torch.log(b)
-
-    def smin(u, v, h):
-        return bk.softmin(u, v, h, eps=eps, p=p, validate=False)
-
-    f = smin(x, y, b_log) - smin(x, x, a_log)
-    g = smin(y, x, a_log) - smin(y, y, b_log)
+    xy = bk.prepare_pair(x, y, p)   # one cost matrix (dense) for both cross terms
+    xx, yy = bk.prepare_pair(x, x, p, reuse=xy), bk.prepare_pair(y, y, p, reuse=xy)
+    f = xy.softmin(b_log, eps) - xx.softmin(a_log, eps)
+    g = xy.softmin_t(a_log, eps) - yy.softmin(b_log, eps)
     return (a * f).sum() + (b * g).sum()
 
 
@@ -219,7 +223,7 @@ def sinkhorn(a=None, x=None, b=None, y=None, *, p: int = 2, blur: float = 0.05,
              scaling: float = 0.5, reach: float | None = None, debias: bool = True,
              backend: str | Backend = "torch", potentials: bool = False,
              iters: int | None = None, tol: float | None = None, max_iter: int | None = None,
-             return_info: bool = False):
+             return_info: bool = False, schedule: str = "kpbench"):
     """Sinkhorn divergence S_eps (debias=True) or entropic OT_eps (debias=False), eps = blur**p.
 
     ``iters=None``: eps-scaling from the diameter of the clouds down to blur**p by the
@@ -228,33 +232,47 @@ def sinkhorn(a=None, x=None, b=None, y=None, *, p: int = 2, blur: float = 0.05,
     (at most ``max_iter`` iterations in all; None: the solver's default, 1000 here). ``reach``: unbalanced OT with KL marginal
     penalty rho = reach**p. ``potentials=True`` returns the dual potentials (f, g)
     (debiased: f_ba - f_aa, g_ab - g_bb) instead of the value.
-    ``return_info=True`` returns (result, {"iterations", "eps_schedule"}).
+    ``schedule``: "kpbench" (each eps of the annealing once) or "geomloss" (GeomLoss's
+    list, whose first eps runs twice: reproduces GeomLoss's numbers to round-off).
+    ``return_info=True`` returns (result, info): "iterations", "eps_schedule",
+    "marginal_err" (|pi 1 - a|_1 + |pi^T 1 - b|_1 of the cross potentials; unbalanced:
+    the optimality residual) and "converged" (None without ``tol``; else whether the
+    solve stopped by ``tol`` rather than ``max_iter``).
     The float64 reference (backend "numpy") always solves to its own tolerance
     (:mod:`kpbench.reference.sinkhorn`); ``scaling`` does not apply to it.
     """
     p, blur = check_p(p), check_blur(blur)
     reach = _check_reach(reach)
     check_solver_options(iters=iters, tol=tol, max_iter=max_iter)
+    if schedule not in SCHEDULES:
+        raise KPBenchError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     bk, a, x, b, y = _prepare(a, x, b, y, backend, "sinkhorn")
     _check_balanced(a, b, reach)
     return _dispatch("sinkhorn", bk, a, x, b, y, p=p, blur=blur, scaling=scaling, reach=reach,
                      debias=debias, potentials=potentials, iters=iters, tol=tol,
-                     max_iter=max_iter, return_info=return_info)
+                     max_iter=max_iter, return_info=return_info, schedule=schedule)
 
 
 def _sinkhorn(bk, a, x, b, y, *, p, blur, scaling, reach, debias, potentials, iters, tol,
-              max_iter, return_info):
-    schedule = (epsilon_schedule(diameter(x, y), blur, p, scaling) if iters is None
+              max_iter, return_info, schedule="kpbench"):
+    radius = diameter(x, y, blur, p)   # refuses coordinates whose costs overflow
+    eps_list = (epsilon_schedule(radius, blur, p, scaling, schedule) if iters is None
                 else fixed_schedule(blur, p, iters))
+    eps = eps_list[-1]
     solver = SinkhornSolver(bk, a, x, b, y, p=p, reach=reach, debias=debias)
-    state, iterations = solver.solve(schedule, tol, MAX_ITER if max_iter is None else max_iter)
+    state, iterations, converged = solver.solve(eps_list, tol,
+                                                MAX_ITER if max_iter is None else max_iter)
+    final = solver.extrapolate(state, eps)
     if potentials:
-        f_ba, g_ab, f_aa, g_bb = state
+        f_ba, g_ab, f_aa, g_bb = final
         result = (f_ba - f_aa, g_ab - g_bb) if debias else (f_ba, g_ab)
     else:
-        result = solver.value(state, schedule[-1])
-    info = {"iterations": iterations, "eps_schedule": schedule}
-    return (result, info) if return_info else result
+        result = solver.value(final, eps)
+    if not return_info:
+        return result
+    info = {"iterations": iterations, "eps_schedule": eps_list, "converged": converged,
+            "marginal_err": solver.marginal_error(state, final, eps)}
+    return result, info
 
 
 def sinkhorn_multiplicative(a=None, x=None, b=None, y=None, *, p: int = 2, blur: float = 0.15,

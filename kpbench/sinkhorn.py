@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from kpbench.backends.base import check_blur, check_p
@@ -19,16 +20,28 @@ from kpbench.errors import KPBenchError
 MAX_ITER = 1000   # default cap on iterations of the tol phase
 
 
-def epsilon_schedule(diameter: float, blur: float, p: int, scaling: float) -> list[float]:
+SCHEDULES = ("kpbench", "geomloss")
+
+
+def epsilon_schedule(diameter: float, blur: float, p: int, scaling: float,
+                     kind: str = "kpbench") -> list[float]:
     """eps values from diameter**p down to blur**p, shrinking the blur by ``scaling`` per step.
 
-    A cloud of one point, or of identical points, has diameter 0: the schedule then
-    starts (and ends) at blur**p instead of taking log(0).
+    ``kind="kpbench"``: each eps once. A cloud of one point, or of identical points, has
+    diameter 0: the schedule then starts (and ends) at blur**p instead of taking log(0).
+    ``kind="geomloss"``: GeomLoss's list (0.2.x-0.3.x, ``epsilon_schedule`` of its
+    ``sinkhorn_divergence``), computed as it does: diameter**p first and then again at the
+    start of exp(arange(p log diameter, p log blur, p log scaling)), then blur**p -- the
+    first eps runs twice; reproduces a GeomLoss number to round-off.
     """
     blur = check_blur(blur)
     check_p(p)
     if not (0.0 < scaling < 1.0):
         raise KPBenchError(f"scaling must be in (0, 1), got {scaling!r}")
+    if kind == "geomloss":
+        return _geomloss_schedule(float(diameter), blur, p, scaling)
+    if kind != "kpbench":
+        raise KPBenchError(f"unknown schedule {kind!r}; choose one of {', '.join(SCHEDULES)}")
     radius = max(float(diameter), blur)
     steps = int(math.floor(math.log(blur / radius) / math.log(scaling))) if radius > blur else 0
     schedule = [(radius * scaling**k) ** p for k in range(steps + 1)]
@@ -37,6 +50,12 @@ def epsilon_schedule(diameter: float, blur: float, p: int, scaling: float) -> li
     else:
         schedule[-1] = blur**p
     return schedule
+
+
+def _geomloss_schedule(diameter: float, blur: float, p: int, scaling: float) -> list[float]:
+    diameter = diameter if diameter > 0 else blur   # GeomLoss itself would take log(0)
+    exponents = np.arange(p * np.log(diameter), p * np.log(blur), p * np.log(scaling))
+    return [diameter**p] + [float(np.exp(e)) for e in exponents] + [blur**p]
 
 
 def check_solver_options(*, iters, tol, max_iter) -> None:
@@ -64,118 +83,174 @@ def damping(eps: float, reach: float | None, p: int) -> float:
     return 1.0 / (1.0 + eps / reach**p)
 
 
-class _UnbalancedWeight(torch.autograd.Function):
-    """Multiply by rho + eps/2 in the forward pass and by rho + eps in the backward pass.
-
-    The unbalanced dual value is (rho + eps/2) <a, 1 - exp(-f/rho)> (+ same for b), but
-    its gradient w.r.t. the positions, through f, needs the factor rho + eps to equal
-    the envelope-theorem gradient sum_j pi_ij grad C (Sejourne et al., 2019).
-    """
-
-    @staticmethod
-    def forward(ctx, u, rho, eps):
-        ctx.factor = rho + eps
-        return (rho + eps / 2) * u
-
-    @staticmethod
-    def backward(ctx, grad):
-        return ctx.factor * grad, None, None
-
-
-def diameter(x, y) -> float:
+def diameter(x, y, blur: float | None = None, p: int = 2) -> float:
     """The diagonal of the bounding box of both clouds (computed in float64); refuses
-    clouds whose costs would overflow their dtype."""
+    clouds whose costs would overflow their dtype: squared distances and norms (the dense
+    |x|^2 + |y|^2 - 2<x, y> expansion), and, given ``blur``, the exponents C / eps of the
+    softmin at eps = blur**p (with room for the potentials added to them)."""
     with torch.no_grad():
         points = torch.cat([x, y])
         extent = (points.max(0).values - points.min(0).values).double()
         value = float(torch.linalg.norm(extent))
+        norm = float(torch.linalg.norm(points.double(), dim=1).max())
     largest = torch.finfo(x.dtype).max
-    if not value**2 < largest:
-        raise KPBenchError(f"the clouds span {value:.3g}: squared distances overflow "
-                           f"{str(x.dtype).replace('torch.', '')}; rescale the coordinates")
+    dtype = str(x.dtype).replace("torch.", "")
+    if not (value**2 < largest and 4 * norm**2 < largest):
+        raise KPBenchError(f"the clouds span {value:.3g} (largest norm {norm:.3g}): squared "
+                           f"distances overflow {dtype}; rescale the coordinates")
+    if blur is not None and not value**p / (p * blur**p) < largest / 16:
+        raise KPBenchError(f"the clouds span {value:.3g}: at blur {blur:g} the exponents C/eps "
+                           f"reach {value**p / (p * blur**p):.3g} and overflow {dtype}; "
+                           "rescale the coordinates")
     return value
 
 
 class SinkhornSolver:
-    """The log-domain Sinkhorn loop on a backend's softmin (see the module docstring)."""
+    """The log-domain Sinkhorn loop on a backend's prepared pairs (see the module docstring).
+
+    State: the potentials [f_ba, g_ab, f_aa, g_bb] (the self ones None without debias).
+    The loop runs on pairs of the detached clouds (:meth:`Backend.prepare_pair`: cost
+    matrices or compiled reductions made once per solve); the last, differentiable step
+    calls the backend's softmin with the other cloud detached (envelope theorem).
+    """
 
     def __init__(self, bk, a, x, b, y, *, p, reach, debias):
         self.bk, self.p, self.reach, self.debias = bk, p, reach, debias
         self.a, self.x, self.b, self.y = a, x, b, y
-        self.a_log, self.b_log = torch.log(a), torch.log(b)
+        self.a_log, self.b_log = torch.log(a).detach(), torch.log(b).detach()
+        x0, y0 = x.detach(), y.detach()
+        self.xy = bk.prepare_pair(x0, y0, p)
+        self.xx = bk.prepare_pair(x0, x0, p, reuse=self.xy) if debias else None
+        self.yy = bk.prepare_pair(y0, y0, p, reuse=self.xy) if debias else None
 
-    def _smin(self, u, v, h, eps):
-        # v detached: the envelope gradient of <a, f(x)> w.r.t. x goes through x only.
-        lam = damping(eps, self.reach, self.p)
-        return lam * self.bk.softmin(u, v.detach(), h, eps=eps, p=self.p, validate=False)
+    # -- one softmin per potential, on the prepared pairs --------------------------
+    def _f(self, g, eps):
+        return damping(eps, self.reach, self.p) * self.xy.softmin(self.b_log + g / eps, eps)
+
+    def _g(self, f, eps):
+        return damping(eps, self.reach, self.p) * self.xy.softmin_t(self.a_log + f / eps, eps)
+
+    def _self(self, pair, w_log, f, eps):
+        return damping(eps, self.reach, self.p) * pair.softmin(w_log + f / eps, eps)
 
     def init(self, eps):
-        x, y = self.x.detach(), self.y.detach()
-        state = [self._smin(x, y, self.b_log.detach(), eps),
-                 self._smin(y, x, self.a_log.detach(), eps), None, None]
+        zero_a, zero_b = torch.zeros_like(self.a_log), torch.zeros_like(self.b_log)
+        state = [self._f(zero_b, eps), self._g(zero_a, eps), None, None]
         if self.debias:
-            state[2] = self._smin(x, x, self.a_log.detach(), eps)
-            state[3] = self._smin(y, y, self.b_log.detach(), eps)
+            state[2] = self._self(self.xx, self.a_log, zero_a, eps)
+            state[3] = self._self(self.yy, self.b_log, zero_b, eps)
         return state
 
-    def update(self, state, eps, x=None, y=None):
-        """One symmetric update from ``state``; the potentials enter only through h (detached)."""
-        x = self.x.detach() if x is None else x
-        y = self.y.detach() if y is None else y
-        f_ba, g_ab, f_aa, g_bb = [None if s is None else s.detach() for s in state]
-        a_log, b_log = self.a_log.detach(), self.b_log.detach()
-        new = [self._smin(x, y, b_log + g_ab / eps, eps), self._smin(y, x, a_log + f_ba / eps, eps),
-               None, None]
-        if self.debias:
-            new[2] = self._smin(x, x, a_log + f_aa / eps, eps)
-            new[3] = self._smin(y, y, b_log + g_bb / eps, eps)
-        return new
+    def _self_updates(self, state, eps):
+        if not self.debias:
+            return None, None
+        return (self._self(self.xx, self.a_log, state[2], eps),
+                self._self(self.yy, self.b_log, state[3], eps))
+
+    def update(self, state, eps):
+        """One symmetric (Jacobi) update of all potentials: 4 softmins (2 without debias)."""
+        f_ba, g_ab, f_aa, g_bb = state
+        return [self._f(g_ab, eps), self._g(f_ba, eps), *self._self_updates(state, eps)]
 
     def alternate(self, state, eps):
         """Convergence phase at fixed eps: alternating (Gauss-Seidel) updates of the cross
         potentials, which converge much faster than averaged ones at small eps; the
-        symmetric self-potentials keep their averaged update."""
-        f_ba, g_ab, f_aa, g_bb = state
-        x, y = self.x.detach(), self.y.detach()
-        f_ba = self._smin(x, y, self.b_log.detach() + g_ab / eps, eps)
-        g_ab = self._smin(y, x, self.a_log.detach() + f_ba / eps, eps)
+        self-potentials keep their averaged update. 4 softmins (2 without debias)."""
+        f_aa, g_bb = self._self_updates(state, eps)
+        f_ba = self._f(state[1], eps)
+        g_ab = self._g(f_ba, eps)
         if self.debias:
-            _, _, f_new, g_new = self.update(state, eps)
-            f_aa, g_bb = 0.5 * (f_aa + f_new), 0.5 * (g_bb + g_new)
+            f_aa, g_bb = 0.5 * (state[2] + f_aa), 0.5 * (state[3] + g_bb)
         return [f_ba, g_ab, f_aa, g_bb]
 
     def solve(self, schedule, tol, max_iter):
+        """(state, iterations, converged): converged is None without ``tol``, else whether
+        the tol phase stopped by tol (not by ``max_iter``)."""
         with torch.no_grad():
             state = self.init(schedule[0])
             iterations = 0
             for eps in schedule:
                 state = _average(state, self.update(state, eps))
                 iterations += 1
+            converged = None if tol is None else False
             while tol is not None and iterations < max_iter:
                 new = self.alternate(state, schedule[-1])
                 change = float((new[0] - state[0]).abs().max())
                 state, iterations = new, iterations + 1
                 if change < tol:
+                    converged = True
                     break
-        # the differentiable extrapolation, at the final eps, from the converged potentials
-        final = self.update(state, schedule[-1], x=self.x, y=self.y)
-        return final, iterations
+        return state, iterations, converged
 
-    def value(self, state, eps):
-        f_ba, g_ab, f_aa, g_bb = state
-        a, b = self.a, self.b
-        if self.reach is None:
-            if self.debias:
-                return (a * (f_ba - f_aa)).sum() + (b * (g_ab - g_bb)).sum()
-            return (a * f_ba).sum() + (b * g_ab).sum()
-        rho = self.reach**self.p
+    # -- the last step, differentiable -------------------------------------------
+    def _softmin(self, pair, u, v, h, eps, reverse=False):
+        """softmin(u, v, h): on the pair where no gradient flows, else the primitive."""
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (u, v, h)):
+            return self.bk.softmin(u, v, h, eps=eps, p=self.p, validate=False)
+        return pair.softmin_t(h, eps) if reverse else pair.softmin(h, eps)
+
+    def extrapolate(self, state, eps):
+        """One symmetric update from ``state`` (detached), differentiable w.r.t. x in the
+        potentials on x and w.r.t. y in those on y (the other cloud detached)."""
+        lam = damping(eps, self.reach, self.p)
+        x, y = self.x, self.y
+        f_ba, g_ab, f_aa, g_bb = [None if s is None else s.detach() for s in state]
+        new = [lam * self._softmin(self.xy, x, y.detach(), self.b_log + g_ab / eps, eps),
+               lam * self._softmin(self.xy, y, x.detach(), self.a_log + f_ba / eps, eps,
+                                   reverse=True), None, None]
         if self.debias:
-            u = torch.exp(-f_aa / rho) - torch.exp(-f_ba / rho)
-            v = torch.exp(-g_bb / rho) - torch.exp(-g_ab / rho)
-        else:
-            u, v = 1 - torch.exp(-f_ba / rho), 1 - torch.exp(-g_ab / rho)
-        return ((a * _UnbalancedWeight.apply(u, rho, eps)).sum()
-                + (b * _UnbalancedWeight.apply(v, rho, eps)).sum())
+            new[2] = lam * self._softmin(self.xx, x, x.detach(), self.a_log + f_aa / eps, eps)
+            new[3] = lam * self._softmin(self.yy, y, y.detach(), self.b_log + g_bb / eps, eps)
+        return new
+
+    def marginal_error(self, state, final, eps) -> float:
+        """|pi 1 - a|_1 + |pi^T 1 - b|_1 of the plan of the cross potentials (f, g) of
+        ``state`` (unbalanced: the optimality residual, targets a e^{-f/rho}, b e^{-g/rho}).
+        From the extrapolation (f~, g~) of that state: pi 1_i = a_i exp((f_i - f~_i/lam)/eps)."""
+        lam = damping(eps, self.reach, self.p)
+        with torch.no_grad():
+            error = 0.0
+            for w, f, f_new in ((self.a, state[0], final[0]), (self.b, state[1], final[1])):
+                w, f = w.detach(), f.detach()
+                marginal = w * torch.exp((f - f_new.detach() / lam) / eps)
+                target = w if self.reach is None else w * torch.exp(-f / self.reach**self.p)
+                error += float((marginal - target).abs().sum())
+        return error
+
+    def value(self, final, eps):
+        """Balanced: <a, f> + <b, g> of the extrapolated potentials (debiased: minus the
+        self terms), GeomLoss's formula. Unbalanced: the dual objective at them, see
+        :meth:`_unbalanced_dual`."""
+        f_ba, g_ab, f_aa, g_bb = final
+        a, b = self.a, self.b
+        if self.reach is not None:
+            return self._unbalanced_value(final, eps)
+        if self.debias:
+            return (a * (f_ba - f_aa)).sum() + (b * (g_ab - g_bb)).sum()
+        return (a * f_ba).sum() + (b * g_ab).sum()
+
+    def _unbalanced_value(self, final, eps):
+        f_ba, g_ab, f_aa, g_bb = [s.detach() if s is not None else None for s in final]
+        a, x, b, y = self.a, self.x, self.b, self.y
+        value = self._unbalanced_dual(self.xy, a, x, f_ba, b, y, g_ab, eps)
+        if self.debias:
+            value = (value - 0.5 * self._unbalanced_dual(self.xx, a, x, f_aa, a, x, f_aa, eps)
+                     - 0.5 * self._unbalanced_dual(self.yy, b, y, g_bb, b, y, g_bb, eps)
+                     + eps * (a.sum() - b.sum()) ** 2 / 2)
+        return value
+
+    def _unbalanced_dual(self, pair, a, x, f, b, y, g, eps):
+        """rho <a, 1 - e^{-f/rho}> + rho <b, 1 - e^{-g/rho}> - eps <a x b, e^{(f + g - C)/eps} - 1>
+        at fixed (detached) potentials. The coupling sum_ij a_i b_j e^{(f_i + g_j - C_ij)/eps}
+        is sum_i a_i exp((f_i - s_i)/eps), s = softmin(x, y, log b + g/eps), differentiable in
+        x, y and b: by the envelope theorem autograd of this expression gives the exact
+        gradients w.r.t. positions and weights (Sejourne et al. 2019, Prop. 12's dual)."""
+        rho = self.reach**self.p
+        s = self._softmin(pair, x, y, torch.log(b) + g / eps, eps)
+        coupling = (a * torch.exp((f - s) / eps)).sum()
+        return (rho * (a * (1 - torch.exp(-f / rho))).sum()
+                + rho * (b * (1 - torch.exp(-g / rho))).sum()
+                - eps * (coupling - a.sum() * b.sum()))
 
 
 def _average(old, new):

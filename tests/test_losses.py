@@ -277,3 +277,151 @@ def test_backend_auto_picks_one_for_the_problem_and_says_which():
     assert choice.backend in ("torch", "keops", "cuda") and choice.reason
     explicit = losses.mmd(x=xt, y=yt, kernel="gaussian", blur=0.2, backend=choice.backend)
     assert float(value) == pytest.approx(float(explicit), rel=1e-12)
+
+
+# -- unbalanced Sinkhorn: value = dual objective, exact gradients -------------------------
+UNBALANCED = dict(p=2, blur=0.1, reach=0.5, tol=1e-12, max_iter=2000)
+
+
+def unequal_masses(seed=9):
+    """Clouds of 25 and 20 points with masses 0.7 and 1.3 (non-uniform weights)."""
+    rng = np.random.default_rng(seed)
+    x, y = cloud_pair(25, 20, D=2, seed=seed)
+    a, b = rng.random(25) + 0.5, rng.random(20) + 0.5
+    return 0.7 * a / a.sum(), x, 1.3 * b / b.sum(), y
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("debias", [True, False])
+def test_unbalanced_value_equals_the_primal_with_unequal_masses(backend, debias):
+    """The value is the dual objective at the converged potentials, which equals the primal
+    (the reference's info["primal"]); GeomLoss's (rho + eps/2) formula is off by
+    eps (m_a m_b - (m_a + m_b)/2) without debias (here 0.01 * -0.09 = 9e-4 absolute)."""
+    a, x, b, y = unequal_masses()
+    params = dict(UNBALANCED, debias=debias)
+    _, info = losses.sinkhorn(a, x, b, y, backend="numpy", return_info=True, **params)
+    value = float(losses.sinkhorn(*t64(a, x, b, y), backend=backend, **params))
+    assert value == pytest.approx(info["primal"], rel=1e-9)
+
+
+def central_difference(loss, arrays, which, direction, step):
+    plus, minus = list(arrays), list(arrays)
+    plus[which] = arrays[which] + step * direction
+    minus[which] = arrays[which] - step * direction
+    return (loss(*plus, backend="numpy") - loss(*minus, backend="numpy")) / (2 * step)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("debias", [True, False])
+def test_unbalanced_gradients_match_finite_differences(backend, debias):
+    """Weights (along a mass-preserving and a random direction) and positions, against
+    central differences of the converged float64 reference. GeomLoss's weight gradient is
+    (rho + eps/2)/(rho + eps) = 0.96 times the truth along mass-preserving directions here."""
+    arrays = unequal_masses(seed=10)
+    loss = losses.make_loss("sinkhorn", **dict(UNBALANCED, debias=debias))
+    tensors = t64(*arrays, grad=True)
+    grads = torch.autograd.grad(loss(*tensors, backend=backend), tensors)
+    rng = np.random.default_rng(1)
+    preserving = np.zeros(25)
+    preserving[[3, 11]] = (1.0, -1.0)
+    cases = [(0, preserving, 1e-6), (0, rng.normal(size=25), 1e-6), (2, rng.normal(size=20), 1e-6),
+             (1, rng.normal(size=(25, 2)), 1e-5), (3, rng.normal(size=(20, 2)), 1e-5)]
+    for which, direction, step in cases:
+        fd = central_difference(loss, arrays, which, direction, step)
+        autograd = float((grads[which].numpy() * direction).sum())
+        assert autograd == pytest.approx(fd, rel=1e-6, abs=1e-10), (which, autograd, fd)
+
+
+# -- solver bookkeeping: work per iteration, marginal error, convergence flag -------------
+class CountingTorch:
+    """The dense torch backend with the generic (uncached) pair, counting softmin calls."""
+
+    def __new__(cls):
+        from kpbench.backends.base import Pair
+        from kpbench.backends.torch_dense import TorchBackend
+
+        class Counting(TorchBackend):
+            name = "torch-counting"
+            calls = 0
+
+            def prepare_pair(self, x, y, p, reuse=None):
+                return Pair(self, x, y, p)
+
+            def _softmin(self, x, y, h, *, eps, p):
+                type(self).calls += 1
+                return super()._softmin(x, y, h, eps=eps, p=p)
+
+        return Counting()
+
+
+@pytest.mark.parametrize("debias,per_iteration", [(True, 4), (False, 2)])
+def test_each_iteration_costs_one_softmin_per_potential(debias, per_iteration):
+    """4 softmins per iteration with debias (2 without), in the eps-scaling and in the tol
+    phase alike; plus the initialisation and the last extrapolation."""
+    bk = CountingTorch()
+    x, y = t64(*cloud_pair(30, 20))
+    _, info = losses.sinkhorn(x=x, y=y, blur=0.1, tol=1e-9, debias=debias, backend=bk,
+                              return_info=True)
+    assert info["iterations"] > len(info["eps_schedule"]) + 5   # the tol phase ran
+    assert type(bk).calls == per_iteration * (info["iterations"] + 2)
+
+
+def test_marginal_error_is_that_of_the_cross_plan():
+    """info["marginal_err"] = |pi 1 - a|_1 + |pi^T 1 - b|_1 of the solver's potentials,
+    checked against the plan built from them in float64."""
+    from kpbench.backends import get_backend
+    from kpbench.sinkhorn import SinkhornSolver
+
+    x, y = t64(*cloud_pair(30, 20))
+    a, b = torch.full((30,), 1 / 30, dtype=torch.float64), torch.full((20,), 1 / 20, dtype=torch.float64)
+    solver = SinkhornSolver(get_backend("torch"), a, x, b, y, p=2, reach=None, debias=True)
+    eps = 0.1**2
+    state, _, _ = solver.solve([1.0, 0.1, eps, eps], None, 10)
+    error = solver.marginal_error(state, solver.extrapolate(state, eps), eps)
+    cost = ((x[:, None] - y[None]) ** 2).sum(-1) / 2
+    plan = a[:, None] * b[None] * torch.exp((state[0][:, None] + state[1][None] - cost) / eps)
+    expected = float((plan.sum(1) - a).abs().sum() + (plan.sum(0) - b).abs().sum())
+    assert error == pytest.approx(expected, rel=1e-10)
+    assert error > 1e-4   # four iterations: far from converged, so the check has teeth
+
+
+@pytest.mark.parametrize("reach", [None, 0.5])
+def test_converged_flag_and_marginal_error_follow_the_tolerance(reach):
+    x, y = cloud_pair(30, 20)
+    run = dict(x=x, y=y, blur=0.1, reach=reach, return_info=True, backend="torch")
+    _, fast = losses.sinkhorn(**run)
+    _, tight = losses.sinkhorn(tol=1e-11, max_iter=3000, **run)
+    _, capped = losses.sinkhorn(tol=1e-11, max_iter=12, **run)
+    assert fast["converged"] is None and tight["converged"] is True
+    assert capped["converged"] is False and capped["iterations"] == 12
+    assert tight["marginal_err"] < 1e-9 < fast["marginal_err"]
+    assert tight["marginal_err"] < capped["marginal_err"]
+
+
+def test_geomloss_schedule_runs_the_first_eps_twice():
+    from kpbench.sinkhorn import epsilon_schedule
+
+    ours = epsilon_schedule(1.7, 0.05, 2, 0.5)
+    theirs = epsilon_schedule(1.7, 0.05, 2, 0.5, kind="geomloss")
+    assert theirs[0] == theirs[1] == pytest.approx(1.7**2) and ours[0] == pytest.approx(1.7**2)
+    assert len(theirs) == len(ours) + 1 and theirs[-1] == ours[-1] == pytest.approx(0.05**2)
+    assert epsilon_schedule(0.0, 0.05, 2, 0.5, kind="geomloss")[-1] == pytest.approx(0.05**2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cached_pairs_agree_with_the_primitives(backend):
+    """A prepared pair's softmins (cost matrix / compiled reduction reused) equal the
+    primitive's, in both directions, with and without gradients."""
+    from kpbench.backends import get_backend
+
+    bk = get_backend(backend)
+    x, y = t64(*cloud_pair(30, 20), grad=True)
+    h_y, h_x = torch.randn(20, dtype=torch.float64), torch.randn(30, dtype=torch.float64)
+    pair = bk.prepare_pair(x, y, 2)
+    with torch.no_grad():
+        assert torch.allclose(pair.softmin(h_y, 0.01), bk.softmin(x, y, h_y, eps=0.01, p=2))
+        assert torch.allclose(pair.softmin_t(h_x, 0.01), bk.softmin(y, x, h_x, eps=0.01, p=2))
+    out = (pair.softmin(h_y, 0.01) ** 2).sum() + pair.softmin_t(h_x, 0.01).sum()
+    ref = (bk.softmin(x, y, h_y, eps=0.01, p=2) ** 2).sum() + bk.softmin(y, x, h_x, eps=0.01, p=2).sum()
+    for g, r in zip(torch.autograd.grad(out, [x, y]), torch.autograd.grad(ref, [x, y])):
+        assert torch.allclose(g, r, rtol=1e-10, atol=1e-12)

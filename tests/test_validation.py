@@ -81,3 +81,24 @@ def test_cli_lists_backends_with_reasons(capsys):
     out = capsys.readouterr().out
     assert "numpy    available" in out
     assert "cuda" in out
+
+
+SOLVER_AND_SCALE_ERRORS = [
+    ("x must be floating point, got int64",
+     lambda: losses.sinkhorn(x=torch.ones(5, 3, dtype=torch.int64), y=torch.ones(4, 3, dtype=torch.int64))),
+    ("x must be floating point", lambda: losses.sinkhorn(x=[[1, 2], [3, 4]], y=[[1, 2], [3, 5]])),
+    ("tol must be a finite number >= 0", lambda: losses.sinkhorn(x=X, y=Y, tol=-1e-3)),
+    ("max_iter must be an integer >= 1", lambda: losses.sinkhorn(x=X, y=Y, tol=1e-3, max_iter=0)),
+    ("unknown schedule 'fast'", lambda: losses.sinkhorn(x=X, y=Y, schedule="fast")),
+    ("squared distances overflow float32", lambda: losses.sinkhorn(x=X.float() * 1e20, y=Y.float())),
+    ("squared distances overflow float32", lambda: losses.sinkhorn(x=X.float() * 1e19, y=Y.float(), backend="keops")),
+    ("exponents C/eps reach .* overflow float32",
+     lambda: losses.sinkhorn(x=X.float() * 1e17, y=Y.float(), blur=0.01)),
+    ("squared distances overflow float32", lambda: losses.hausdorff(x=X.float() * 1e19, y=Y.float())),
+]
+
+
+@pytest.mark.parametrize("message,call", SOLVER_AND_SCALE_ERRORS, ids=[m for m, _ in SOLVER_AND_SCALE_ERRORS])
+def test_solver_options_and_overflowing_scales_are_refused(message, call):
+    with pytest.raises(KPBenchError, match=message):
+        call()

@@ -27,6 +27,11 @@ from kpbench.errors import (  # noqa: F401  (re-exported: the names backends rai
 )
 
 KERNELS = ("gaussian", "laplacian", "energy")
+
+
+class UnsupportedCombination(BackendUnavailable):
+    """The backend runs here, but not this op or these options (a peer without ``tol``,
+    a loss-only peer asked for a primitive); sweeps record it as ``unsupported``."""
 POWERS = (1, 2)
 
 
@@ -37,6 +42,7 @@ class Capabilities:
     float32: bool
     float64: bool
     dense: bool             # materialises N x M matrices (memory O(NM))
+    primitives: bool = True  # serves kernel_product / softmin (False: a peer with losses only)
 
 
 def check_kernel(kernel: str) -> str:
@@ -162,7 +168,12 @@ class Backend:
     # ``bind_*`` checks everything once and returns the bare computation as a
     # zero-argument callable (what benchmarks time); the plain methods call it at once.
     # ``validate=False`` skips the input and memory checks: for callers that made them.
+    def _require_primitives(self, op: str) -> None:
+        if not self.capabilities.primitives:
+            raise UnsupportedCombination(f"{self.name} offers losses only, no {op} primitive")
+
     def bind_kernel_product(self, x, y, b, *, kernel: str, blur: float, validate: bool = True):
+        self._require_primitives("kernel_product")
         check_kernel(kernel)
         blur = check_blur(blur)
         if validate:
@@ -172,6 +183,7 @@ class Backend:
         return functools.partial(self._kernel_product, x, y, b, kernel=kernel, blur=blur)
 
     def bind_softmin(self, x, y, h, *, eps: float, p: int, validate: bool = True):
+        self._require_primitives("softmin")
         eps = check_blur(eps, "eps")
         p = check_p(p)
         if validate:
@@ -187,6 +199,12 @@ class Backend:
 
     def softmin(self, x, y, h, *, eps: float, p: int, validate: bool = True):
         return self.bind_softmin(x, y, h, eps=eps, p=p, validate=validate)()
+
+    def prepare_pair(self, x, y, p: int, reuse: "Pair | None" = None) -> "Pair":
+        """The work that depends only on the two clouds, done once for many softmins
+        between them (see :class:`Pair`); inputs are assumed validated. ``reuse``: a pair
+        of the same solve whose scratch memory this one may share (they never run at once)."""
+        return Pair(self, x, y, check_p(p))
 
     def _kernel_product(self, x, y, b, *, kernel: str, blur: float):
         raise NotImplementedError
@@ -218,6 +236,26 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<kpbench backend {self.name}>"
+
+
+class Pair:
+    """Softmins between two fixed clouds x (N, D), y (M, D) for one cost |x - y|^p / p.
+
+    ``softmin(h, eps)`` is ``softmin(x, y, h)`` (out on x, h on y) and ``softmin_t(h, eps)``
+    is ``softmin(y, x, h)`` (out on y, h on x), differentiable like the primitive. This
+    generic version calls the backend's primitive each time; a backend overrides
+    :meth:`Backend.prepare_pair` to reuse what depends only on the clouds (the dense
+    cost matrix, a compiled KeOps reduction and contiguous copies).
+    """
+
+    def __init__(self, bk, x, y, p: int):
+        self.bk, self.x, self.y, self.p = bk, x, y, p
+
+    def softmin(self, h, eps: float):
+        return self.bk.softmin(self.x, self.y, h, eps=eps, p=self.p, validate=False)
+
+    def softmin_t(self, h, eps: float):
+        return self.bk.softmin(self.y, self.x, h, eps=eps, p=self.p, validate=False)
 
 
 def _itemsize(t) -> int:

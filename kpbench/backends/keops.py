@@ -12,7 +12,9 @@ import os
 import shutil
 from pathlib import Path
 
-from .base import Backend, Capabilities
+import torch
+
+from .base import Backend, Capabilities, Pair, check_p
 
 _configured_folder: str | None = None
 
@@ -50,6 +52,41 @@ def _lazy(x, y):
     return LazyTensor(x[:, None, :].contiguous()), LazyTensor(y[None, :, :].contiguous())
 
 
+# the exponent h_j - C_ij / eps of the softmin, with P = 1 / (p eps): one routine per
+# (p, D), eps a run-time parameter (no recompilation along the eps schedule)
+_SOFTMIN_FORMULAS = {2: "B - P * SqDist(X, Y)", 1: "B - P * Norm2(X - Y)"}
+_routines: dict = {}
+
+
+def _softmin_routine(p: int, D: int):
+    from pykeops.torch import Genred
+
+    _configure_build_folder()
+    if (p, D) not in _routines:
+        aliases = [f"X = Vi({D})", f"Y = Vj({D})", "B = Vj(1)", "P = Pm(1)"]
+        _routines[p, D] = Genred(_SOFTMIN_FORMULAS[p], aliases, reduction_op="LogSumExp", axis=1)
+    return _routines[p, D]
+
+
+class KeOpsPair(Pair):
+    """Contiguous copies of both clouds and the compiled log-sum-exp reduction, made once."""
+
+    def __init__(self, bk, x, y, p):
+        super().__init__(bk, x, y, p)
+        self._x, self._y = x.contiguous(), y.contiguous()
+        self._routine = _softmin_routine(p, x.shape[1])
+
+    def _lse(self, u, v, h, eps):
+        scale = torch.tensor([1.0 / (self.p * eps)], dtype=u.dtype, device=u.device)
+        return -eps * self._routine(u, v, h.reshape(-1, 1).contiguous(), scale).reshape(-1)
+
+    def softmin(self, h, eps):
+        return self._lse(self._x, self._y, h, eps)
+
+    def softmin_t(self, h, eps):
+        return self._lse(self._y, self._x, h, eps)
+
+
 class KeOpsBackend(Backend):
     name = "keops"
     array_module = "torch"
@@ -66,6 +103,9 @@ class KeOpsBackend(Backend):
         if not torch.cuda.is_available() and shutil.which(os.environ.get("CXX", "g++")) is None:
             return False, "no CUDA device and no C++ compiler (g++) for KeOps' CPU mode"
         return True, ""
+
+    def prepare_pair(self, x, y, p, reuse=None):
+        return KeOpsPair(self, x, y, check_p(p))
 
     def _kernel_product(self, x, y, b, *, kernel, blur):
         from pykeops.torch import LazyTensor

@@ -16,7 +16,8 @@ from .primitives import np_kernel_product, np_kernel_product_grad, np_softmin
 from .sinkhorn import np_sinkhorn
 
 
-def _sinkhorn(bk, a, x, b, y, *, potentials=False, return_info=False, **params):
+def _sinkhorn(bk, a, x, b, y, *, potentials=False, return_info=False, schedule=None, **params):
+    # ``schedule`` (like ``scaling``) is an option of the annealed solver: not used here
     value, f, g, info = np_sinkhorn(a, x, b, y, **params)
     result = (f, g) if potentials else value
     return (result, info) if return_info else result
