@@ -14,6 +14,11 @@ _REGISTRY = {
     "torch": "kpbench.backends.torch_dense:TorchBackend",
     "keops": "kpbench.backends.keops:KeOpsBackend",
     "cuda": "kpbench.backends.cuda:CudaBackend",
+    # peers (extra "peers"): loss-level only, see kpbench.peers
+    "geomloss-tensorized": "kpbench.peers.geomloss:GeomLossTensorized",
+    "geomloss-online": "kpbench.peers.geomloss:GeomLossOnline",
+    "geomloss-multiscale": "kpbench.peers.geomloss:GeomLossMultiscale",
+    "pot": "kpbench.peers.pot:PotBackend",
 }
 _INSTANCES: dict[str, Backend] = {}
 

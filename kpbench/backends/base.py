@@ -31,7 +31,10 @@ KERNELS = ("gaussian", "laplacian", "energy")
 
 class UnsupportedCombination(BackendUnavailable):
     """The backend runs here, but not this op or these options (a peer without ``tol``,
-    a loss-only peer asked for a primitive); sweeps record it as ``unsupported``."""
+    a loss-only peer asked for a primitive); sweeps record it as ``unsupported``, not
+    retryable (``by_design``: no other machine would run it)."""
+
+    by_design = True
 POWERS = (1, 2)
 
 

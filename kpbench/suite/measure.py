@@ -130,7 +130,8 @@ def run_point(point, kind: str, settings: MeasureSettings = MeasureSettings()) -
         row["status"] = "ok"
     except (Unsupported, BackendUnavailable) as exc:
         row.update(status="unsupported", error=str(exc),
-                   retryable=isinstance(exc, (Unavailable, BackendUnavailable)))
+                   retryable=isinstance(exc, (Unavailable, BackendUnavailable))
+                   and not getattr(exc, "by_design", False))
     except (Skipped, MemoryBudgetExceeded) as exc:
         # a budget taken from the free memory of the moment may let it run later
         row.update(status="skipped", error=str(exc), retryable=settings.memory_budget is None)
@@ -157,6 +158,8 @@ def check_supported(point, kind: str = "accuracy") -> None:
         raise Unsupported(f"backend {point.backend!r} does not support {point.dtype}")
     if workloads.OPS[point.op].grad and not caps.autograd:
         raise Unsupported(f"backend {point.backend!r} has no autograd (op {point.op})")
+    if not caps.primitives and workloads.OPS[point.op].family in ("kernel", "softmin"):
+        raise Unsupported(f"backend {point.backend!r} serves losses only (no {point.op})")
     if point.device == "cuda":
         if not caps.cuda:
             raise Unsupported(f"backend {point.backend!r} does not run on CUDA")

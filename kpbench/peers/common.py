@@ -1,0 +1,26 @@
+"""What the peer backends share: availability of a package, the loss-only capabilities."""
+from __future__ import annotations
+
+import importlib
+
+from kpbench.backends.base import Backend, UnsupportedCombination
+
+
+def package_available(module: str, extra: str = "peers") -> tuple[bool, str]:
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        return False, f"{module} not installed (pip install 'kpbench[{extra}]'): {exc}"
+    return True, ""
+
+
+def refuse(condition: bool, backend: Backend, what: str) -> None:
+    """UnsupportedCombination("<backend> does not support <what>") when ``condition``."""
+    if condition:
+        raise UnsupportedCombination(f"{backend.name} does not support {what}")
+
+
+def sinkhorn_info(iterations, eps_list, marginal_err=None, converged=None) -> dict:
+    """The info dict of :func:`kpbench.losses.sinkhorn` (None where the peer does not say)."""
+    return {"iterations": iterations, "eps_schedule": eps_list, "marginal_err": marginal_err,
+            "converged": converged}

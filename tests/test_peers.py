@@ -1,0 +1,104 @@
+"""Peers (GeomLoss, POT) as backends: parity of our GeomLoss schedule with GeomLoss itself,
+its unbalanced gradient shown wrong where ours is right, peers in sweeps."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from kpbench import losses
+from kpbench.gradcheck import fd_gradient_errors
+
+pytest.importorskip("geomloss")
+
+
+def clouds(N=40, M=30, D=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(N, D, generator=g, dtype=torch.float64)
+    return x, torch.rand(M, D, generator=g, dtype=torch.float64) * 0.8 + 0.2
+
+
+@pytest.mark.parametrize("backend", ["torch", "keops"])
+@pytest.mark.parametrize("params", [dict(scaling=0.5), dict(scaling=0.7, debias=False),
+                                    dict(scaling=0.5, blur=0.1)])
+def test_geomloss_schedule_reproduces_geomloss_to_round_off(backend, params):
+    """float64, p=2, balanced: value and gradient equal GeomLoss tensorized's to 1e-12
+    (on our own schedule they differ by 1e-5..1e-3: the first eps is run once)."""
+    from geomloss import SamplesLoss
+
+    params = {"p": 2, "blur": 0.05, **params}
+    x, y = clouds()
+    x.requires_grad_(True)
+    theirs = SamplesLoss("sinkhorn", backend="tensorized", **params)(x, y)
+    ours = losses.sinkhorn(x=x, y=y, backend=backend, schedule="geomloss", **params)
+    (g_theirs,), (g_ours,) = torch.autograd.grad(theirs, [x]), torch.autograd.grad(ours, [x])
+    assert float(ours) == pytest.approx(float(theirs), rel=1e-12)
+    assert float((g_ours - g_theirs).norm() / g_theirs.norm()) < 1e-12
+    default = losses.sinkhorn(x=x, y=y, backend=backend, **params)
+    assert abs(float(default) - float(theirs)) > 1e-7 * abs(float(theirs))
+
+
+def test_geomloss_unbalanced_gradient_is_off_by_its_weight_factor_ours_is_not():
+    """GeomLoss's UnbalancedWeight.backward is never called: its gradients (weights and
+    positions) are (rho + eps/2)/(rho + eps) = 0.95 of the derivative of the converged
+    value here (reach .3, blur .1); ours agree with central differences to ~1e-8."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((25, 2)), rng.random((20, 2)) * 0.8 + 0.3
+    a, b = np.full(25, 1 / 25), np.full(20, 1 / 20)
+    rho, eps = 0.3**2, 0.1**2
+    factor = (rho + eps / 2) / (rho + eps)
+    theirs = fd_gradient_errors(losses.make_loss("sinkhorn", blur=0.1, reach=0.3, scaling=0.999),
+                                a, x, b, y, backend="geomloss-tensorized")
+    ours = fd_gradient_errors(losses.make_loss("sinkhorn", blur=0.1, reach=0.3, tol=1e-12,
+                                               max_iter=3000), a, x, b, y, backend="torch")
+    for name in "axby":
+        assert abs(theirs[name] - (1 - factor)) < 0.005, (name, theirs)
+        assert ours[name] < 1e-7, (name, ours)
+
+
+def test_pot_matches_the_converged_reference():
+    pytest.importorskip("ot")
+    x, y = clouds()
+    truth = losses.sinkhorn(x=x, y=y, blur=0.1, backend="numpy")
+    pot = losses.sinkhorn(x=x, y=y, blur=0.1, backend="pot")
+    assert float(pot) == pytest.approx(truth, rel=1e-6)   # POT stops at 1000 iterations here
+
+
+@pytest.mark.parametrize("call,reason", [
+    (lambda x, y: losses.sinkhorn(x=x, y=y, tol=1e-6, backend="geomloss-tensorized"),
+     "does not support a tolerance"),
+    (lambda x, y: losses.sinkhorn(x=x, y=y, iters=10, backend="geomloss-online"),
+     "does not support a fixed iteration count"),
+    (lambda x, y: losses.hausdorff(x=x, y=y, backend="geomloss-tensorized"), "has no hausdorff"),
+    (lambda x, y: losses.kernel_product(x, y, torch.ones(30, dtype=x.dtype), backend="pot"),
+     "losses only, no kernel_product"),
+    (lambda x, y: losses.sinkhorn(x=x, y=y, reach=0.5, backend="pot"), "unbalanced"),
+])
+def test_unsupported_combinations_say_why(call, reason):
+    from kpbench.backends.base import UnsupportedCombination
+
+    x, y = clouds()
+    with pytest.raises(UnsupportedCombination, match=reason):
+        call(x, y)
+
+
+def test_peers_in_a_sweep_rows_and_settings():
+    """A sinkhorn accuracy point runs on a peer; a kernel_product point is `unsupported`
+    (not retryable) with a reason; settings() are JSON for the backend_settings column."""
+    from kpbench.backends import get_backend
+    from kpbench.suite.measure import MeasureSettings, run_point
+    from kpbench.suite.spec import Point
+
+    base = dict(backend="geomloss-tensorized", N=60, M=60, D=3, blur=0.05, p=2, reach=None,
+                dtype="float64", device="cpu", seed=0, iters=None, scaling=0.5)
+    row = run_point(Point(op="sinkhorn", kernel="sinkhorn", **base), "accuracy",
+                    MeasureSettings(repeats=1, warmup=0))
+    assert row["status"] == "ok", row.get("error")
+    assert 0 < row["rel_err"] < 0.1   # eps-scaling .5 against the converged truth
+    row = run_point(Point(op="kernel_product", kernel="gaussian", **{**base, "p": None}),
+                    "speed", MeasureSettings(repeats=1, warmup=0))
+    assert row["status"] == "unsupported" and "losses only" in row["error"]
+    assert not row.get("retryable")
+    for name in ("geomloss-tensorized", "geomloss-online", "geomloss-multiscale", "pot"):
+        settings = json.loads(json.dumps(get_backend(name).settings()))
+        assert settings["library"] in ("geomloss", "pot") and settings["version"]
