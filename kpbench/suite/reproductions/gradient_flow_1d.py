@@ -24,16 +24,18 @@ SOURCE = (0.0, 0.2)
 TARGET = (0.6, 1.0)
 PLOT_RANGE = (-0.5, 1.5)
 
+# Sinkhorn on GeomLoss's eps schedule (its first eps twice): the flows of its examples,
+# so that trajectories can be compared with GeomLoss's step by step.
 LOSSES = (
     LossSpec.of("gaussian_blur0.5", "mmd", kernel="gaussian", blur=0.5),
     LossSpec.of("gaussian_blur0.1", "mmd", kernel="gaussian", blur=0.1),
     LossSpec.of("laplacian_blur0.1", "mmd", kernel="laplacian", blur=0.1),
     LossSpec.of("energy", "energy"),
-    LossSpec.of("sinkhorn_p1_blur1.0", "sinkhorn", p=1, blur=1.0),
-    LossSpec.of("sinkhorn_p1_blur0.01", "sinkhorn", p=1, blur=0.01),
-    LossSpec.of("sinkhorn_p2_blur1.0", "sinkhorn", p=2, blur=1.0),
-    LossSpec.of("sinkhorn_p2_blur0.01", "sinkhorn", p=2, blur=0.01),
-    LossSpec.of("unbalanced_p2_blur0.01_reach0.3", "sinkhorn", p=2, blur=0.01, reach=0.3),
+    LossSpec.of("sinkhorn_p1_blur1.0", "sinkhorn", p=1, blur=1.0, schedule="geomloss"),
+    LossSpec.of("sinkhorn_p1_blur0.01", "sinkhorn", p=1, blur=0.01, schedule="geomloss"),
+    LossSpec.of("sinkhorn_p2_blur1.0", "sinkhorn", p=2, blur=1.0, schedule="geomloss"),
+    LossSpec.of("sinkhorn_p2_blur0.01", "sinkhorn", p=2, blur=0.01, schedule="geomloss"),
+    LossSpec.of("unbalanced_p2_blur0.01_reach0.3", "sinkhorn", p=2, blur=0.01, reach=0.3, schedule="geomloss"),
 )
 DISTANCES = {"w2": w2_1d, "energy": energy_to_target}
 

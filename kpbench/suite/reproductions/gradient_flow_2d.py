@@ -25,6 +25,8 @@ SOURCE_IMAGE = "crescent"
 TARGET_IMAGE = "blob_pair"
 MAX_ARROWS = 200
 
+# Sinkhorn on GeomLoss's eps schedule (its first eps twice): the flows of its examples,
+# so that trajectories can be compared with GeomLoss's step by step.
 LOSSES = (
     LossSpec.of("labeled_l2", "labeled_l2"),
     LossSpec.of("gaussian_blur0.1", "mmd", kernel="gaussian", blur=0.1),
@@ -32,10 +34,10 @@ LOSSES = (
     LossSpec.of("laplacian_blur0.5", "mmd", kernel="laplacian", blur=0.5),
     LossSpec.of("energy", "energy"),
     LossSpec.of("hausdorff_p2_blur0.1", "hausdorff", p=2, blur=0.1),
-    LossSpec.of("sinkhorn_p2_blur0.01", "sinkhorn", p=2, blur=0.01),
-    LossSpec.of("sinkhorn_p2_blur0.1", "sinkhorn", p=2, blur=0.1),
-    LossSpec.of("unbalanced_p2_blur0.01_reach0.1", "sinkhorn", p=2, blur=0.01, reach=0.1),
-    LossSpec.of("unbalanced_p2_blur0.01_reach0.3", "sinkhorn", p=2, blur=0.01, reach=0.3),
+    LossSpec.of("sinkhorn_p2_blur0.01", "sinkhorn", p=2, blur=0.01, schedule="geomloss"),
+    LossSpec.of("sinkhorn_p2_blur0.1", "sinkhorn", p=2, blur=0.1, schedule="geomloss"),
+    LossSpec.of("unbalanced_p2_blur0.01_reach0.1", "sinkhorn", p=2, blur=0.01, reach=0.1, schedule="geomloss"),
+    LossSpec.of("unbalanced_p2_blur0.01_reach0.3", "sinkhorn", p=2, blur=0.01, reach=0.3, schedule="geomloss"),
 )
 DISTANCES = {"w2": w2_matching, "energy": energy_to_target}
 
