@@ -102,13 +102,14 @@ def test_1d_unbalanced_flow_leaves_a_far_outlier_behind(setup64):
     (KL penalty rho = reach^2 = .09) prefers destroying that mass to moving it at cost
     |x - y|^2 / 2 >= 1.28: the outlier's share of the plan is ~exp(-1.28/.09) ~ 1e-6, its
     gradient vanishes and it stays put (< 1e-3), while the bulk, closer, still moves
-    toward the target (mean +0.5)."""
+    toward the target (mean +0.45 with the exact unbalanced gradient of the dual value at
+    eps-scaling's potentials, +0.5 with GeomLoss's (rho + eps/2) formula)."""
     x0 = np.concatenate([flow1d.inputs(50, 50)[0], [[-1.0]]])
     balanced = flow_1d("sinkhorn_p2_blur0.01", x0, setup64).snapshots[-1].x
     unbalanced = flow_1d("unbalanced_p2_blur0.01_reach0.3", x0, setup64).snapshots[-1].x
     assert balanced[-1, 0] - (-1.0) > 1.5
     assert abs(unbalanced[-1, 0] - (-1.0)) < 1e-3
-    assert unbalanced[:-1].mean() - x0[:-1].mean() > 0.5
+    assert unbalanced[:-1].mean() - x0[:-1].mean() > 0.4
 
 
 def test_1d_run_stores_rows_and_figures(tmp_path):
