@@ -134,6 +134,11 @@ _PRIMITIVE_OF = {"mmd": "kernel_product", "sinkhorn_multiplicative": "kernel_pro
                  "hausdorff": "hausdorff", "log_likelihood": "softmin", "sinkhorn": "sinkhorn"}
 
 
+def memory_op(loss: str) -> str:
+    """What a dense backend's memory_estimate is asked for loss ``loss``."""
+    return _PRIMITIVE_OF[loss]
+
+
 def bind(function, *args, **kwargs):
     """``function(*args, **kwargs)`` checked now, returned as a zero-argument callable
     that runs only the computation (backend lookup, conversions, validation and the
@@ -159,7 +164,7 @@ def _dispatch(name: str, bk: Backend, a, x, b, y, **params):
             raise UnsupportedCombination(f"{bk.name} has no {name} (and no primitives)")
         implementation = _ON_PRIMITIVES[name]
         size = max(x.shape[0], y.shape[0])
-        bk.check_memory(_PRIMITIVE_OF[name], size, size, x.shape[1], x)
+        bk.check_memory(memory_op(name), size, size, x.shape[1], x)
     return _run_or_bind(functools.partial(implementation, bk, a, x, b, y, **params))
 
 

@@ -223,3 +223,46 @@ def test_a_backend_refusing_timings_is_unsupported_for_speed_and_memory_only():
     finally:
         backends._REGISTRY.pop("correctness_only")
         backends._INSTANCES.pop("correctness_only", None)
+
+
+def test_gradient_rows_check_weights_and_positions_against_finite_differences():
+    """grad_fd_rel_err: autograd of the point's loss vs central differences of the
+    converged float64 value, along weights and positions (unbalanced: free weights)."""
+    unbalanced = dict(op="sinkhorn_grad", dtype="float64", N=60, M=50, blur=0.2, reach=0.3)
+    slow = run_point(point(**unbalanced, scaling=0.99), "accuracy", QUICK)
+    assert slow["status"] == "ok", slow.get("error")
+    # eps-scaling at .99 leaves ~4e-3 undone; a weight gradient 7 % off would show
+    assert slow["grad_fd_rel_err"] < 1e-2
+    # a 2-iteration solve is not the derivative of the converged value: the row says so
+    early = run_point(point(**unbalanced, iters=2), "accuracy", QUICK)
+    assert early["grad_fd_rel_err"] > 10 * slow["grad_fd_rel_err"]
+    flow = run_point(point(op="flow_step", kernel="mmd", blur=0.3, N=40, M=40), "accuracy", QUICK)
+    assert flow["grad_fd_rel_err"] < 1e-3   # float32 autograd vs float64 differences
+    assert run_point(point(op="sinkhorn", N=60, M=60), "accuracy", QUICK)["grad_fd_rel_err"] is None
+
+
+def test_a_peer_is_checked_against_finite_differences_too_and_its_settings_are_recorded():
+    import json
+
+    pytest.importorskip("geomloss")
+    row = run_point(point(op="sinkhorn_grad", backend="geomloss-tensorized", dtype="float64",
+                          N=60, M=50, blur=0.2, reach=0.3, scaling=0.99), "accuracy", QUICK)
+    assert row["status"] == "ok", row.get("error")
+    # GeomLoss's unbalanced weight gradient is (rho + eps/2)/(rho + eps) of the true one
+    rho, eps = 0.3**2, 0.2**2
+    assert row["grad_fd_rel_err"] == pytest.approx(1 - (rho + eps / 2) / (rho + eps), rel=0.05)
+    settings = json.loads(row["backend_settings"])
+    assert settings["library"] == "geomloss" and settings["backend"] == "tensorized"
+    assert run_point(point(), "accuracy", QUICK)["backend_settings"] is None   # ours: none
+
+
+def test_the_sinkhorn_preflight_counts_the_cost_matrices_the_solve_caches():
+    from kpbench.suite.measure import dense_estimate
+
+    torch_bk = get_backend("torch")
+    sink = point(op="sinkhorn", N=1000, M=3000)
+    assert dense_estimate(sink) == torch_bk.memory_estimate("sinkhorn", 3000, 3000, 3, 4)
+    assert dense_estimate(sink) > torch_bk.memory_estimate("softmin", 3000, 3000, 3, 4)
+    mmd = point(op="flow_step", kernel="energy", N=1000, M=1000)
+    assert dense_estimate(mmd) == 4 * torch_bk.memory_estimate("kernel_product", 1000, 1000, 3, 4,
+                                                               grad=True)

@@ -100,6 +100,7 @@ class Cell:
     first: float | None = None       # the first call (compilation, caches), timed apart
     mem: float | None = None
     err: float | None = None
+    grad_fd: float | None = None     # gradient vs finite differences of the converged value
     speedup: float | None = None     # baseline time / this time, same op, config and N
     error: str | None = None         # an error message of a failed row
 
@@ -132,6 +133,7 @@ def _cell(group: pd.DataFrame) -> Cell:
         first=value(pd.to_numeric(ok.loc[ok["sweep"] == "speed", "first_call_s"]).median()),
         mem=value(pd.to_numeric(ok["peak_mem_bytes"]).max()),
         err=value(pd.to_numeric(ok["rel_err"]).max()),
+        grad_fd=value(pd.to_numeric(ok["grad_fd_rel_err"]).max()) if "grad_fd_rel_err" in ok else None,
     )
 
 

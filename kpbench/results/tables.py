@@ -145,7 +145,8 @@ def status_counts(frame: pd.DataFrame) -> list[list[str]]:
 # (Cell attribute, metric name, formatter); the speed-up's name gets the baseline.
 METRIC_ROWS = (("time", "median time", fmt_seconds), ("iqr", "IQR", fmt_seconds),
                ("first", "first call", fmt_seconds), ("speedup", "speed-up vs {baseline}", fmt_ratio),
-               ("mem", "peak memory", fmt_bytes), ("err", "max rel. error", fmt_err))
+               ("mem", "peak memory", fmt_bytes), ("err", "max rel. error", fmt_err),
+               ("grad_fd", "grad vs finite diff.", fmt_err))
 
 
 def op_tables(frame: pd.DataFrame, op: str, baseline: str = DEFAULT_BASELINE
@@ -153,7 +154,7 @@ def op_tables(frame: pd.DataFrame, op: str, baseline: str = DEFAULT_BASELINE
     """For one op, per configuration (dtype and device apart): (title, header, rows) of a
     backend x N table. Per backend/dtype/device line, the metrics that have a value somewhere
     in the table (median time, its IQR, the first call, speed-up vs ``baseline`` in the same
-    dtype/device, peak memory, max rel. error); a line that never completed shows its
+    dtype/device, peak memory, max rel. error, gradient vs finite differences); a line that never completed shows its
     statuses alone."""
     by_table: dict[tuple, dict] = {}
     for (o, config, backend, n), cell in cells(frame, baseline).items():

@@ -121,6 +121,7 @@ def run_point(point, kind: str, settings: MeasureSettings = MeasureSettings()) -
             pin_threads(settings.threads)
         if workloads.OPS[point.op].family != "custom":
             check_supported(point, kind)
+            row["backend_settings"] = backend_settings(point.backend)
             row["mem_estimate_bytes"] = estimate = dense_estimate(point)
             check_budget(point, estimate, settings.memory_budget)
         data = workloads.make_data(point)
@@ -167,27 +168,45 @@ def check_supported(point, kind: str = "accuracy") -> None:
             raise Unavailable("device cuda requested but no CUDA device is visible here")
 
 
+def backend_settings(name: str) -> str | None:
+    """The backend's own settings (a peer's library, version, stopping rule...) as JSON."""
+    import json
+
+    from kpbench.backends import get_backend
+
+    settings = getattr(get_backend(name), "settings", None)
+    return json.dumps(settings(), sort_keys=True, default=str) if settings else None
+
+
 LOSS_CALLS_KEPT_FOR_BACKWARD = 4
 
 
 def dense_estimate(point) -> int | None:
-    """Bytes of the point's largest primitive call on a dense backend (None: not dense)."""
+    """Bytes of the point's computation on a dense backend (None: not dense): for a loss,
+    what the backend estimates for that loss (Sinkhorn and Hausdorff: the cost matrices
+    its solve caches, N = M = the larger cloud for the self problems)."""
     from kpbench.backends import get_backend
+    from kpbench.losses import memory_op
 
     backend = get_backend(point.backend)
     if not backend.capabilities.dense:
         return None
     info = workloads.OPS[point.op]
-    primitive = info.primitive or workloads.flow_primitive(point.kernel)
-    # Sinkhorn and the flow losses also run the symmetric N x N and M x M problems
-    size = max(point.N, point.M) if info.family in ("sinkhorn", "flow") else None
-    N, M = (size, size) if size else (point.N, point.M)
     itemsize = np.dtype(point.dtype).itemsize
-    per_call = backend.memory_estimate(primitive, N, M, point.D, itemsize, grad=info.grad)
-    # A differentiated loss keeps the buffers of all its primitive calls for the backward:
-    # up to four (Sinkhorn's last step and Hausdorff: xy, yx, xx, yy; MMD: three).
-    retained = LOSS_CALLS_KEPT_FOR_BACKWARD if info.grad and size else 1
-    return int(per_call * retained)
+    if info.family not in ("sinkhorn", "flow"):
+        return int(backend.memory_estimate(info.primitive, point.N, point.M, point.D, itemsize,
+                                           grad=info.grad))
+    op = memory_op("sinkhorn" if info.family == "sinkhorn" else flow_loss_name(point))
+    size = max(point.N, point.M)
+    estimate = backend.memory_estimate(op, size, size, point.D, itemsize, grad=info.grad)
+    # a differentiated loss made of primitive calls keeps the buffers of all of them for
+    # the backward (MMD: three); Sinkhorn's and Hausdorff's estimates count theirs
+    kept = LOSS_CALLS_KEPT_FOR_BACKWARD if info.grad and op in ("kernel_product", "softmin") else 1
+    return int(estimate * kept)
+
+
+def flow_loss_name(point) -> str:
+    return "mmd" if point.kernel == "energy" else point.kernel
 
 
 def check_budget(point, estimate: int | None, budget: int | None) -> None:
@@ -381,6 +400,7 @@ def measure_accuracy(point, data, settings: MeasureSettings) -> dict:
         result["rel_err"] = 0.0
     else:
         result["rel_err"] = workloads.relative_error(summary, workloads.reference(point, data))
+    result["grad_fd_rel_err"] = workloads.grad_fd_error(point, data)
     if exact_applies(point):
         exact = exact_ot_w2(data.x, data.y)
         result["rel_err_exact"] = abs(summary.value - exact) / abs(exact)

@@ -71,10 +71,6 @@ def op_fields(op: str, name: str | None = None) -> set[str]:
     return set()
 
 
-def flow_primitive(loss: str) -> str:
-    return "kernel_product" if loss in ("mmd", "energy", "log_likelihood") else "softmin"
-
-
 def register_op(info: OpInfo, prepare_op) -> None:
     """Add a ``custom`` op: ``prepare_op(point, data) -> Prepared`` (for plugins)."""
     if info.family != "custom":
@@ -305,6 +301,35 @@ def _reference_of(point, data: Data) -> Summary:
         return _solve_summary(info, float(np.linalg.norm(info["grad_x"])), info["grad_x"].ravel())
     prepared = prepare(point, data, "numpy", "float64", "cpu")
     return prepared.summarize(prepared.call())
+
+
+GRAD_FD_MAX_N = 500
+
+
+def grad_fd_error(point, data: Data) -> float | None:
+    """The largest relative error of the point's loss gradient (weights a, b and positions
+    x, y, one direction each, autograd on the point's backend/dtype/device) against central
+    finite differences of the converged float64 value (:mod:`kpbench.gradcheck`); None
+    for ops that are not a differentiated loss, or above GRAD_FD_MAX_N points (eight
+    converged float64 solves)."""
+    if point.op not in ("sinkhorn_grad", "flow_step") or max(point.N, point.M) > GRAD_FD_MAX_N:
+        return None
+    from kpbench import losses
+    from kpbench.backends import get_backend
+    from kpbench.gradcheck import fd_gradient_error
+
+    converged = dataclasses.replace(point, iters=None, scaling=None)
+    if point.op == "sinkhorn_grad":
+        loss = functools.partial(losses.sinkhorn, **_sinkhorn_kwargs(point))
+        truth = functools.partial(losses.sinkhorn, **_sinkhorn_kwargs(converged))
+    else:
+        loss, truth = flow_loss(point, point.backend), flow_loss(converged, "numpy")
+    x = cast(data.x, get_backend(point.backend), point.dtype, point.device)
+    a, b = np.full(point.N, 1.0 / point.N), np.full(point.M, 1.0 / point.M)
+    # unbalanced Sinkhorn's weights may move freely; the other losses compare equal masses
+    balanced = not (point.reach is not None and "reach" in op_fields(point.op, point.kernel))
+    return fd_gradient_error(loss, a, x, b, data.y, backend=point.backend, balanced=balanced,
+                             seed=point.seed, reference_loss=truth)
 
 
 def relative_error(got: Summary, ref: Summary) -> float:
