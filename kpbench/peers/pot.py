@@ -7,10 +7,19 @@ objective as ours), ``debias=True``: OT(a, b) - OT(a, a)/2 - OT(b, b)/2 (no
 eps (m_a - m_b)^2 / 2 term: equal to ours for equal masses), gradients by POT's
 envelope option (``grad="envelope"``).
 
-Not wired (``unsupported``, with the reason): unbalanced OT -- solve_sample's unbalanced
-KL value read 1.9e-10 here where the primal is 0.098 (40 vs 30 points, reach .5, blur .1),
-not yet diagnosed; its lazy solver (``lazy=True``) returns no entropic value
-(``value`` None, only ``value_linear``).
+Unbalanced OT (``reach=``): POT's plan, our evaluation of its objective. POT's solvers
+return the right plan, but the value they report (``log["total_cost"]``, which
+``solve_sample`` returns) uses ``nx.kl_div`` without ``mass=True``: the KL terms lack
+their mass parts (- m(pi) + m(q)), which do not cancel when masses change. That
+"value" is ~0 at the optimum (4e-13 where the primal is 0.059: 40 vs 30 points, reach .5,
+blur .1). So ``pot`` solves with ``ot.unbalanced.sinkhorn_unbalanced(method=
+"sinkhorn_stabilized")`` (``solve_sample``'s unbalanced path is the plain multiplicative
+one, which underflows at small blur) and evaluates the primal
+<pi, C> + eps KL(pi | a x b) + rho KL(pi 1 | a) + rho KL(pi^T 1 | b) (generalized KLs)
+at its plan, held fixed: by the envelope theorem autograd of that expression is the
+gradient of the optimal value. Debiased: OT(a, b) - OT(a, a)/2 - OT(b, b)/2
++ eps (m_a - m_b)^2 / 2, as ours. Not wired: its lazy solver (``lazy=True``) returns no
+entropic value (``value`` None, only ``value_linear``).
 
 What POT's options mean next to ours:
 
@@ -26,11 +35,15 @@ What POT's options mean next to ours:
 """
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 from kpbench.backends.base import Backend, Capabilities
 
 from .common import package_available, refuse, sinkhorn_info
 
 MAX_ITER, STOP_THR = 1000, 1e-9   # POT's defaults in solve_sample (Sinkhorn)
+UNBALANCED_STOP_THR = 1e-9         # sinkhorn_unbalanced's relative change of u, v
 
 
 def _options(p, blur, reach):
@@ -44,21 +57,75 @@ def _options(p, blur, reach):
 def _sinkhorn(bk, a, x, b, y, *, p, blur, scaling, reach, debias, potentials, iters, tol,
               max_iter, return_info, schedule="kpbench"):
     refuse(potentials, bk, "potentials=True (its potentials are on another scale)")
-    refuse(reach is not None, bk, "unbalanced OT (reach=) here: its value disagrees with the "
-           "primal (see kpbench.peers.pot)")
     import ot
 
     metric, reg, rho, factor = _options(p, blur, reach)
     if iters is not None:
         max_iter, tol = int(iters), 0.0
-    result = ot.solve_sample(x, y, a, b, metric=metric, reg=reg, reg_type="KL", unbalanced=rho,
-                             max_iter=MAX_ITER if max_iter is None else max_iter,
-                             tol=STOP_THR if tol is None else tol, debias=debias,
-                             grad="envelope")
+    if reach is not None:
+        value, iterations, converged = _unbalanced(a, x, b, y, metric, reg, rho, debias,
+                                                   MAX_ITER if max_iter is None else max_iter,
+                                                   UNBALANCED_STOP_THR if tol is None else tol)
+        value = value / factor
+        info = sinkhorn_info(iterations, [blur**p], converged=converged)
+        return (value, info) if return_info else value
+    with _convergence_warnings() as converged:
+        result = ot.solve_sample(x, y, a, b, metric=metric, reg=reg, reg_type="KL",
+                                 unbalanced=rho, max_iter=MAX_ITER if max_iter is None else max_iter,
+                                 tol=STOP_THR if tol is None else tol, debias=debias,
+                                 grad="envelope")
     value = result.value / factor
     if not return_info:
         return value
-    return value, sinkhorn_info(_iterations(result), [blur**p])
+    return value, sinkhorn_info(_iterations(result), [blur**p], converged=converged[0])
+
+
+@contextlib.contextmanager
+def _convergence_warnings():
+    """Yields [converged]: False once POT warns "... did not converge" inside (at a fixed
+    iteration count that is expected: True/False is then about the tolerance). POT's
+    warnings are passed on."""
+    state = [True]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield state
+    for warning in caught:
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    state[0] = not any("did not converge" in str(w.message) for w in caught)
+
+
+def _unbalanced(a, x, b, y, metric, reg, rho, debias, max_iter, tol):
+    """(value in POT's units, iterations of the cross problem, whether POT says all its
+    solves converged); see the module doc."""
+    cross, iterations, converged = _unbalanced_ot(a, x, b, y, metric, reg, rho, max_iter, tol)
+    if not debias:
+        return cross, iterations, converged
+    self_a, _, converged_a = _unbalanced_ot(a, x, a, x, metric, reg, rho, max_iter, tol)
+    self_b, _, converged_b = _unbalanced_ot(b, y, b, y, metric, reg, rho, max_iter, tol)
+    mass_term = reg * (a.sum() - b.sum()) ** 2 / 2
+    return (cross - (self_a + self_b) / 2 + mass_term, iterations,
+            converged and converged_a and converged_b)
+
+
+def _unbalanced_ot(a, x, b, y, metric, reg, rho, max_iter, tol):
+    import ot
+    import torch
+
+    cost = ot.dist(x, y, metric=metric)
+    # at blur .05 POT's stabilized solver does not converge and its plan is then wrong by
+    # orders of magnitude: ``converged`` says so
+    with _convergence_warnings() as converged:
+        plan, log = ot.unbalanced.sinkhorn_unbalanced(
+            a.detach(), b.detach(), cost.detach(), reg, rho, method="sinkhorn_stabilized",
+            numItermax=max_iter, stopThr=tol, log=True)
+    plan = plan.detach()
+
+    def kl(p, q):   # generalized KL: sum p log(p / q) - p + q
+        return (torch.special.xlogy(p, p) - torch.special.xlogy(p, q) - p + q).sum()
+
+    value = ((plan * cost).sum() + reg * kl(plan, a[:, None] * b[None, :])
+             + rho * (kl(plan.sum(1), a) + kl(plan.sum(0), b)))
+    return value, len(log.get("err", [])) or None, converged[0]
 
 
 def _iterations(result) -> int | None:
@@ -89,7 +156,11 @@ class PotBackend(Backend):
                 "stopping": "marginal violation |pi^T 1 - b| < stopThr, checked every 10 "
                             "iterations, or numItermax iterations; no eps-scaling",
                 "cost": "p=2: sqeuclidean with reg=2 eps, value halved (= ours)",
-                "grad": "envelope"}
+                "grad": "envelope",
+                "unbalanced": "ot.unbalanced.sinkhorn_unbalanced(method='sinkhorn_stabilized', "
+                              f"stopThr={UNBALANCED_STOP_THR}) for the plan; the primal "
+                              "objective at that plan evaluated by kpbench (POT's total_cost "
+                              "omits the KL mass terms)"}
 
     def memory_estimate(self, op, N, M, D, itemsize, grad=False):
         # the cost matrix, the plan and a log-domain temporary per problem
