@@ -10,6 +10,14 @@ class BackendUnavailable(RuntimeError):
     """The backend cannot run here; the message says why (e.g. 'no CUDA device')."""
 
 
+class UnsupportedCombination(BackendUnavailable):
+    """The backend runs here, but not this op or these options (a peer without ``tol``,
+    a loss-only peer asked for a primitive); sweeps record it as ``unsupported``, not
+    retryable (``by_design``: no other machine would run it)."""
+
+    by_design = True
+
+
 class MemoryBudgetExceeded(MemoryError):
     """A dense computation refused before it would exhaust memory."""
 

@@ -22,9 +22,8 @@ import numpy as np
 import torch
 
 from .backends import Backend, get_backend
-from .backends.base import (UnsupportedCombination, check_blur, check_kernel, check_p, check_pair,
-                            check_signal)
-from .errors import KPBenchError
+from .backends.base import check_blur, check_kernel, check_p, check_pair, check_signal
+from .errors import KPBenchError, UnsupportedCombination
 from .sinkhorn import (MAX_ITER, SCHEDULES, SinkhornSolver, check_solver_options, diameter,
                        epsilon_schedule, fixed_schedule)
 

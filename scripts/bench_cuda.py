@@ -92,7 +92,7 @@ def run_point(op, make_call, repeats):
     """One row (status ok / oom / unavailable / error, timings) and the last result."""
     import torch
 
-    from kpbench.backends import BackendUnavailable, MemoryBudgetExceeded
+    from kpbench.errors import BackendUnavailable, MemoryBudgetExceeded
 
     row = {"op": op, "status": "ok"}
     try:

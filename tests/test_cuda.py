@@ -32,7 +32,8 @@ import pytest
 import torch
 
 from kpbench import losses
-from kpbench.backends import BackendUnavailable, KPBenchError, availability, get_backend
+from kpbench.backends import availability, get_backend
+from kpbench.errors import BackendUnavailable, KPBenchError
 from kpbench.backends.cuda import CudaBackend, host, launcher
 from kpbench.backends.cuda.autograd import KernelProduct, Softmin
 from kpbench.backends.torch_dense import dense_cost, dense_kernel

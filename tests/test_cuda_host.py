@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kpbench.backends import KPBenchError, availability, get_backend
+from kpbench.backends import availability, get_backend
+from kpbench.errors import KPBenchError
 from kpbench.backends.cuda import CudaBackend, host, launcher
 
 PROBES = Path(__file__).resolve().parent / "cuda" / "host_probes.cu"

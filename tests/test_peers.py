@@ -100,7 +100,7 @@ def test_pot_unbalanced_says_when_its_solver_did_not_converge():
      "losses only, no kernel_product"),
 ])
 def test_unsupported_combinations_say_why(call, reason):
-    from kpbench.backends.base import UnsupportedCombination
+    from kpbench.errors import UnsupportedCombination
 
     x, y = clouds()
     with pytest.raises(UnsupportedCombination, match=reason):

@@ -23,18 +23,13 @@ from kpbench.errors import (  # noqa: F401  (re-exported: the names backends rai
     BackendUnavailable,
     KPBenchError,
     MemoryBudgetExceeded,
+    UnsupportedCombination,
     format_bytes,
 )
 
 KERNELS = ("gaussian", "laplacian", "energy")
 
 
-class UnsupportedCombination(BackendUnavailable):
-    """The backend runs here, but not this op or these options (a peer without ``tol``,
-    a loss-only peer asked for a primitive); sweeps record it as ``unsupported``, not
-    retryable (``by_design``: no other machine would run it)."""
-
-    by_design = True
 POWERS = (1, 2)
 
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import importlib
 
-from kpbench.backends.base import Backend, UnsupportedCombination
+from kpbench.backends.base import Backend
+from kpbench.errors import UnsupportedCombination
 
 
 def package_available(module: str, extra: str = "peers") -> tuple[bool, str]:

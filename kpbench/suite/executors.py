@@ -47,7 +47,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from kpbench.backends.base import KPBenchError
+from kpbench.errors import KPBenchError
 from kpbench.results.meta import host_metadata
 from kpbench.suite.measure import THREAD_VARIABLES, MeasureSettings, base_row, run_point
 

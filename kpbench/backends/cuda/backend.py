@@ -6,7 +6,9 @@ timed.
 """
 from __future__ import annotations
 
-from ..base import Backend, Capabilities, KPBenchError
+from kpbench.errors import KPBenchError
+
+from ..base import Backend, Capabilities
 from . import host
 
 SUPPORTED_DTYPES = ("float32", "float64")

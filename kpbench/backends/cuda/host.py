@@ -49,7 +49,7 @@ def enabled() -> bool:
         return False
     if value == "1":
         return True
-    from ..base import KPBenchError
+    from kpbench.errors import KPBenchError
 
     raise KPBenchError(f"{ENV} must be 1 (host execution) or 0/unset, got {value!r}")
 

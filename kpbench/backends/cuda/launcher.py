@@ -20,7 +20,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..base import KPBenchError, check_p
+from kpbench.errors import KPBenchError
+
+from ..base import check_p
 from . import host
 
 SOURCE = Path(__file__).with_name("kernels.cu")
