@@ -24,14 +24,16 @@ def ray_cluster():
     ray = pytest.importorskip("ray")
     import os
 
-    from kpbench.suite.executors import DEFAULT_THREADS, thread_env_vars, worker_runtime_env
+    from kpbench.suite.executors import (DEFAULT_THREADS, LOCAL_NODE_IP, thread_env_vars,
+                                         worker_runtime_env)
 
     if not ray.is_initialized():
         # address="local": a fresh cluster of our own, never another process's `ray start`;
         # its workers inherit one OpenMP/BLAS thread (as kpbench's own local clusters do)
         os.environ.update(thread_env_vars(DEFAULT_THREADS))
         ray.init(address="local", num_cpus=2, include_dashboard=False,
-                 runtime_env=worker_runtime_env(), log_to_driver=False)
+                 runtime_env=worker_runtime_env(), log_to_driver=False,
+                 _node_ip_address=LOCAL_NODE_IP)   # loopback only
     yield ray
     ray.shutdown()
 

@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                         "schedule (one iteration per eps, diameter -> blur)")
     axes.add_argument("--scaling", help="eps-scaling factors (for iters=scaling)")
     how = parser.add_argument_group("measurement")
-    how.add_argument("--repeats", type=int, help="timed repeats per point (default 5)")
+    how.add_argument("--repeats", type=int, help="timed samples per point (default 10)")
     how.add_argument("--warmup", type=int, help="untimed calls after the first (default 1)")
     how.add_argument("--timeout", type=float, help="seconds per point (default 600)")
     how.add_argument("--memory-budget", help="dense pre-flight budget, e.g. 4GiB (default: the backend's)")
