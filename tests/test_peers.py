@@ -127,3 +127,17 @@ def test_peers_in_a_sweep_rows_and_settings():
     for name in ("geomloss-tensorized", "geomloss-online", "geomloss-multiscale", "pot"):
         settings = json.loads(json.dumps(get_backend(name).settings()))
         assert settings["library"] in ("geomloss", "pot") and settings["version"]
+
+
+def test_pot_rows_in_a_sweep_say_when_pot_did_not_converge():
+    """POT reports no iteration count for a debiased solve: the row has none, and
+    converged=False where POT warned (1000 iterations at blur .05 are not enough)."""
+    pytest.importorskip("ot")
+    from kpbench.suite.measure import MeasureSettings, run_point
+    from kpbench.suite.spec import Point
+
+    row = run_point(Point(op="sinkhorn", backend="pot", kernel="sinkhorn", N=100, M=100, D=3,
+                          blur=0.05, p=2, reach=None, dtype="float64", device="cpu", seed=0,
+                          iters=None, scaling=0.5), "accuracy", MeasureSettings(repeats=1))
+    assert row["status"] == "ok", row.get("error")
+    assert row["iterations"] is None and row["converged"] is False and row["rel_err"] < 1e-2

@@ -206,8 +206,9 @@ def _sinkhorn_kwargs(point) -> dict:
 
 
 def _solve_summary(info: dict, value: float, vector=None) -> Summary:
-    return Summary(value, vector, int(info["iterations"]), info.get("marginal_err"),
-                   info.get("converged"))
+    iterations = info.get("iterations")   # None: the peer does not say (POT's debiased solve)
+    return Summary(value, vector, None if iterations is None else int(iterations),
+                   info.get("marginal_err"), info.get("converged"))
 
 
 def _sinkhorn_op(point, backend: str, x, y) -> Prepared:
