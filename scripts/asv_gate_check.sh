@@ -3,7 +3,7 @@
 # this checkout's HEAD (committed state; nothing here is touched):
 #   1-3. HEAD = its parent plus a README line (identical code), three runs: each must exit 0;
 #   4.   HEAD = the same parent plus a commit that makes torch's kernel product and softmin
-#        1.5x slower (a busy wait after each call): must exit 1, numpy not flagged.
+#        2x slower (a busy wait after each call): must exit 1, numpy not flagged.
 # Prints each run's verdict, time and asv's ratio per benchmark (the noise), then a summary.
 #
 #   scripts/asv_gate_check.sh            # ~4 runs of .ci/benchmarks (minutes each)
@@ -34,7 +34,7 @@ git checkout -q -b slowed "$parent"
 cat >>kpbench/backends/torch_dense.py <<'PY'
 
 
-# -- asv gate check: a deliberate 1.5x slowdown of torch's primitives (busy wait) --
+# -- asv gate check: a deliberate 2x slowdown of torch's primitives (busy wait) --
 import time as _gate_time  # noqa: E402
 
 
@@ -42,7 +42,7 @@ def _gate_slowed(method):
     def slowed(self, *args, **kwargs):
         start = _gate_time.perf_counter()
         out = method(self, *args, **kwargs)
-        until = _gate_time.perf_counter() + 0.5 * (_gate_time.perf_counter() - start)
+        until = _gate_time.perf_counter() + (_gate_time.perf_counter() - start)
         while _gate_time.perf_counter() < until:
             pass
         return out
@@ -52,7 +52,7 @@ def _gate_slowed(method):
 TorchBackend._kernel_product = _gate_slowed(TorchBackend._kernel_product)
 TorchBackend._softmin = _gate_slowed(TorchBackend._softmin)
 PY
-git commit -qam "gate check: torch kernel product and softmin 1.5x slower"
+git commit -qam "gate check: torch kernel product and softmin 2x slower"
 run_gate slowed 1
 if sed 's/\x1b\[[0-9;]*m//g' "$WORK/slowed.log" | grep -E "^\|? *\+" | grep -q "'numpy'"; then
     echo "numpy was flagged though only torch was slowed"; failures=$((failures + 1))
