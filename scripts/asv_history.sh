@@ -110,7 +110,7 @@ git log --format='   %h %s' --max-count="$N" | cut -c1-100
 asv machine --yes --machine "$MACHINE" >/dev/null
 started=$SECONDS
 run_rc=0
-asv run --machine "$MACHINE" --bench "$REGEX" --quick --launch-method forkserver --show-stderr \
+asv run --machine "$MACHINE" --bench "$REGEX" --quick --launch-method spawn --show-stderr \
     "HASHFILE:$WORK/hashes.txt" >"$OUT/asv_run.log" 2>&1 || run_rc=$?
 run_s=$((SECONDS - started))
 echo "asv run: exit $run_rc in $run_s s"
