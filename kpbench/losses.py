@@ -129,12 +129,12 @@ _BINDING = contextvars.ContextVar("kpbench_losses_binding", default=False)
 
 # what a loss's memory check asks the backend about: its largest primitive call (at the
 # N x N / M x M size of the self terms), or the loss itself where it keeps prepared pairs
-_PRIMITIVE_OF = {"mmd": "kernel_product", "sinkhorn_multiplicative": "kernel_product",
-                 "hausdorff": "hausdorff", "log_likelihood": "softmin", "sinkhorn": "sinkhorn"}
+_PRIMITIVE_OF = {"mmd": "kernel_product", "energy": "kernel_product",
+                 "sinkhorn_multiplicative": "kernel_product", "hausdorff": "hausdorff", "log_likelihood": "softmin", "sinkhorn": "sinkhorn"}
 
 
 def memory_op(loss: str) -> str:
-    """What a dense backend's memory_estimate is asked for loss ``loss``."""
+    """What a dense backend's memory_estimate is asked for loss ``loss`` (a LOSSES name)."""
     return _PRIMITIVE_OF[loss]
 
 

@@ -62,16 +62,16 @@ def _sinkhorn(bk, a, x, b, y, *, p, blur, scaling, reach, debias, potentials, it
     metric, reg, rho, factor = _options(p, blur, reach)
     if iters is not None:
         max_iter, tol = int(iters), 0.0
+    max_iter = MAX_ITER if max_iter is None else max_iter
     if reach is not None:
-        value, iterations, converged = _unbalanced(a, x, b, y, metric, reg, rho, debias,
-                                                   MAX_ITER if max_iter is None else max_iter,
+        value, iterations, converged = _unbalanced(a, x, b, y, metric, reg, rho, debias, max_iter,
                                                    UNBALANCED_STOP_THR if tol is None else tol)
         value = value / factor
         info = sinkhorn_info(iterations, [blur**p], converged=converged)
         return (value, info) if return_info else value
     with _convergence_warnings() as converged:
         result = ot.solve_sample(x, y, a, b, metric=metric, reg=reg, reg_type="KL",
-                                 unbalanced=rho, max_iter=MAX_ITER if max_iter is None else max_iter,
+                                 unbalanced=rho, max_iter=max_iter,
                                  tol=STOP_THR if tol is None else tol, debias=debias,
                                  grad="envelope")
     value = result.value / factor

@@ -133,7 +133,7 @@ def _cell(group: pd.DataFrame) -> Cell:
         first=value(pd.to_numeric(ok.loc[ok["sweep"] == "speed", "first_call_s"]).median()),
         mem=value(pd.to_numeric(ok["peak_mem_bytes"]).max()),
         err=value(pd.to_numeric(ok["rel_err"]).max()),
-        grad_fd=value(pd.to_numeric(ok["grad_fd_rel_err"]).max()) if "grad_fd_rel_err" in ok else None,
+        grad_fd=value(pd.to_numeric(ok["grad_fd_rel_err"]).max()),
     )
 
 

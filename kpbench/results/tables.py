@@ -154,8 +154,8 @@ def op_tables(frame: pd.DataFrame, op: str, baseline: str = DEFAULT_BASELINE
     """For one op, per configuration (dtype and device apart): (title, header, rows) of a
     backend x N table. Per backend/dtype/device line, the metrics that have a value somewhere
     in the table (median time, its IQR, the first call, speed-up vs ``baseline`` in the same
-    dtype/device, peak memory, max rel. error, gradient vs finite differences); a line that never completed shows its
-    statuses alone."""
+    dtype/device, peak memory, max rel. error, gradient vs finite differences); a line that
+    never completed shows its statuses alone."""
     by_table: dict[tuple, dict] = {}
     for (o, config, backend, n), cell in cells(frame, baseline).items():
         if o != op:

@@ -182,6 +182,12 @@ def _hard_timeout(row: dict, on_hang: OnRow | None) -> None:
 
 
 # -- ray ---------------------------------------------------------------------------
+# The local cluster's node address: a loopback one, so that nothing it starts is reached
+# through the machine's network address. Ray rewrites 127.0.0.1 (and "localhost") into
+# the machine's routable address; any other 127.x address it keeps.
+LOCAL_NODE_IP = "127.0.0.2"
+
+
 def connect_ray(options: ExecutorOptions, threads: int | None = None):
     """Connect to the running cluster (``address`` / RAY_ADDRESS / a local one), else start one.
 
@@ -211,12 +217,6 @@ def connect_ray(options: ExecutorOptions, threads: int | None = None):
     ray.init(address="local", num_cpus=options.num_cpus, include_dashboard=False,
              runtime_env=runtime_env, log_to_driver=False, _node_ip_address=LOCAL_NODE_IP)
     return ray
-
-
-# The local cluster's node address: a loopback one, so that nothing it starts is reached
-# through the machine's network address. Ray rewrites 127.0.0.1 (and "localhost") into
-# the machine's routable address; any other 127.x address it keeps.
-LOCAL_NODE_IP = "127.0.0.2"
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

@@ -196,17 +196,13 @@ def dense_estimate(point) -> int | None:
     if info.family not in ("sinkhorn", "flow"):
         return int(backend.memory_estimate(info.primitive, point.N, point.M, point.D, itemsize,
                                            grad=info.grad))
-    op = memory_op("sinkhorn" if info.family == "sinkhorn" else flow_loss_name(point))
+    op = memory_op("sinkhorn" if info.family == "sinkhorn" else point.kernel)
     size = max(point.N, point.M)
     estimate = backend.memory_estimate(op, size, size, point.D, itemsize, grad=info.grad)
     # a differentiated loss made of primitive calls keeps the buffers of all of them for
     # the backward (MMD: three); Sinkhorn's and Hausdorff's estimates count theirs
     kept = LOSS_CALLS_KEPT_FOR_BACKWARD if info.grad and op in ("kernel_product", "softmin") else 1
     return int(estimate * kept)
-
-
-def flow_loss_name(point) -> str:
-    return "mmd" if point.kernel == "energy" else point.kernel
 
 
 def check_budget(point, estimate: int | None, budget: int | None) -> None:
