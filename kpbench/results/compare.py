@@ -16,6 +16,13 @@ A **time** change counts (regression above ``threshold``, improvement below
   overlap;
 * a row without any spread recorded is judged by its ratio alone.
 
+Two rows of one **interleaved** session (the same ``interleave_id``, see
+:mod:`kpbench.suite.interleave`: their i-th samples were taken one after the other, in
+the same state of the machine) are compared **paired**: the time ratio is the median of
+the per-round ratios new_i / base_i, and the change counts when a two-sided Wilcoxon
+signed-rank test of their logarithms gives p < ``p_threshold`` (10 rounds or more can
+reach 0.002). That cancels the machine's drift, which no test on unpaired samples can.
+
 A ratio over the threshold whose distributions do not differ is reported as noise ("?").
 A point that was ok in the baseline and is not ok in the new run (oom, timeout, error,
 ...) is a regression too. Time, memory and status regressions fail the comparison (exit 1).
@@ -39,6 +46,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from kpbench.errors import KPBenchError
@@ -174,9 +182,26 @@ def compare_point(b: dict, n: dict, settings: GateSettings = GateSettings()) -> 
         base, new = number(b.get(column)), number(n.get(column))
         point.base[name], point.new[name] = base, new
         if _comparable(name, base, new, settings):
-            point.ratios[name] = new / base
+            pairs = paired_samples(b, n) if name == "time" else None
+            point.ratios[name] = paired_ratio(*pairs) if pairs else new / base
             _judge(point, name, b, n, settings)
     return point
+
+
+def paired_samples(b: dict, n: dict) -> tuple[list, list] | None:
+    """The two rows' samples round by round, when one interleaved session measured both."""
+    session = value(b.get("interleave_id"))
+    if not session or session != value(n.get("interleave_id")):
+        return None
+    x, y = samples(b), samples(n)
+    if not x or len(x) != len(y) or len(x) != len(b.get("time_samples_s")) or min(x + y) <= 0:
+        return None
+    return x, y
+
+
+def paired_ratio(x: list, y: list) -> float:
+    """The median of the per-round ratios y_i / x_i."""
+    return float(np.exp(np.median(np.log(y) - np.log(x))))
 
 
 def _judge(point: PointComparison, name: str, b: dict, n: dict, settings: GateSettings) -> None:
@@ -198,6 +223,13 @@ def rank_test_can_decide(n: int, m: int, p_threshold: float) -> bool:
 
 def distributions_differ(b: dict, n: dict, p_threshold: float = P_THRESHOLD) -> tuple[bool, str]:
     """(differ, how it was decided) for the timings of two rows; see the module doc."""
+    pairs = paired_samples(b, n)
+    if pairs and 2 / 2 ** len(pairs[0]) < p_threshold:
+        from scipy.stats import wilcoxon
+
+        logs = np.log(pairs[1]) - np.log(pairs[0])
+        p = float(wilcoxon(logs, alternative="two-sided").pvalue) if np.any(logs) else 1.0
+        return p < p_threshold, f"paired over {len(logs)} interleaved rounds, signed-rank p={p:.2g}"
     x, y = samples(b), samples(n)
     if rank_test_can_decide(len(x), len(y), p_threshold):
         from scipy.stats import mannwhitneyu
@@ -260,7 +292,8 @@ def _notes(result: Comparison) -> list[str]:
     notes = [
         f"{len(result.points)} points compared (ratios new/baseline; regression > {t:g}, "
         f"improvement < {1 / t:.3g}, a time change only where the distributions differ "
-        f"(rank test p < {result.p_threshold:g}, else IQRs apart); marks: + regression, "
+        f"(rank test p < {result.p_threshold:g}, else IQRs apart; rows of one interleaved session: "
+        f"median per-round ratio, signed-rank test); marks: + regression, "
         f"! ok -> failed, ~ error ratio only, - improvement, ? past the threshold but within noise).",
         f"regressions: time {result.count('time')}, memory {result.count('mem')}, "
         f"status {result.count('status')}; error ratio (reported, not failing) {result.count('err')}.",
@@ -281,6 +314,7 @@ def _notes(result: Comparison) -> list[str]:
 
 
 __all__ = ["compare", "compare_point", "distributions_differ", "env_differences",
+           "paired_samples", "paired_ratio",
            "format_comparison", "mark", "Comparison",
            "EnvironmentMismatch", "GateSettings", "PointComparison",
            "DEFAULT_THRESHOLD", "ENV_COLUMNS", "ERR_FLOOR", "MEM_FLOOR", "P_THRESHOLD"]

@@ -73,6 +73,9 @@ RESULT_FIELDS = [
     pa.field("retryable", pa.bool_()),            # the status depends on this machine or moment
                                                   # (timeout, error, oom, backend unavailable here,
                                                   # skipped by free memory): --retry-failed redoes it
+    pa.field("interleave_id", pa.string()),       # interleaved sweep: the session shared by the
+                                                  # variants whose samples alternated (compare pairs them)
+    pa.field("interleave_variants", pa.string()), # the variants of that session, comma-separated
 ]
 
 META_FIELDS = [

@@ -236,7 +236,12 @@ def measure_speed(point, data, settings: MeasureSettings) -> dict:
     for _ in range(settings.warmup):
         prepared.call()
     number = calibrate_number(prepared.call, timer, settings.min_sample_s)
-    samples = [timer.time_many(prepared.call, number) / number for _ in range(settings.repeats)]
+    samples = []
+    for _ in range(settings.repeats):
+        # an interleaved sweep's worker waits here for its turn (outside the timing) and
+        # takes the number of calls all its variants agreed on
+        number = _pacer(number)
+        samples.append(timer.time_many(prepared.call, number) / number)
     q1, median, q3 = (float(q) for q in np.percentile(samples, [25, 50, 75]))
     return dict(
         first_call_s=first_call_s, time_median_s=median, time_min_s=min(samples),
@@ -244,6 +249,20 @@ def measure_speed(point, data, settings: MeasureSettings) -> dict:
         repeats=len(samples), number=number, warmup=settings.warmup, timer=timer.name,
         value=summary.value, iterations=summary.iterations,
     )
+
+
+def _no_pacing(number: int) -> int:
+    return number
+
+
+_pacer = _no_pacing
+
+
+def set_pacer(pacer=None) -> None:
+    """Call ``number = pacer(number)`` before every timed sample (kpbench.suite.interleave:
+    wait for this variant's turn, take the calls per sample of the session); None: none."""
+    global _pacer
+    _pacer = pacer or _no_pacing
 
 
 def calibrate_number(call, timer, min_sample_s: float) -> int:

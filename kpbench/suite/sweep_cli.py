@@ -83,6 +83,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="with resume: measure again stored points whose status depended on "
                             "this machine or moment (timeout, error, oom, backend unavailable, "
                             "skipped by free memory)")
+    where.add_argument("--interleave", action="append", metavar="NAME[=PATH[:VAR=VALUE,...]]",
+                       help="measure the speed sweep in two or more variants at once, their samples "
+                            "alternating (a kpbench checkout PATH, environment variables); rows go "
+                            "to OUT/NAME; compare pairs them (kpbench.suite.interleave)")
     where.add_argument("--dry-run", action="store_true", help="list the points, run nothing")
     where.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -98,6 +102,8 @@ def run(args) -> int:
         specs, run_options = build(args)
         if args.dry_run:
             return _dry_run(specs)
+        if args.interleave:
+            return run_interleaved_specs(specs, run_options, args.interleave)
         return run_specs(specs, run_options)
     except (KPBenchError, ConnectionError) as exc:
         print(f"kpbench sweep: {exc}", file=sys.stderr)
@@ -116,6 +122,22 @@ def run_specs(specs, run_options) -> int:
             print(f"[{i}/{len(specs)}] {spec.kind}: {', '.join(spec.ops)} on "
                   f"{', '.join(spec.backends)}", flush=True)
         print(run_sweep(spec, run_options, run_id=run_id).summary(), flush=True)
+    return 0
+
+
+def run_interleaved_specs(specs, run_options, variant_texts: list[str]) -> int:
+    """The sweeps measured in every variant, interleaved, one after another (one run_id)."""
+    import uuid
+
+    from kpbench.suite.interleave import parse_variant, run_interleaved
+
+    variants = [parse_variant(text) for text in variant_texts]
+    run_id = uuid.uuid4().hex
+    for spec in specs:
+        result = run_interleaved(spec, variants, run_options.out, resume=run_options.resume,
+                                 progress=run_options.progress, run_id=run_id,
+                                 threads=run_options.threads or max(1, int(run_options.cpus_per_point)))
+        print(result.summary(), flush=True)
     return 0
 
 

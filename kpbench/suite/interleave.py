@@ -1,0 +1,292 @@
+"""Interleaved sweeps: several variants of kpbench measured in alternation, sample by sample.
+
+On a shared machine the speed of the CPU changes over seconds (this project's 2-core VM:
+half-second windows of one computation vary 0.75-1.4x, states last ~1 s), so two sweeps
+measured at different moments differ by more than a 1.1x gate whatever the number of
+samples. asv's answer is ``continuous``: the two commits' benchmarks run interleaved.
+This module does it at the finest grain: each variant (a kpbench checkout, a Python
+environment, environment variables such as a plugin) runs in a worker process of its
+own; for each point every worker prepares it (first call, warm-up, calibration), then
+the driver lets them take their timed samples in turns -- one sample each per round, in
+a random order per round -- so the i-th samples of all variants are taken within a few
+tens of milliseconds of each other, in the same state of the machine. Only one worker
+computes at any time (the others wait on their pipe, outside any timed region).
+
+Each variant's rows go to a store of its own (``OUT/<variant>``), ordinary sweep rows
+plus ``interleave_id`` (the same for the rows of one point's session) and
+``interleave_variants``. :mod:`kpbench.results.compare` recognises two rows of one
+session and compares them *paired*: the per-round ratios of their samples (see there).
+
+The variants' kpbench must have this module (it is the worker); speed sweeps only.
+
+    kpbench sweep speed --ops kernel_product --backends torch --N 1e3 \\
+        --interleave main=../kpbench-main --interleave mine=. --out results/ab
+    kpbench compare results/ab/main results/ab/mine
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import select
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+
+from kpbench.errors import KPBenchError
+
+INTERLEAVE_COLUMNS = ("interleave_id", "interleave_variants")
+CPU_ENV = "KPBENCH_INTERLEAVE_CPU"   # the one CPU every worker of a session runs on
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One side of an interleaved sweep: its name (and store folder), the kpbench it
+    imports (``path``: a checkout put first on PYTHONPATH; None: the installed one), the
+    Python that runs it and extra environment variables."""
+
+    name: str
+    path: str | None = None
+    python: str = sys.executable
+    env: dict = field(default_factory=dict)
+
+
+def parse_variant(text: str) -> Variant:
+    """``NAME``, ``NAME=PATH`` or ``NAME=PATH:VAR=VALUE,VAR=VALUE`` (PATH may be empty)."""
+    name, _, rest = text.partition("=")
+    path, _, assignments = rest.partition(":")
+    if not name.isidentifier():
+        raise KPBenchError(f"--interleave {text!r}: the variant name must be a word (it names its store)")
+    env = {}
+    for item in filter(None, assignments.split(",")):
+        var, eq, val = item.partition("=")
+        if not eq:
+            raise KPBenchError(f"--interleave {text!r}: {item!r} is not VAR=VALUE")
+        env[var] = val
+    if path and not os.path.isdir(path):
+        raise KPBenchError(f"--interleave {text!r}: {path} is not a folder (a kpbench checkout)")
+    return Variant(name, os.path.abspath(path) if path else None, env=env)
+
+
+# -- the worker (python -m kpbench.suite.interleave --worker) ---------------------------
+def _jsonable(value):
+    if hasattr(value, "item"):          # numpy scalars
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def worker_main() -> None:
+    """Measure the points the driver sends; before each timed sample say "ready" and
+    wait for "go". The protocol uses the original stdout; library output goes to stderr."""
+    from kpbench import plugins
+    from kpbench.suite import measure
+    from kpbench.suite.spec import Point
+
+    plugins.load()          # the variant's own KPBENCH_PLUGINS
+    cpu = os.environ.get(CPU_ENV)
+    if cpu and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {int(cpu)})
+    channel = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+
+    def send(message: dict) -> None:
+        channel.write(json.dumps(message, default=_jsonable) + "\n")
+
+    def receive() -> dict:
+        line = sys.stdin.readline()
+        if not line:
+            sys.exit(0)
+        return json.loads(line)
+
+    def pace(number: int) -> int:
+        send({"ready": True, "number": number})
+        return int(receive()["number"])
+
+    measure.set_pacer(pace)
+    while True:
+        request = receive()
+        if request.get("exit"):
+            return
+        settings = request["settings"]
+        settings["plugins"] = tuple(settings.get("plugins", ()))
+        row = measure.run_point(Point(**request["point"]), request["kind"],
+                                measure.MeasureSettings(**settings))
+        send({"row": row})
+
+
+# -- the driver ----------------------------------------------------------------------
+class WorkerFailed(Exception):
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class VariantWorker:
+    """A variant's worker process and its line protocol."""
+
+    def __init__(self, variant: Variant):
+        self.variant = variant
+        self.process: subprocess.Popen | None = None
+
+    def _start(self) -> None:
+        env = {**os.environ, **self.variant.env}
+        if self.variant.path:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [self.variant.path, env.get("PYTHONPATH")]))
+        self.process = subprocess.Popen(
+            [self.variant.python, "-m", "kpbench.suite.interleave", "--worker"], env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def send(self, message: dict) -> None:
+        if self.process is None or self.process.poll() is not None:
+            self._start()
+        self.process.stdin.write(json.dumps(message) + "\n")
+        self.process.stdin.flush()
+
+    def receive(self, timeout_s: float) -> dict:
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout_s)
+        if not ready:
+            self.stop(kill=True)
+            raise WorkerFailed("timeout", f"exceeded the timeout of {timeout_s:g} s")
+        line = self.process.stdout.readline()
+        if not line:
+            code = self.process.wait()
+            self.process = None
+            raise WorkerFailed("error", f"the {self.variant.name} worker exited (code {code})")
+        return json.loads(line)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process is None:
+            return
+        if kill:
+            self.process.kill()
+        else:
+            try:
+                self.send({"exit": True})
+            except (BrokenPipeError, OSError):
+                pass
+        self.process.wait()
+        self.process = None
+
+
+def measure_interleaved(point, kind: str, settings, workers: list[VariantWorker],
+                        timeout_s: float, rng: random.Random) -> dict[str, dict]:
+    """The rows of ``point`` for every variant, their timed samples taken in alternation."""
+    from kpbench.suite.executors import failure_row
+
+    request = {"point": asdict(point), "kind": kind, "settings": asdict(settings)}
+    rows: dict[str, dict] = {}
+    sampling: list[VariantWorker] = []
+    numbers: list[int] = []
+
+    def step(worker: VariantWorker, message: dict) -> None:
+        try:
+            worker.send(message)
+            reply = worker.receive(timeout_s)
+        except (WorkerFailed, OSError) as exc:   # OSError: its Python could not be started
+            status = getattr(exc, "status", "error")
+            rows[worker.variant.name] = {**failure_row(point, kind, status, f"{exc}"), "retryable": True}
+            return
+        if "row" in reply:
+            rows[worker.variant.name] = reply["row"]
+        else:
+            sampling.append(worker)
+            numbers.append(reply["number"])
+
+    for worker in workers:          # prepare: each runs up to its first timed sample
+        step(worker, request)
+    # every variant's sample: the same number of calls, enough for the longest-calibrated
+    go = {"go": True, "number": max(numbers, default=1)}
+    while sampling:                 # one round: every variant takes one sample
+        order, sampling[:] = list(sampling), []
+        rng.shuffle(order)
+        for worker in order:
+            step(worker, go)
+    session = uuid.uuid4().hex[:16]
+    names = ",".join(w.variant.name for w in workers)
+    for row in rows.values():
+        row.update(interleave_id=session, interleave_variants=names)
+    return rows
+
+
+@dataclass
+class InterleavedResult:
+    kind: str
+    run_id: str
+    stores: dict
+    total: int = 0
+    already_stored: int = 0
+    counts: dict = field(default_factory=dict)   # variant -> {status: n}
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        parts = "; ".join(f"{name}: " + ", ".join(f"{n} {s}" for s, n in sorted(c.items()))
+                          for name, c in self.counts.items()) or "nothing run"
+        return (f"interleaved sweep {self.kind}: {self.total} points x {len(self.stores)} variants "
+                f"({parts}), {self.already_stored} already stored, in {self.seconds:.1f} s -> "
+                + ", ".join(self.stores.values()) + f" (run_id {self.run_id})")
+
+
+def run_interleaved(spec, variants: list[Variant], out: str, resume: bool = True,
+                    progress: bool = True, threads: int = 1, seed: int = 0,
+                    run_id: str | None = None) -> InterleavedResult:
+    """Measure every point of ``spec`` in every variant, interleaved; rows in OUT/<name>."""
+    from kpbench import plugins
+    from kpbench.results.meta import record_environment, run_metadata
+    from kpbench.results.store import SWEEPS, ResultStore
+    from kpbench.suite.measure import MeasureSettings
+    from kpbench.suite.spec import expand
+    from kpbench.suite.sweep import RowRecorder, _progress_bar, done_keys
+
+    if spec.kind != "speed":
+        raise KPBenchError(f"an interleaved sweep measures speed only (got {spec.kind!r}): "
+                           "memory and accuracy do not drift with the machine's load")
+    names = [v.name for v in variants]
+    if len(variants) < 2 or len(set(names)) != len(names):
+        raise KPBenchError(f"an interleaved sweep needs two or more variants with distinct names, got {names}")
+    started = time.monotonic()
+    stores = {v.name: ResultStore(os.path.join(out, v.name)) for v in variants}
+    points = expand(spec)
+    done = set.intersection(*(done_keys(s) for s in stores.values())) if resume else set()
+    todo = [p for p in points if p.key(spec.kind) not in done]
+    run_id = run_id or uuid.uuid4().hex
+    recorders = {}
+    for name, store in stores.items():
+        meta = run_metadata(run_id=run_id, sweep=spec.kind, executor="interleaved")
+        meta.update(warmup=spec.warmup, threads=threads, timeout_s=spec.timeout_s,
+                    memory_budget=spec.memory_budget, repeats=spec.repeats)
+        record_environment(store, run_id)
+        recorders[name] = RowRecorder(store, meta, len(todo), spec.kind, 8, 10.0, progress=False)
+    settings = MeasureSettings(repeats=spec.repeats, warmup=spec.warmup, memory_budget=spec.memory_budget,
+                               threads=threads, plugins=plugins.active())
+    result = InterleavedResult(spec.kind, run_id, {n: str(s.table_dir(SWEEPS)) for n, s in stores.items()},
+                               total=len(points), already_stored=len(points) - len(todo))
+    workers = [VariantWorker(v) for v in variants]
+    bar = _progress_bar(len(todo), f"{spec.kind} x{len(variants)} interleaved") if progress else None
+    rng = random.Random(seed)
+    try:
+        for point in todo:
+            rows = measure_interleaved(point, spec.kind, settings, workers, spec.timeout_s, rng)
+            for name, row in rows.items():
+                recorders[name].add(row)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        for worker in workers:
+            worker.stop()
+        for recorder in recorders.values():
+            recorder.close()
+        if bar is not None:
+            bar.close()
+        result.counts = {name: dict(r.counts) for name, r in recorders.items()}
+        result.seconds = time.monotonic() - started
+    return result
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--worker"]:
+    worker_main()
