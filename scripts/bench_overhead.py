@@ -5,12 +5,13 @@ process and interleaved (raw, bound, raw, bound, ... so that drift hits both ali
 
 * raw:    the backend's computation itself (``Backend._kernel_product`` / ``_softmin``);
 * bound:  what a sweep times, ``kpbench.losses.bind(...)`` (checks done before, once);
-* sweep:  the ``time_median_s`` of a real sweep row (``run_point``) for the same point.
+* sweep:  a real sweep row (``run_point``) for the same point, a raw sample taken just
+          before each of its samples (the sweep's pacing hook, outside its timed region).
 
 Each timing is ``timeit`` with ``number`` calibrated to ~10 ms per sample. The overhead
 is the median of the paired differences (bound sample - the raw sample taken just before
-it), which cancels the drift of a shared machine; sweep / raw compares the row's median
-with the median of raw samples taken around the row. Prints a table and the goals of
+it), which cancels the drift of a shared machine; sweep / raw is the median of the
+ratios row sample / the raw sample just before it. Prints a table and the goals of
 issue 14: overhead (bound - raw) <= 5 us, sweep / raw within 10 %.
 
     python scripts/bench_overhead.py [--rounds 15] [--json out.json]
@@ -28,7 +29,7 @@ import torch
 
 from kpbench import losses
 from kpbench.backends import available_backends, get_backend
-from kpbench.suite.measure import MeasureSettings, pin_threads, run_point
+from kpbench.suite.measure import MeasureSettings, pin_threads, run_point, set_pacer
 from kpbench.suite.spec import Point
 from kpbench.suite.workloads import cast, make_data
 
@@ -73,6 +74,24 @@ def interleaved(raw, bound, rounds: int) -> tuple[list[float], list[float]]:
     return raws, bounds
 
 
+def sweep_row_beside_raw(pt: Point, raw, rounds: int) -> tuple[dict, list[float]]:
+    """A real sweep row (run_point) of ``pt``, and a raw sample taken just before each of
+    its timed samples (through the sweep's pacing hook, outside its timed region), with
+    the same number of calls: the paired ratio cancels the machine's drift."""
+    beside = []
+
+    def raw_sample_first(number: int) -> int:
+        beside.append(per_call(raw, number))
+        return number
+
+    set_pacer(raw_sample_first)
+    try:
+        row = run_point(pt, "speed", MeasureSettings(repeats=rounds, threads=1))
+    finally:
+        set_pacer(None)
+    return row, beside
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
@@ -87,14 +106,14 @@ def main(argv=None) -> int:
             for _ in range(3):   # first calls: compilation (KeOps), caches
                 raw(), bound()
             raws, bounds = interleaved(raw, bound, args.rounds)
-            row = run_point(pt, "speed", MeasureSettings(repeats=args.rounds, threads=1))
-            after, _ = interleaved(raw, bound, args.rounds)
-            raw_s = statistics.median(raws + after)
-            rows.append(dict(backend=backend, op=op, raw_us=raw_s * 1e6,
+            row, beside = sweep_row_beside_raw(pt, raw, args.rounds)
+            sweep_samples = row["time_samples_s"]
+            rows.append(dict(backend=backend, op=op, raw_us=statistics.median(raws) * 1e6,
                              bound_us=statistics.median(bounds) * 1e6,
                              overhead_us=statistics.median(b - r for r, b in zip(raws, bounds)) * 1e6,
                              sweep_us=row["time_median_s"] * 1e6,
-                             sweep_over_raw=row["time_median_s"] / raw_s))
+                             sweep_over_raw=statistics.median(
+                                 s / r for s, r in zip(sweep_samples, beside))))
     print(f"{'backend':8s} {'op':15s} {'raw us':>9s} {'bound us':>9s} {'overhead':>9s} "
           f"{'sweep us':>9s} {'sweep/raw':>9s}")
     for r in rows:
