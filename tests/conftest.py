@@ -1,11 +1,11 @@
 """Shared fixtures. ``ray_cluster``: ONE local Ray cluster (2 CPUs) for the whole session,
 started only by the tests that ask for it (starting Ray costs several seconds).
 
-Under pytest-xdist (the CI command runs ``-n 2 --dist loadgroup``): each worker compiles
-KeOps routines into a build folder of its own (pykeops has no lock: two processes
-compiling one formula into one folder could load a half-written library), and every
-test that starts Ray or a local cluster goes to one worker, one after the other (group
-``ray``), so that two clusters never share the machine's two CPUs.
+Under pytest-xdist (the CI command runs ``-n 2 --dist loadgroup``): both workers share
+one KeOps build folder (the keops backend locks each formula while pykeops builds it, so
+a formula is compiled once, by whichever worker needs it first), and every test that
+starts Ray or a local cluster goes to one worker, one after the other (group ``ray``), so
+that two clusters never share the machine's two CPUs.
 """
 from __future__ import annotations
 
@@ -20,11 +20,6 @@ SLOWDOWN_PLUGIN = str(PLUGINS / "slowdown.py")   # KPBENCH_SLOWDOWN="torch=1.3"
 # modules whose tests start Ray clusters (of their own, or through subprocesses)
 RAY_MODULES = {"test_cluster_multinode", "test_cluster_smoke", "test_sweep_executors",
                "test_asv_history"}
-
-_worker = os.environ.get("PYTEST_XDIST_WORKER")
-if _worker and "KPBENCH_BUILD_DIR" not in os.environ:
-    os.environ["KPBENCH_BUILD_DIR"] = str(PLUGINS.parents[1] / "build" / f"xdist-{_worker}")
-
 
 def pytest_collection_modifyitems(config, items):
     for item in items:

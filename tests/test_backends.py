@@ -152,3 +152,46 @@ def test_a_plugin_named_in_the_environment_replaces_a_backend_under_its_name():
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode != 0 and "plugin 'no_such_plugin_module' cannot be imported" in done.stderr
+
+
+KEOPS_FIRST_CALL = """
+import time, torch, pykeops.torch
+from kpbench.backends import get_backend
+x, y, b = torch.rand(20, 3, dtype=torch.float64), torch.rand(30, 3, dtype=torch.float64), torch.rand(30, 1, dtype=torch.float64)
+bk = get_backend("keops")
+print("ready", flush=True)
+start = time.perf_counter()
+bk.kernel_product(x, y, b, kernel="gaussian", blur=0.5)
+print("first call", time.perf_counter() - start, flush=True)
+"""
+
+
+def test_a_keops_first_call_waits_for_the_formula_lock_of_a_shared_build_folder(tmp_path):
+    """Two processes on one build folder (two Ray workers, two pytest workers): the one that
+    arrives second waits on the formula's lock, then loads what the first one built."""
+    import fcntl
+    import os
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("pykeops")
+    env = {**os.environ, "KPBENCH_BUILD_DIR": str(tmp_path)}
+    built = subprocess.run([sys.executable, "-c", KEOPS_FIRST_CALL], env=env, text=True,
+                           capture_output=True, timeout=300)
+    assert "first call" in built.stdout, built.stderr
+    locks = list(tmp_path.glob("keops-*/locks/*.lock"))
+    assert len(locks) == 1                  # one formula compiled, under its own lock
+    with open(locks[0]) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)     # as if a process were compiling it right now
+        second = subprocess.Popen([sys.executable, "-c", KEOPS_FIRST_CALL], env=env,
+                                  text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        while (line := second.stdout.readline()) and line.strip() != "ready":
+            pass                             # pykeops' own messages, on stdout
+        assert line.strip() == "ready", second.stderr.read()
+        time.sleep(3.0)
+        fcntl.flock(held, fcntl.LOCK_UN)
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    # the library was built already: without the wait the call takes milliseconds
+    assert float(out.split()[-1]) >= 2.5, out

@@ -240,7 +240,8 @@ def gate_runs(tmp_path_factory):
     interleaves its two commits the same way, by processes)."""
     if os.environ.get("KPBENCH_TIMING_TESTS") != "1":
         pytest.skip("timing demonstration, opt-in (KPBENCH_TIMING_TESTS=1): real measurements "
-                    "(~1 min), not a unit test; see the note of README 'What the gate cannot do'")
+                    "(~1 min), not a unit test; see README 'Interleaved sweeps: the gate on a "
+                    "shared machine'")
     from conftest import SLOWDOWN_PLUGIN
     from kpbench.suite.interleave import Variant, run_interleaved
     from kpbench.suite.spec import SweepSpec

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -44,6 +45,54 @@ def _configure_build_folder() -> None:
         pykeops.set_verbose(False)
         pykeops.set_build_folder(str(folder))
         _configured_folder = str(folder)
+        _lock_compiles()
+
+
+@contextmanager
+def _formula_lock(formula: str):
+    """An exclusive lock, across processes, on one formula's files in the build folder."""
+    try:
+        import fcntl
+    except ImportError:       # no flock (Windows, which pykeops does not support anyway)
+        yield
+        return
+    locks = Path(_configured_folder) / "locks"
+    locks.mkdir(exist_ok=True)
+    name = hashlib.sha1(formula.encode()).hexdigest()[:16] + ".lock"
+    with open(locks / name, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _lock_compiles() -> None:
+    """pykeops has no lock: two processes compiling one formula into one build folder (two
+    Ray workers of a sweep on one machine, two pytest-xdist workers) truncate each other's
+    source or import a half-written library. pykeops writes the folder only when its
+    in-process routine cache misses, by constructing the routine's loader class: that
+    constructor runs here under a lock on the formula, so the second process waits and
+    then finds the library built. Cache hits (every timed call) never see the lock."""
+    from pykeops.common.keops_io import keops_binder
+
+    for cache in keops_binder.values():
+        loader = cache.cls
+        if getattr(loader, "kpbench_locked", False):
+            continue
+
+        class Locked(loader):
+            kpbench_locked = True
+
+            def __init__(self, *args, fast_init=False):
+                # a full init's formula is args[5]; a fast init (from pickled params) imports
+                # a library some process finished building: lock on its formula as well
+                formula = args[0].red_formula_string if fast_init else args[5]
+                with _formula_lock(str(formula)):
+                    super().__init__(*args, fast_init=fast_init)
+
+        Locked.__name__ = Locked.__qualname__ = loader.__name__
+        cache.cls = Locked
 
 
 def _lazy(x, y):
