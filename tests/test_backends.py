@@ -12,7 +12,6 @@ from kpbench.backends import (
 )
 
 BACKENDS = ["torch", "keops"]
-TOLERANCE = {torch.float64: 1e-5, torch.float32: 1e-3}
 SHAPES = [(1, 1, 1), (57, 33, 1), (200, 150, 3), (40, 70, 7)]
 KERNELS = ["gaussian", "laplacian", "energy"]
 DTYPES = [torch.float64, torch.float32]
@@ -21,6 +20,19 @@ DTYPES = [torch.float64, torch.float32]
 def rel_err(out, ref) -> float:
     out = out.detach().cpu().double().numpy()
     return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+
+
+def tolerance(backend, dtype, takes_sqrt=False) -> float:
+    """What the arithmetic allows on these unit-cube clouds, 2.5-10x above the worst error
+    measured. float64: 1e-12 (dense torch <= 3e-14, KeOps <= 3e-16). float32: KeOps 2e-6
+    (it takes differences, <= 3e-7); dense torch's |x|^2 + |y|^2 - 2<x, y> cancels, 1e-5
+    (<= 4.4e-6), and 1e-4 where it then takes a square root: laplacian, energy, p = 1
+    (<= 2.7e-5)."""
+    if dtype == torch.float64:
+        return 1e-12
+    if backend == "keops":
+        return 2e-6
+    return 1e-4 if takes_sqrt else 1e-5
 
 
 def clouds(N, M, D, seed=0, columns=None):
@@ -47,7 +59,7 @@ def test_kernel_product_matches_reference(backend, dtype, kernel, shape):
     t = [torch.tensor(v, dtype=dtype) for v in (x, y, b)]
     out = get_backend(backend).kernel_product(*t, kernel=kernel, blur=0.2)
     assert out.dtype == dtype and out.shape == ref.shape
-    assert rel_err(out, ref) <= TOLERANCE[dtype]
+    assert rel_err(out, ref) <= tolerance(backend, dtype, takes_sqrt=kernel != "gaussian")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -58,7 +70,7 @@ def test_kernel_product_several_columns(backend, blur):
     t = [torch.tensor(v) for v in (x, y, b)]
     out = get_backend(backend).kernel_product(*t, kernel="gaussian", blur=blur)
     assert out.shape == (80, 3)
-    assert rel_err(out, ref) <= 1e-5
+    assert rel_err(out, ref) <= tolerance(backend, torch.float64)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -72,7 +84,7 @@ def test_softmin_matches_reference(backend, dtype, p, eps):
     t = [torch.tensor(v, dtype=dtype) for v in (x, y, h)]
     out = get_backend(backend).softmin(*t, eps=eps, p=p)
     assert out.dtype == dtype
-    assert rel_err(out, ref) <= TOLERANCE[dtype]
+    assert rel_err(out, ref) <= tolerance(backend, dtype, takes_sqrt=p == 1)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -85,7 +97,7 @@ def test_softmin_is_stable_where_naive_exp_overflows(backend):
                                        torch.tensor(y, dtype=torch.float32),
                                        torch.tensor(h, dtype=torch.float32), eps=1e-4, p=2)
     assert torch.isfinite(out).all()
-    assert rel_err(out, ref) <= 1e-3
+    assert rel_err(out, ref) <= tolerance(backend, torch.float32)
 
 
 def test_numpy_reference_is_chunked(monkeypatch):
