@@ -32,7 +32,8 @@ def sweep_row(op="kernel_product", backend="torch", N=1000, status="ok", time=No
               err=None, dtype="float32", blur=0.1, **overrides) -> dict:
     """One sweeps row following kpbench.results.schema (the point, status, measurements)."""
     row = dict(op=op, backend=backend, kernel="gaussian", N=N, M=N, D=3, blur=blur, p=None,
-               reach=None, dtype=dtype, device="cpu", seed=0, iters=None, scaling=None)
+               reach=None, dtype=dtype, device="cpu", seed=0, iters=None, scaling=None,
+               tol=None)
     row.update(overrides)
     row["key"] = "|".join(f"{c}={row[c]}" for c in POINT_COLUMNS)
     row.update(status=status, time_median_s=time, time_min_s=time, repeats=3 if time else None,
@@ -277,6 +278,24 @@ def test_time_tables_show_the_iqr_and_the_first_call(tmp_path):
     write_sweeps(tmp_path, [sweep_row(backend="torch", time=2e-3, time_iqr_s=1e-4, first_call_s=0.5)])
     [(_, _, rows)] = tables.op_tables(load_sweeps(tmp_path), "kernel_product")
     assert [r[1:] for r in rows] == [["median time", "2 ms"], ["IQR", "100 µs"], ["first call", "500 ms"]]
+
+
+def test_sinkhorn_tables_say_how_many_iterations_ran_and_when_a_cap_stopped_them(tmp_path):
+    sink = dict(op="sinkhorn", kernel="sinkhorn", p=2, scaling=0.5, err=1e-8)
+    write_sweeps(tmp_path, [
+        sweep_row(**sink, N=100, tol=1e-6, iterations=385, converged=True),
+        sweep_row(**sink, N=100, tol=1e-6, iterations=392, converged=True, seed=1),
+        sweep_row(**sink, N=200, tol=1e-6, iterations=1000, converged=False),
+        sweep_row(**sink, N=100, iterations=7),
+        sweep_row(backend="keops", err=2e-7)])
+    frame = load_sweeps(tmp_path)
+    by_title = {title: rows for title, _, rows in tables.op_tables(frame, "sinkhorn")}
+    assert by_title["D=3 blur=0.1 p=2 scaling=0.5 tol=1e-06"] == [
+        ["torch float32 cpu", "max rel. error", "1.0e-08", "1.0e-08"],
+        ["", "iterations", "385-392", "1000, not converged"]]
+    assert by_title["D=3 blur=0.1 p=2 scaling=0.5"][1][1:] == ["iterations", "7"]
+    [(_, _, kp_rows)] = tables.op_tables(frame, "kernel_product")
+    assert [r[1] for r in kp_rows] == ["max rel. error"]     # no iterations where none ran
 
 
 def test_report_cli_baseline_option(mixed_store, tmp_path):

@@ -154,6 +154,20 @@ def test_sinkhorn_rows_are_judged_against_the_converged_truth():
     assert grad["status"] == "ok" and grad["rel_err"] > 1e-4   # vs the converged plan's gradient
 
 
+def test_a_tolerance_point_says_whether_its_tolerance_or_the_iteration_cap_stopped_it():
+    common = dict(op="sinkhorn", dtype="float64", N=200, M=200, blur=0.05, scaling=0.5)
+    schedule = run_point(point(**common), "accuracy", QUICK)
+    to_tol = run_point(point(**common, tol=1e-6), "accuracy", QUICK)
+    capped = run_point(point(**common, tol=1e-13), "accuracy", QUICK)
+    assert schedule["converged"] is None and schedule["tol"] is None
+    assert to_tol["tol"] == 1e-6 and to_tol["converged"] is True
+    assert schedule["iterations"] < to_tol["iterations"] < 1000 == capped["iterations"]
+    assert capped["converged"] is False
+    # the tolerance phase removes what the eps-scaling schedule left undone
+    assert to_tol["rel_err"] < 1e-3 * schedule["rel_err"]
+    assert to_tol["marginal_err"] < 1e-2 * schedule["marginal_err"]
+
+
 def test_sinkhorn_accuracy_and_the_exact_ot_comparison():
     row = run_point(point(op="sinkhorn", N=300, M=300, blur=0.05, scaling=0.5), "accuracy", QUICK)
     # rel_err is against the converged reference: what eps-scaling at .5 leaves undone

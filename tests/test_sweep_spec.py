@@ -85,6 +85,25 @@ def test_keys_are_stable_and_depend_on_kind_and_fields():
     assert other.key("speed") != point.key("speed")
 
 
+def test_the_tolerance_axis_goes_with_the_eps_scaling_schedule_and_keeps_older_keys():
+    spec = spec_from_dict({"ops": "sinkhorn,softmin", "backends": "torch", "N": "100",
+                           "iters": "10,scaling", "scaling": "0.5,0.9", "tol": "none,1e-6"})
+    sink = {(pt.iters, pt.scaling, pt.tol) for pt in expand(spec) if pt.op == "sinkhorn"}
+    assert sink == {(10, None, None), (None, 0.5, None), (None, 0.5, 1e-6), (None, 0.9, None),
+                    (None, 0.9, 1e-6)}
+    assert {pt.tol for pt in expand(spec) if pt.op == "softmin"} == {None}
+    point = Point(op="sinkhorn", backend="torch", kernel="sinkhorn", N=100, M=100, D=3,
+                  blur=0.05, p=2, reach=None, dtype="float32", device="cpu", seed=0,
+                  iters=None, scaling=0.5)
+    # pinned from before the tol column existed: rows stored then keep resuming
+    assert point.key("speed") == "5e74a3fe32b2f7483ca4"
+    with_tol = Point(**{**point.as_row(), "tol": 1e-6})
+    assert with_tol.key("speed") not in (point.key("speed"),
+                                         Point(**{**point.as_row(), "tol": 1e-8}).key("speed"))
+    with pytest.raises(KPBenchError, match="tol must be"):
+        spec_from_dict({"ops": "sinkhorn", "tol": "0"})
+
+
 @pytest.mark.parametrize("values, message", [
     ({"backends": "numpy,tensorflow"}, "unknown backend 'tensorflow'"),
     ({"ops": "kernel_prod"}, "unknown op"),

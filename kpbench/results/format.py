@@ -14,7 +14,8 @@ from kpbench.errors import format_bytes
 
 # What, besides op, backend and N, makes two rows the same benchmark configuration.
 # "M" enters as M_rel ("M=N" or the value of M) so that the usual M = N sweep is one group.
-CONFIG_COLUMNS = ["kernel", "M_rel", "D", "blur", "p", "reach", "iters", "scaling", "dtype", "device"]
+CONFIG_COLUMNS = ["kernel", "M_rel", "D", "blur", "p", "reach", "iters", "scaling", "tol", "dtype",
+                  "device"]
 BACKEND_ORDER = ("numpy", "torch", "keops", "cuda")
 
 
@@ -122,6 +123,19 @@ def _config_part(name: str, v) -> str:
     return f"{name}={float(v):g}"
 
 
+def iterations_text(iterations, converged) -> str | None:
+    """'7', '385-392', or '1000, not converged' (a solve that a cap, not its tolerance,
+    stopped) from the Sinkhorn rows' ``iterations`` and ``converged`` values; None when no
+    row says how many iterations it ran."""
+    counts = [int(v) for v in iterations if not missing(v)]
+    if not counts:
+        return None
+    lo, hi = min(counts), max(counts)
+    label = str(lo) if lo == hi else f"{lo}-{hi}"
+    stopped_by_cap = any(not missing(v) and not bool(v) for v in converged)
+    return label + (", not converged" if stopped_by_cap else "")
+
+
 def point_label(row) -> str:
     """One line naming a sweep point: op backend config N (seed if not 0) (sweep kind)."""
     config = row_config(row)
@@ -133,4 +147,4 @@ def point_label(row) -> str:
 
 __all__ = ["CONFIG_COLUMNS", "BACKEND_ORDER", "missing", "value", "number", "text", "fmt_n", "fmt_seconds",
            "fmt_bytes", "fmt_err", "fmt_ratio", "fmt_number", "backend_sort_key", "row_config",
-           "config_label", "point_label"]
+           "config_label", "iterations_text", "point_label"]

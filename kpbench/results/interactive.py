@@ -25,7 +25,7 @@ import pandas as pd
 from kpbench.results import tables
 from kpbench.results.document import Raw
 from kpbench.results.format import (
-    backend_sort_key, config_label, fmt_bytes, fmt_err, fmt_n, fmt_seconds,
+    backend_sort_key, config_label, fmt_bytes, fmt_err, fmt_n, fmt_seconds, iterations_text,
     point_label, row_config, text, value,
 )
 from kpbench.results.schema import STATUSES
@@ -138,6 +138,9 @@ def row_hover(row: dict, q1, q3) -> str:
         lines.append(f"dense estimate {fmt_bytes(row['mem_estimate_bytes'])}")
     if value(row.get("rel_err")) is not None:
         lines.append(f"rel. error {fmt_err(row['rel_err'])}")
+    iterations = iterations_text([row.get("iterations")], [row.get("converged")])
+    if iterations is not None:
+        lines.append(f"{iterations} iterations")
     lines.append(f"host {text(row.get('host'))}, git {text(row.get('git_commit'))[:10]}, "
                  f"run {text(row.get('run_id'))[:8]}")
     return "<br>".join(_html_text(line) for line in lines)

@@ -25,6 +25,10 @@ POINT_FIELDS = [
     pa.field("seed", pa.int64()),
     pa.field("iters", pa.int64()),        # fixed Sinkhorn iteration count; null = the eps-scaling schedule (iterations: how many)
     pa.field("scaling", pa.float64()),    # eps-scaling factor; null where irrelevant
+    # Sinkhorn, after the eps-scaling schedule: iterate at the final eps until the potentials
+    # move less than tol (at most 1000 iterations; `converged` says which stopped it);
+    # null = no tolerance phase. In the key only when set (older keys stay valid).
+    pa.field("tol", pa.float64()),
 ]
 
 RESULT_FIELDS = [

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from kpbench.errors import KPBenchError
-from kpbench.results.format import CONFIG_COLUMNS, number, row_config, value
+from kpbench.results.format import CONFIG_COLUMNS, iterations_text, number, row_config, value
 from kpbench.results.schema import COLUMNS
 from kpbench.results.store import SWEEPS, ResultStore, latest_per_key
 
@@ -101,6 +101,7 @@ class Cell:
     mem: float | None = None
     err: float | None = None
     grad_fd: float | None = None     # gradient vs finite differences of the converged value
+    iterations: str | None = None    # Sinkhorn: how many iterations ran, and if a cap stopped them
     speedup: float | None = None     # baseline time / this time, same op, config and N
     error: str | None = None         # an error message of a failed row
 
@@ -134,6 +135,7 @@ def _cell(group: pd.DataFrame) -> Cell:
         mem=value(pd.to_numeric(ok["peak_mem_bytes"]).max()),
         err=value(pd.to_numeric(ok["rel_err"]).max()),
         grad_fd=value(pd.to_numeric(ok["grad_fd_rel_err"]).max()),
+        iterations=iterations_text(ok["iterations"], ok["converged"]),
     )
 
 

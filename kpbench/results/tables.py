@@ -146,7 +146,7 @@ def status_counts(frame: pd.DataFrame) -> list[list[str]]:
 METRIC_ROWS = (("time", "median time", fmt_seconds), ("iqr", "IQR", fmt_seconds),
                ("first", "first call", fmt_seconds), ("speedup", "speed-up vs {baseline}", fmt_ratio),
                ("mem", "peak memory", fmt_bytes), ("err", "max rel. error", fmt_err),
-               ("grad_fd", "grad vs finite diff.", fmt_err))
+               ("grad_fd", "grad vs finite diff.", fmt_err), ("iterations", "iterations", str))
 
 
 def op_tables(frame: pd.DataFrame, op: str, baseline: str = DEFAULT_BASELINE

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -59,6 +60,7 @@ class Point:
     seed: int
     iters: int | None
     scaling: float | None
+    tol: float | None = None
 
     def as_row(self) -> dict:
         return dataclasses.asdict(self)
@@ -71,11 +73,21 @@ class Point:
         return self.blur ** self.p if self.p is not None else None
 
 
+# point columns added after rows were stored: left out of the key when null, so that the
+# keys of those rows (and of every point that does not use the column) stay what they were
+KEY_ONLY_WHEN_SET = ("tol",)
+
+
+def _unset(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
 def point_key(kind: str, fields: dict) -> str:
     """A stable hex key of (kind, point fields); the same on every machine and Python."""
     # floats as repr so 1.0 (a float column) and 1 (an int column) never collide
     canonical = {"kind": kind, **{
-        name: repr(v) if isinstance(v := fields.get(name), float) else v for name in POINT_COLUMNS}}
+        name: repr(v) if isinstance(v := fields.get(name), float) else v for name in POINT_COLUMNS
+        if not (name in KEY_ONLY_WHEN_SET and _unset(fields.get(name)))}}
     text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
@@ -100,6 +112,7 @@ class SweepSpec:
     seed: list[int] = field(default_factory=lambda: [0])
     iters: list[int | None] = field(default_factory=lambda: [10, None])  # None: the eps-scaling schedule
     scaling: list[float] = field(default_factory=lambda: [0.5])
+    tol: list[float | None] = field(default_factory=lambda: [None])   # with the eps-scaling schedule
     # how to measure (not part of a point's key)
     repeats: int = 10
     warmup: int = 1
@@ -110,9 +123,9 @@ class SweepSpec:
         self.validate()
 
     def validate(self) -> None:
-        for name in ("blur", "p", "reach", "seed", "iters", "scaling"):
+        for name in ("blur", "p", "reach", "seed", "iters", "scaling", "tol"):
             if not getattr(self, name):
-                raise KPBenchError(f"no {name} values given (use 'none' for reach/iters)")
+                raise KPBenchError(f"no {name} values given (use 'none' for reach/iters/tol)")
         _one_of("kind", [self.kind], KINDS)
         _one_of("op", self.ops, list(workloads.OPS))
         _one_of("backend", self.backends, backend_names())
@@ -128,6 +141,7 @@ class SweepSpec:
         _positive_numbers("blur", self.blur)
         _positive_numbers("reach", [r for r in self.reach if r is not None])
         _positive_ints("iters", [i for i in self.iters if i is not None], allow_empty=True)
+        _positive_numbers("tol", [t for t in self.tol if t is not None])
         if any(not 0 < s < 1 for s in self.scaling):
             raise KPBenchError(f"scaling must be in (0, 1), got {self.scaling}")
         if self.repeats < 1 or self.warmup < 0:
@@ -166,7 +180,7 @@ def _dtypes(backend: str, spec: SweepSpec) -> list[str]:
 
 
 def _op_variants(op: str, spec: SweepSpec) -> list[dict]:
-    """The (kernel, p, reach, iters, scaling) combinations that matter for ``op``."""
+    """The (kernel, p, reach, iters, scaling, tol) combinations that matter for ``op``."""
     info = workloads.OPS[op]
     names = spec.kernels if info.family == "kernel" else (
         spec.losses if info.family == "flow" else [info.family])
@@ -176,14 +190,17 @@ def _op_variants(op: str, spec: SweepSpec) -> list[dict]:
         for p in (spec.p if "p" in uses else [None]):
             for reach in (spec.reach if "reach" in uses else [None]):
                 for iters in (spec.iters if "iters" in uses else [None]):
-                    # the scaling factor matters only when running the eps-scaling schedule
-                    scalings = spec.scaling if ("scaling" in uses and iters is None) else [None]
-                    for scaling in scalings:
+                    # the scaling factor and the tolerance phase go with the eps-scaling schedule
+                    scheduled = iters is None
+                    scalings = spec.scaling if ("scaling" in uses and scheduled) else [None]
+                    tols = spec.tol if ("tol" in uses and scheduled) else [None]
+                    for scaling, tol in itertools.product(scalings, tols):
                         variants.append(dict(
                             kernel=name, p=None if p is None else int(p),
                             reach=None if reach is None else float(reach),
                             iters=None if iters is None else int(iters),
                             scaling=None if scaling is None else float(scaling),
+                            tol=None if tol is None else float(tol),
                         ))
     return list({json.dumps(v, sort_keys=True): v for v in variants}.values())
 
@@ -315,6 +332,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "reach": lambda v: parse_floats(v, allow_none=True), "dtype": parse_words,
     "device": parse_words, "seed": lambda v: [int(s) for s in parse_ints(v)],
     "iters": lambda v: parse_ints(v, allow_none=True), "scaling": parse_floats,
+    "tol": lambda v: parse_floats(v, allow_none=True),
     "M": lambda v: "same" if isinstance(v, str) and v.strip().lower() == "same" else parse_sizes(v),
     "repeats": int, "warmup": int, "timeout_s": float, "memory_budget": parse_bytes,
     "kind": str,

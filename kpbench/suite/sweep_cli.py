@@ -24,7 +24,7 @@ SPEC_FLAGS = {
     "ops": "ops", "backends": "backends", "kernels": "kernels", "losses": "losses",
     "N": "N", "M": "M", "D": "D", "blur": "blur", "p": "p", "reach": "reach",
     "dtype": "dtype", "device": "device", "seed": "seed", "iters": "iters",
-    "scaling": "scaling", "repeats": "repeats", "warmup": "warmup", "timeout": "timeout_s",
+    "scaling": "scaling", "tol": "tol", "repeats": "repeats", "warmup": "warmup", "timeout": "timeout_s",
     "memory_budget": "memory_budget",
 }
 RUN_FLAGS = ("executor", "out", "address", "num_cpus", "cpus_per_point", "gpus_per_point",
@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     axes.add_argument("--iters", help="Sinkhorn iteration counts at the final eps; 'scaling' = the eps-scaling "
                                         "schedule (one iteration per eps, diameter -> blur)")
     axes.add_argument("--scaling", help="eps-scaling factors (for iters=scaling)")
+    axes.add_argument("--tol", help="Sinkhorn tolerances (for iters=scaling): after the schedule, iterate at "
+                                    "the final eps until the potentials move less than tol (at most 1000 "
+                                    "iterations; the row's `converged` says which); 'none' = no such phase")
     how = parser.add_argument_group("measurement")
     how.add_argument("--repeats", type=int, help="timed samples per point (default 10)")
     how.add_argument("--warmup", type=int, help="untimed calls after the first (default 1)")

@@ -58,13 +58,15 @@ OPS: dict[str, OpInfo] = {
     )
 }
 def op_fields(op: str, name: str | None = None) -> set[str]:
-    """Which of kernel/p/reach/iters/scaling matter for ``op`` (``name``: the flow loss)."""
+    """Which of kernel/p/reach/iters/scaling/tol matter for ``op`` (``name``: the flow loss)."""
     family = OPS[op].family
     if family == "kernel":
         return {"kernel"}
     if family == "softmin":
         return {"p"}
-    if family == "sinkhorn" or (family == "flow" and name == "sinkhorn"):
+    if family == "sinkhorn":
+        return {"p", "reach", "iters", "scaling", "tol"}
+    if family == "flow" and name == "sinkhorn":
         return {"p", "reach", "iters", "scaling"}
     if family == "flow" and name == "hausdorff":
         return {"p"}
@@ -202,7 +204,8 @@ def _softmin_op(point, backend: str, x, y, h) -> Prepared:
 
 def _sinkhorn_kwargs(point) -> dict:
     return dict(p=point.p, blur=point.blur, reach=point.reach, iters=point.iters,
-                **({"scaling": point.scaling} if point.scaling is not None else {}))
+                **({"scaling": point.scaling} if point.scaling is not None else {}),
+                **({"tol": point.tol} if point.tol is not None else {}))
 
 
 def _solve_summary(info: dict, value: float, vector=None) -> Summary:
@@ -275,7 +278,8 @@ def reference(point, data: Data) -> Summary:
     sinkhorn = OPS[point.op].family == "sinkhorn"
     truth = dataclasses.replace(point, backend="numpy", dtype="float64", device="cpu",
                                 iters=None if sinkhorn else point.iters,
-                                scaling=None if sinkhorn else point.scaling)
+                                scaling=None if sinkhorn else point.scaling,
+                                tol=None if sinkhorn else point.tol)
     if truth not in _TRUTHS:
         if len(_TRUTHS) >= TRUTHS_KEPT:
             _TRUTHS.pop(next(iter(_TRUTHS)))
@@ -319,7 +323,7 @@ def grad_fd_error(point, data: Data) -> float | None:
     from kpbench.backends import get_backend
     from kpbench.gradcheck import fd_gradient_error
 
-    converged = dataclasses.replace(point, iters=None, scaling=None)
+    converged = dataclasses.replace(point, iters=None, scaling=None, tol=None)
     if point.op == "sinkhorn_grad":
         loss = functools.partial(losses.sinkhorn, **_sinkhorn_kwargs(point))
         truth = functools.partial(losses.sinkhorn, **_sinkhorn_kwargs(converged))
