@@ -188,8 +188,7 @@ def committed_head() -> str:
     return git_commit()
 
 
-def write(name: str) -> None:
-    commit = committed_head()
+def write(name: str, commit: str) -> None:
     values, isa = entries(name)
     reference = {
         "reproduction": name,
@@ -221,8 +220,9 @@ def main() -> int:
     if args.one_run:
         print(json.dumps(run_here(args.name, args.threads, args.delta)))
         return 0
+    commit = committed_head()
     for name in (REPRODUCTIONS if args.name == "all" else [args.name]):
-        write(name)
+        write(name, commit)
     return 0
 
 

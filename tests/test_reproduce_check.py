@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import pathlib
+import subprocess
 
 import pytest
 
@@ -41,6 +43,37 @@ def test_every_reproduction_ships_references_that_say_how_they_were_made(name):
     assert quantities & {"w2_final", "distance_to_truth"}
     for value in reference["values"]:
         assert value["rtol"] >= 0 and value["reason"], value
+
+
+INSTRUCTION_SET_MOVES = {"MKL AVX2", "ATen avx2", "ATen default", "NumPy no AVX-512",
+                         "an AVX2 machine"}
+
+
+@pytest.mark.parametrize("name", list(REPRODUCTIONS))
+def test_references_measure_the_instruction_set_moves_and_say_so(name):
+    """Float64 results move by ~1e-13 between AVX2 and AVX-512 kernels (MKL, ATen, NumPy):
+    a tolerance that saw only threads and input noise fails on the next CI machine."""
+    made = chk.load_reference(chk.reference_path(name))["how_made"]
+    assert INSTRUCTION_SET_MOVES <= set(made["moves_measured"])
+    assert made["instruction_sets"]["an AVX2 machine"]["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"
+    for value in chk.load_reference(chk.reference_path(name))["values"]:
+        if value["reason"].startswith(("smooth", "chaotic")):
+            assert all(m in value["reason"] for m in INSTRUCTION_SET_MOVES), value
+
+
+@pytest.mark.parametrize("name", list(REPRODUCTIONS))
+def test_references_were_made_at_a_commit_of_this_history(name):
+    commit = chk.load_reference(chk.reference_path(name))["how_made"]["git_commit"]
+    root = pathlib.Path(chk.__file__).resolve().parents[3]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout (an installed kpbench): no history to look the commit up in")
+    shallow = subprocess.run(["git", "-C", str(root), "rev-parse", "--is-shallow-repository"],
+                             capture_output=True, text=True).stdout.strip()
+    if shallow == "true":
+        pytest.skip("a shallow clone: the history that holds the commit was not fetched")
+    ancestor = subprocess.run(["git", "-C", str(root), "merge-base", "--is-ancestor", commit, "HEAD"],
+                              capture_output=True, text=True)
+    assert ancestor.returncode == 0, f"{name}: made at {commit}, not in this history: {ancestor.stderr}"
 
 
 def test_chaotic_1d_trajectories_get_wider_tolerances_than_smooth_ones():
