@@ -186,6 +186,34 @@ def test_an_environment_unknown_on_one_side_is_not_a_mismatch():
     assert compare.env_differences([({"host": "a", "gpu": None}, {"host": "a", "gpu": "H100"})]) == []
 
 
+
+@pytest.mark.parametrize("median, broken_sample, problem", [
+    (float("nan"), None, "time_median_s is missing or NaN"),
+    (None, None, "time_median_s is missing or NaN"),
+    (float("inf"), None, "time_median_s is inf"),
+    (0.0, None, "time_median_s is 0 (not positive)"),
+    (10.0, float("nan"), "time_samples_s holds 1 of 12 samples that are missing or NaN"),
+    (10.0, float("-inf"), "time_samples_s holds 1 of 12 samples that are -inf"),
+])
+def test_ok_rows_without_a_usable_time_are_an_error_of_their_run(tmp_path, capsys, median,
+                                                                broken_sample, problem):
+    """The new run is 10x slower, sample by sample, but its medians are broken: that is no
+    "no regression" (exit 0) but an error naming the run, the key and the column."""
+    base = np.linspace(1.0, 1.05, 12)
+    new_row = timed_row(samples=base * 10)
+    new_row["time_median_s"] = median
+    if broken_sample is not None:
+        new_row["time_samples_s"][3] = broken_sample
+    paths = two_stores(tmp_path, [timed_row(samples=base)], [new_row])
+    assert run_cli(compare_cli, ["compare", *paths, "--no-page"]) == 2
+    out, err = capsys.readouterr()
+    assert f"new run new-run, key {new_row['key']}: {problem}" in err and "regression" not in out
+    # memory and accuracy rows time nothing: their empty medians are not broken
+    rows = [sweep_row(mem=100 * MiB)]
+    write_sweeps(tmp_path / "mem_base", rows, sweep="memory")
+    write_sweeps(tmp_path / "mem_new", rows, sweep="memory")
+    assert run_cli(compare_cli, ["compare", str(tmp_path / "mem_base"), str(tmp_path / "mem_new")]) == 0
+
 # -- paired comparison of interleaved rows ------------------------------------------------
 
 def paired_rows(base_samples, new_samples, session="s1"):

@@ -40,6 +40,11 @@ versions, are not comparable: :func:`compare` refuses (``EnvironmentMismatch``) 
 ``allow_env_mismatch`` is set, and then says what differed. Points present on one side
 only are listed in a note and ignored; no point in common at all is an error (a
 regression gate must not pass by comparing nothing).
+
+A **broken row** is an error too (``BrokenRows``, exit 2), never a pass: an ok timed row
+(sweep ``speed``, or any row with samples) of a compared point whose ``time_median_s`` is
+missing, NaN, infinite or not positive, or whose ``time_samples_s`` holds such a value. Such
+a row has no time to compare, and skipping it would let a run of NaNs say "no regression".
 """
 from __future__ import annotations
 
@@ -52,6 +57,7 @@ import pandas as pd
 from kpbench.errors import KPBenchError
 from kpbench.results.format import fmt_bytes, fmt_err, fmt_seconds, number, point_label, value
 from kpbench.results.selection import quartiles, samples
+from kpbench.results.store import printable
 
 DEFAULT_THRESHOLD = 1.1
 P_THRESHOLD = 0.002
@@ -70,6 +76,10 @@ _MAX_LISTED = 10
 
 class EnvironmentMismatch(KPBenchError):
     """The two sides were measured on different machines or library versions."""
+
+
+class BrokenRows(KPBenchError):
+    """An ok row without a usable time: an error of the run that stored it."""
 
 
 @dataclass
@@ -132,6 +142,8 @@ def compare(baseline: pd.DataFrame, new: pd.DataFrame, threshold: float = DEFAUL
         raise KPBenchError(
             f"no sweep point in common ({len(base_rows)} points in the baseline, {len(new_rows)} "
             "in the new run): were they run with the same sweep spec and kind?")
+    _check_timed_rows([(side, rows[k]) for k in common for side, rows in
+                       (("baseline", base_rows), ("new", new_rows))])
     differences = env_differences([(base_rows[k], new_rows[k]) for k in common])
     if differences and not allow_env_mismatch:
         raise EnvironmentMismatch(
@@ -155,6 +167,53 @@ def _rows_by_key(frame: pd.DataFrame, name: str) -> dict:
     if frame["key"].duplicated().any():
         raise KPBenchError(f"the {name} has several rows per point key; pick one run first")
     return {r["key"]: r for r in frame.to_dict("records")}
+
+
+def _check_timed_rows(rows: list[tuple[str, dict]]) -> None:
+    """Raise BrokenRows naming the side, run, key and column of every broken row (module doc)."""
+    problems = [f"{side} run {_shown(row.get('run_id'))}, key {_shown(row['key'])}: {problem}"
+                for side, row in rows if row["status"] == "ok" for problem in timing_problems(row)]
+    if problems:
+        shown = problems[:_MAX_LISTED] + ([f"... and {len(problems) - _MAX_LISTED} more"]
+                                          if len(problems) > _MAX_LISTED else [])
+        raise BrokenRows(f"{len(problems)} ok row(s) without a usable time, a broken run: "
+                         + "; ".join(shown))
+
+
+def timing_problems(row: dict) -> list[str]:
+    """What makes an ok row's timing unusable: "column is ..." (none: usable or not timed)."""
+    raw = row.get("time_samples_s")
+    stored = list(raw) if isinstance(raw, (list, tuple, np.ndarray)) else []
+    if value(row.get("sweep")) != "speed" and not stored:
+        return []     # memory and accuracy rows time nothing
+    problems = []
+    median = row.get("time_median_s")
+    if not _positive(median):
+        problems.append(f"time_median_s is {_what(median)}")
+    bad = [s for s in stored if not _positive(s)]
+    if bad:
+        problems.append(f"time_samples_s holds {len(bad)} of {len(stored)} samples that are "
+                        f"{', '.join(sorted({_what(s) for s in bad}))}")
+    return problems
+
+
+def _shown(v) -> str:
+    return printable(str(value(v)))
+
+
+def _positive(v) -> bool:
+    n = number(v)
+    return n is not None and n > 0
+
+
+def _what(v) -> str:
+    if value(v) is None:
+        return "missing or NaN"
+    try:
+        n = float(v)
+    except (TypeError, ValueError):
+        return "not a number"
+    return {math.inf: "inf", -math.inf: "-inf"}.get(n, f"{n:g} (not positive)")
 
 
 def env_differences(pairs: list[tuple[dict, dict]]) -> list[str]:
@@ -316,5 +375,5 @@ def _notes(result: Comparison) -> list[str]:
 __all__ = ["compare", "compare_point", "distributions_differ", "env_differences",
            "paired_samples", "paired_ratio",
            "format_comparison", "mark", "Comparison",
-           "EnvironmentMismatch", "GateSettings", "PointComparison",
+           "BrokenRows", "EnvironmentMismatch", "GateSettings", "timing_problems", "PointComparison",
            "DEFAULT_THRESHOLD", "ENV_COLUMNS", "ERR_FLOOR", "MEM_FLOOR", "P_THRESHOLD"]

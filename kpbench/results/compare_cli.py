@@ -2,7 +2,8 @@
 
 A time regression needs the ratio past the threshold *and* timing distributions that
 differ (rank test on the samples, else non-overlapping IQRs); rows from different hosts,
-GPUs or torch/pykeops/numpy versions are refused (exit 2) unless --allow-env-mismatch.
+GPUs or torch/pykeops/numpy versions are refused (exit 2) unless --allow-env-mismatch,
+and so are ok speed rows whose median or samples are missing, NaN or infinite.
 """
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ def add_parser(subparsers) -> None:
                     "or, without enough samples, non-overlapping inter-quartile ranges) or a "
                     "point that was ok fails in NEW; 0 otherwise; 2 on bad input, including "
                     "rows measured on different hosts, GPUs or library versions (unless "
-                    "--allow-env-mismatch). Relative errors are compared only when both "
+                    "--allow-env-mismatch) and ok speed rows without a usable time (median or "
+                    "a sample missing, NaN, infinite or not positive: named by run, key and "
+                    "column). Relative errors are compared only when both "
                     "exceed --err-floor and never fail the comparison.")
     parser.add_argument("baseline", metavar="BASELINE", help="results dir or sweeps Parquet dir")
     parser.add_argument("new", metavar="NEW", help="results dir or sweeps Parquet dir")

@@ -32,7 +32,7 @@ from kpbench.results.document import (
 )
 from kpbench.results.schema import STATUSES
 from kpbench.results.selection import DEFAULT_BASELINE, load_table, sweep_frame
-from kpbench.results.store import SWEEPS
+from kpbench.results.store import SWEEPS, ResultStore, store_root
 
 REPRODUCTION_TABLES = ("flow_1d", "flow_2d", "model_fitting")
 
@@ -40,22 +40,34 @@ REPRODUCTION_TABLES = ("flow_1d", "flow_2d", "model_fitting")
 def build_document(results_dir: pathlib.Path, out_dir: pathlib.Path,
                    baseline: str = DEFAULT_BASELINE, interactive: bool = True) -> Document:
     frame = sweep_frame(results_dir)
+    damaged = _damaged_parts(results_dir)
     doc = Document(title="kpbench report")
     doc.add(Para(f"Results: `{results_dir}` — generated "
                  f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M UTC} from the Parquet store."))
     if frame.empty:
         doc.add(Heading("Sweeps"),
                 Para(f"No sweep results found in `{results_dir / SWEEPS}`: nothing to tabulate. "
-                     "Run `kpbench sweep` (or `kpbench demo`) first."))
+                     "Run `kpbench sweep` (or `kpbench demo`) first."), *damaged)
     else:
         regret_rows = _regret(results_dir, frame)
         if interactive:
             _add_interactive(doc, frame, baseline, regret_rows)
-        _add_sweep_sections(doc, frame, out_dir, baseline)
+        _add_sweep_sections(doc, frame, out_dir, baseline, damaged)
         if regret_rows is not None:
             _add_auto(doc, regret_rows)
     _add_reproductions(doc, results_dir, out_dir)
     return doc
+
+
+def _damaged_parts(results_dir: pathlib.Path) -> list:
+    """Blocks naming the store's damaged parts, which every read skipped (none: no blocks)."""
+    store = ResultStore(store_root(results_dir))
+    damaged = [str(part) for table in store.tables() for part in store.damaged(table)]
+    if not damaged:
+        return []
+    return [Para(f"**{len(damaged)} damaged part file(s) skipped**: their rows are not in this "
+                 "report; the files are left as they are (`kpbench store check` lists them)."),
+            Lines(damaged)]
 
 
 def _regret(results_dir: pathlib.Path, frame: pd.DataFrame) -> list[dict] | None:
@@ -82,9 +94,10 @@ def _add_auto(doc: Document, records: list[dict]) -> None:
 
 
 def _add_sweep_sections(doc: Document, frame: pd.DataFrame, out_dir: pathlib.Path,
-                        baseline: str) -> None:
+                        baseline: str, damaged: list) -> None:
     doc.add(Heading("Runs"), Table(tables.RUNS_HEADER, tables.runs_table(frame)))
-    doc.add(Heading("Status counts"), Table(["op", "backend", *STATUSES], tables.status_counts(frame)))
+    doc.add(Heading("Status counts"), Table(["op", "backend", *STATUSES], tables.status_counts(frame)),
+            *damaged)
     doc.add(Heading("Crossover map"),
             Para("Fastest backend (lowest median time among ok points) at each N, per op and "
                  "configuration, where two or more backends were timed; the lead changes where "

@@ -19,7 +19,7 @@ import pandas as pd
 from kpbench.errors import KPBenchError
 from kpbench.results.format import CONFIG_COLUMNS, iterations_text, number, row_config, value
 from kpbench.results.schema import COLUMNS
-from kpbench.results.store import SWEEPS, ResultStore, latest_per_key
+from kpbench.results.store import READ_ERRORS, SWEEPS, ResultStore, latest_per_key, printable
 
 # The dense backend: the one a user has without installing anything else.
 DEFAULT_BASELINE = "torch"
@@ -38,7 +38,7 @@ def load_sweeps(path: str | os.PathLike) -> pd.DataFrame:
     elif path.is_dir() and path.name == SWEEPS:
         frame = ResultStore(path.parent).read(SWEEPS)
     elif (path.is_dir() and any(path.glob("*.parquet"))) or (path.is_file() and path.suffix == ".parquet"):
-        frame = pd.read_parquet(path)
+        frame = _read_parquet(path)
     elif path.is_dir():
         frame = pd.DataFrame(columns=COLUMNS)
     else:
@@ -47,6 +47,14 @@ def load_sweeps(path: str | os.PathLike) -> pd.DataFrame:
         if column not in frame:
             frame[column] = None
     return frame
+
+
+def _read_parquet(path: pathlib.Path) -> pd.DataFrame:
+    """Parquet given by name (not a store): unreadable is an error, there is nothing to skip to."""
+    try:
+        return pd.read_parquet(path)
+    except READ_ERRORS as exc:
+        raise KPBenchError(f"cannot read {printable(str(path))} as Parquet: {printable(str(exc))}") from exc
 
 
 def select_run(frame: pd.DataFrame, run_id: str | None) -> pd.DataFrame:

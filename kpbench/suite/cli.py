@@ -16,6 +16,7 @@ COMMANDS = {
     "compare": "kpbench.results.compare_cli",
     "calibrate": "kpbench.suite.calibrate",
     "rerun": "kpbench.suite.rerun",
+    "store": "kpbench.results.store_cli",
 }
 
 

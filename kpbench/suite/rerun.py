@@ -32,6 +32,7 @@ import pandas as pd
 
 from kpbench.errors import KPBenchError
 from kpbench.results.schema import POINT_COLUMNS
+from kpbench.results.store import store_root
 
 INT_POINT_COLUMNS = ("N", "M", "D", "seed", "p", "iters")
 FLOAT_POINT_COLUMNS = ("blur", "reach", "scaling", "tol")
@@ -175,11 +176,6 @@ def rerun(store, run_id: str | None = None, out=None, executor: str | None = Non
             result = run_sweep(group.spec(), options, run_id=new_id, points=group.points)
             print(result.summary(), flush=True)
     return old_id, new_id, groups
-
-
-def store_root(path) -> pathlib.Path:
-    path = pathlib.Path(path)
-    return path.parent if path.name == "sweeps" else path
 
 
 def _stored_executor(rows: pd.DataFrame) -> str:
