@@ -8,9 +8,13 @@ duplicating a row; ``retry_failed`` measures again the stored points whose statu
 depended on the machine or the moment (``retryable``: timeouts, errors, oom, a backend
 unavailable here, a refusal by the free-memory budget); ``resume=False`` measures everything again (new rows, new run_id;
 :func:`kpbench.results.store.latest_per_key` picks the newest).
+
+Nothing is measured before the spec, the run options and the results folder are checked
+(:mod:`kpbench.suite.spec`: a KPBenchError, exit 2 from the CLI).
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -21,7 +25,7 @@ from kpbench.results.meta import record_environment, run_metadata
 from kpbench.results.store import SWEEPS, ResultStore, latest_per_key
 from kpbench.suite.executors import HARD_TIMEOUT_GRACE_S, ExecutorOptions, run_points
 from kpbench.suite.measure import MeasureSettings
-from kpbench.suite.spec import SweepSpec, expand
+from kpbench.suite.spec import SweepSpec, check_run_options, check_writable, expand
 
 FAILED = ("error", "timeout", "oom")
 NOT_RUN = ("skipped", "unsupported")
@@ -44,6 +48,9 @@ class RunOptions:
     flush_every: int = 8
     flush_s: float = 10.0
     progress: bool = True
+
+    def __post_init__(self):
+        check_run_options(dataclasses.asdict(self))
 
 
 @dataclass
@@ -142,6 +149,7 @@ def run_sweep(spec: SweepSpec, options: RunOptions = RunOptions(), run_id: str |
               points: list | None = None) -> SweepResult:
     """Measure every point of ``spec`` (or the given ``points``) not already stored."""
     started = time.monotonic()
+    check_writable(options.out)
     store = ResultStore(options.out)
     points = expand(spec) if points is None else points
     stored = done_keys(store, options.retry_failed) if options.resume else set()
