@@ -1,5 +1,8 @@
-"""Specs are checked before anything runs (issue 26, item 5): every bad value is refused
-with the key or flag, the value and what is allowed (exit 2 from the CLI)."""
+"""Specs are checked before anything runs, and no measured row is lost (issue 26, item 5).
+
+Every bad value is refused with the key or flag, the value and what is allowed (exit 2
+from the CLI); a row the store refuses never takes the rows of its batch with it.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,11 +12,13 @@ import subprocess
 import pytest
 
 from kpbench.errors import KPBenchError
-from kpbench.results.store import SWEEPS
+from kpbench.results.meta import run_metadata
+from kpbench.results.store import SWEEPS, ResultStore
 from kpbench.suite import sweep_cli
 from kpbench.suite.executors import ExecutorOptions
 from kpbench.suite.limits import MAX_POINTS, MAX_SIZE, MAX_VALUES, SEED_LIMIT
 from kpbench.suite.spec import SweepSpec, spec_from_dict
+from kpbench.suite.sweep import RowRecorder, RunOptions, run_sweep
 
 
 def _parse(argv):
@@ -157,3 +162,39 @@ def test_a_folder_that_takes_no_file_is_refused_before_measuring(tmp_path, read_
     assert code == 2 and "Traceback" not in err
     assert f"cannot write to the folder '{folder}'" in err and f"--out '{out}'" in err
     assert not list(out.glob("*/part-*.parquet"))   # not even the run's environment
+
+
+def test_a_row_the_store_refuses_keeps_its_batch_and_is_stored_as_an_error_row(tmp_path):
+    store = ResultStore(tmp_path)
+    meta = run_metadata(run_id="r1", sweep="speed", executor="inline")
+    recorder = RowRecorder(store, meta, total=8, kind="speed", flush_every=8, flush_s=1e9,
+                           progress=False)
+    rows = [_measured_row(n) for n in range(10, 18)]
+    rows[2]["iterations"] = 2**70   # beyond the int64 column
+    for row in rows:
+        recorder.add(row)
+    recorder.close()
+    stored = store.read(SWEEPS).set_index("N")
+    assert len(stored) == 8 and recorder.counts == {"ok": 7, "error": 1}
+    assert (stored.drop(12)["status"] == "ok").all() and stored.loc[12, "status"] == "error"
+    assert stored.loc[12, "error"].startswith("measured, but the row could not be stored: ")
+    assert "it was ok" in stored.loc[12, "error"] and stored.loc[12, "run_id"] == "r1"
+
+
+def _measured_row(N: int) -> dict:
+    from kpbench.suite.measure import base_row
+    from kpbench.suite.spec import expand
+
+    (point,) = expand(SweepSpec(backends=["numpy"], N=[N]))
+    return {**base_row(point, "speed"), "status": "ok", "time_median_s": 0.01, "iterations": 1}
+
+
+def test_the_issue_sweep_up_to_1e9_keeps_every_measured_row(tmp_path):
+    """`--N 1e2..1e9:3 --backends torch`: the dense estimate at 1e9 passes int64; the
+    measured N=100 row and the refused ones are all stored."""
+    spec = spec_from_dict({"backends": "torch", "N": "1e2..1e9:3", "repeats": 1, "warmup": 0})
+    result = run_sweep(spec, RunOptions(executor="inline", out=str(tmp_path), progress=False))
+    rows = ResultStore(tmp_path).read(SWEEPS).set_index("N")
+    assert result.counts == {"ok": 1, "skipped": 2} and sorted(rows.index) == [100, 316228, 10**9]
+    assert rows.loc[10**9, "mem_estimate_bytes"] != rows.loc[10**9, "mem_estimate_bytes"]   # null
+    assert "bytes), over the memory budget" in rows.loc[10**9, "error"]
