@@ -33,9 +33,10 @@ def _run_cli(argv, capsys) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"N": "1e30"}, r"N = '1e30' .*from 1 to 2147483647 \(2\*\*31-1\)"),
+    ({"N": "1e30"},
+     r"N = '1e30' in sweep 1 of suite.toml: N must be whole numbers from 1 to 2147483647 \(2\*\*31-1\)"),
     ({"M": [2**31]}, r"M = \[2147483648\] .*from 1 to 2147483647"),
-    ({"D": "3e9"}, "from 1 to 2147483647"),
+    ({"D": "3e9"}, "D must be whole numbers from 1 to 2147483647"),
     ({"iters": "1e30,scaling"}, "iters must be whole numbers from 1 to 2147483647"),
     ({"seed": "1e30"}, r"seed must be whole numbers from 0 to 4294967295 \(2\*\*32-1\)"),
     ({"seed": "-1"}, "seed must be whole numbers from 0 to 4294967295"),

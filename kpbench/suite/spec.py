@@ -235,7 +235,7 @@ def count_points(spec: SweepSpec) -> int:
 _RANGE = re.compile(r"^\s*([0-9.eE+]+)\s*\.\.\s*([0-9.eE+]+)\s*(?::\s*(\d+))?\s*$")
 
 
-def parse_sizes(text: str | int | float | list) -> list[int]:
+def parse_sizes(text: str | int | float | list, name: str = "sizes") -> list[int]:
     """Sizes like "1e2..1e5", "1e2..1e5:7", "100,1000", or a list of those; 1..MAX_SIZE."""
     values: list[int] = []
     for item in _items(text):
@@ -247,7 +247,7 @@ def parse_sizes(text: str | int | float | list) -> list[int]:
             values.extend(_log_range(_number(match[1], text), _number(match[2], text), match[3], item))
         else:
             values.append(_as_int(_number(item, text), text))
-    _whole_numbers("size", values, 1, MAX_SIZE)
+    _whole_numbers(name, values, 1, MAX_SIZE)
     return list(dict.fromkeys(values))
 
 
@@ -425,12 +425,13 @@ FIELD_CHECKS: dict[str, Callable[[Any], None]] = {
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "ops": parse_words, "backends": parse_words, "kernels": parse_words, "losses": parse_words,
-    "N": parse_sizes, "D": parse_sizes, "blur": parse_floats, "p": parse_ints,
+    "N": lambda v: parse_sizes(v, "N"), "D": lambda v: parse_sizes(v, "D"), "blur": parse_floats,
+    "p": parse_ints,
     "reach": lambda v: parse_floats(v, allow_none=True), "dtype": parse_words,
     "device": parse_words, "seed": parse_ints,
     "iters": lambda v: parse_ints(v, allow_none=True), "scaling": parse_floats,
     "tol": lambda v: parse_floats(v, allow_none=True),
-    "M": lambda v: "same" if isinstance(v, str) and v.strip().lower() == "same" else parse_sizes(v),
+    "M": lambda v: "same" if isinstance(v, str) and v.strip().lower() == "same" else parse_sizes(v, "M"),
     "repeats": lambda v: _single(parse_ints(v)), "warmup": lambda v: _single(parse_ints(v)),
     "timeout_s": lambda v: _single(parse_floats(v)), "memory_budget": parse_bytes, "kind": str,
 }
