@@ -8,7 +8,8 @@ import pytest
 from kpbench.errors import KPBenchError
 from kpbench.suite import sweep_cli
 from kpbench.suite.spec import (
-    Point, SweepSpec, expand, parse_bytes, parse_ints, parse_sizes, point_key, spec_from_dict,
+    Point, SweepSpec, count_points, expand, parse_bytes, parse_ints, parse_sizes, point_key,
+    spec_from_dict,
 )
 
 
@@ -59,6 +60,17 @@ def test_expand_collapses_the_axes_an_op_does_not_use():
     assert all(pt.scaling is None for pt in sink if pt.iters == 10)
     assert all(pt.M == pt.N for pt in points)
     assert len(set(points)) == len(points)
+
+
+def test_count_points_is_the_number_of_points_expand_builds():
+    specs = [SweepSpec(ops=["kernel_product", "softmin", "sinkhorn", "flow_step", "sinkhorn"],
+                       backends=["numpy", "torch", "keops"], kernels=["gaussian", "energy", "gaussian"],
+                       losses=["sinkhorn", "mmd", "hausdorff"], N=[100, 1000, 100], M=[5, 7],
+                       p=[1, 2], reach=[None, 1.0], iters=[10, None, 10], scaling=[0.5, 0.9],
+                       tol=[None, 1e-6], dtype=["float32", "float64"], seed=[0, 1])]
+    for path in sorted(sweep_cli.PRESETS_DIR.glob("*.toml")):
+        specs += sweep_cli.build(_parse(["--config", path.stem]))[0]
+    assert [count_points(spec) for spec in specs] == [len(expand(spec)) for spec in specs]
 
 
 def test_the_numpy_reference_is_always_float64():

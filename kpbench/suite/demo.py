@@ -36,9 +36,9 @@ def run(args) -> int:
     from kpbench.suite.sweep import RunOptions
     from kpbench.suite.sweep_cli import load_config, run_specs
 
-    options = RunOptions(executor=args.executor, out=args.out, resume=args.resume,
-                         num_cpus=args.num_cpus)
     try:
+        options = RunOptions(executor=args.executor, out=args.out, resume=args.resume,
+                             num_cpus=args.num_cpus)
         tables, _ = load_config(args.config)
         specs = [spec_from_dict(t, where=f"sweep {i + 1} of {args.config}") for i, t in enumerate(tables)]
         run_specs(specs, options)

@@ -305,6 +305,7 @@ class _InFlight:
 
 def run_ray(points, kind, settings, options, on_row) -> None:
     ray = connect_ray(options, settings.threads)
+    check_node_fits(points, options, node_resources(ray))
     task = ray.remote(max_retries=0, num_returns="streaming")(_ray_point)
     runtime_env = point_runtime_env(ray, settings, options.cpus_per_point)
     slots = _slots(ray, options)
@@ -344,6 +345,25 @@ def run_ray(points, kind, settings, options, on_row) -> None:
     finally:
         for gen in in_flight:   # interrupted: do not leave points running on the cluster
             ray.cancel(gen, force=True)
+
+
+def check_node_fits(points, options: ExecutorOptions, nodes: list[dict]) -> None:
+    """Each point's request fits on one live node (``nodes``: their Ray resources); else a
+    KPBenchError now, where Ray would wait for ever."""
+    for flag, asked, resource, needed in (
+            ("--cpus-per-point", options.cpus_per_point, "CPU", bool(points)),
+            ("--gpus-per-point", options.gpus_per_point, "GPU", any(p.device == "cuda" for p in points))):
+        largest = max((node.get(resource, 0.0) for node in nodes), default=0.0)
+        # no GPU at all: the CUDA points get "unsupported" rows instead
+        if needed and asked > largest and (resource == "CPU" or largest > 0):
+            raise KPBenchError(
+                f"{flag} {asked:g}: no node of the Ray cluster has {asked:g} {resource}s "
+                f"(the largest has {largest:g}); choose at most {largest:g}")
+
+
+def node_resources(ray) -> list[dict]:
+    """The resources (CPU, GPU, ...) of each live node of the cluster."""
+    return [node["Resources"] for node in ray.nodes() if node.get("Alive")]
 
 
 def _ready(ray, in_flight: dict) -> list:

@@ -73,6 +73,7 @@ EXACT_MAX_BLUR = 0.1
 ERROR_MAX_CHARS = 2000
 MIN_SAMPLE_S = 0.010         # one timed sample lasts at least this long (asv: sample_time)
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+INT64_MAX = 2**63 - 1        # the largest value of the store's integer columns
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,9 @@ def run_point(point, kind: str, settings: MeasureSettings = MeasureSettings()) -
         if workloads.OPS[point.op].family != "custom":
             check_supported(point, kind)
             row["backend_settings"] = backend_settings(point.backend)
-            row["mem_estimate_bytes"] = estimate = dense_estimate(point)
+            estimate = dense_estimate(point)
+            # past int64 (N = M = 2**31-1) the column stays null; a refusal's text gives it
+            row["mem_estimate_bytes"] = estimate if estimate is None or estimate <= INT64_MAX else None
             check_budget(point, estimate, settings.memory_budget)
         data = workloads.make_data(point)
         row["input_hash"] = input_hash([data.x, data.y, data.b, data.h, data.c], point.dtype)

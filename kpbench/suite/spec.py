@@ -14,6 +14,14 @@ The numpy backend is the float64 reference: its points are always float64, whate
 ``dtype`` lists (so ``--backends numpy,torch --dtype float32`` times torch in float32
 against the float64 baseline). Other backends lacking a dtype give ``unsupported`` rows.
 
+Limits, checked before anything runs (a bad spec is a KPBenchError naming the key or
+flag, the value and what is allowed): N, M, D and iters are whole numbers from 1 to
+2**31-1 (the CUDA kernels and KeOps index with 32-bit ints); seeds from 0 to 2**32-1
+(numpy's seeds); a range expression gives at most 10,000 values and a sweep at most
+10,000 points (both counted without materialising them); memory_budget at most 2**63-1
+bytes, timeout_s at most a week, repeats and warmup at most 10,000. TOML values must
+have the key's type (a list of words, or of numbers, or a comma string; no booleans).
+
 A point's key is a hash of the measurement kind (speed | memory | accuracy) and the
 point fields (schema.POINT_COLUMNS), so resuming a sweep skips exactly the points that
 were measured the same way before.
@@ -21,19 +29,28 @@ were measured the same way before.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
 import math
+import os
+import pathlib
 import re
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from kpbench.backends import backend_names
 from kpbench.backends.base import KERNELS, POWERS
 from kpbench.errors import KPBenchError
+from kpbench.results.meta import RUNS
 from kpbench.results.schema import POINT_COLUMNS
+from kpbench.results.store import SWEEPS
 from kpbench.suite import workloads
+from kpbench.suite.executors import EXECUTORS
+from kpbench.suite.limits import (MAX_BYTES, MAX_CPUS, MAX_POINTS, MAX_REPEATS, MAX_SECONDS, MAX_SIZE,
+                                  MAX_VALUES, SEED_LIMIT)
 
 KINDS = ("speed", "memory", "accuracy")
 REFERENCE_BACKEND, REFERENCE_DTYPE = "numpy", "float64"
@@ -123,33 +140,14 @@ class SweepSpec:
         self.validate()
 
     def validate(self) -> None:
-        for name in ("blur", "p", "reach", "seed", "iters", "scaling", "tol"):
-            if not getattr(self, name):
-                raise KPBenchError(f"no {name} values given (use 'none' for reach/iters/tol)")
-        _one_of("kind", [self.kind], KINDS)
-        _one_of("op", self.ops, list(workloads.OPS))
-        _one_of("backend", self.backends, backend_names())
-        _one_of("kernel", self.kernels, KERNELS)
-        _one_of("loss", self.losses, workloads.FLOW_LOSSES)
-        _one_of("dtype", self.dtype, DTYPES)
-        _one_of("device", self.device, DEVICES)
-        _one_of("p", self.p, POWERS)
-        for name in ("N", "D"):
-            _positive_ints(name, getattr(self, name))
-        if self.M != "same":
-            _positive_ints("M", self.M)
-        _positive_numbers("blur", self.blur)
-        _positive_numbers("reach", [r for r in self.reach if r is not None])
-        _positive_ints("iters", [i for i in self.iters if i is not None], allow_empty=True)
-        _positive_numbers("tol", [t for t in self.tol if t is not None])
-        if any(not 0 < s < 1 for s in self.scaling):
-            raise KPBenchError(f"scaling must be in (0, 1), got {self.scaling}")
-        if self.repeats < 1 or self.warmup < 0:
-            raise KPBenchError(f"need repeats >= 1 and warmup >= 0, got {self.repeats}, {self.warmup}")
-        if not self.timeout_s > 0:
-            raise KPBenchError(f"timeout_s must be > 0, got {self.timeout_s}")
-        if self.memory_budget is not None and self.memory_budget <= 0:
-            raise KPBenchError(f"memory_budget must be > 0 bytes, got {self.memory_budget}")
+        """Every field within its type and limits, then the number of points (KPBenchError)."""
+        for name, check in FIELD_CHECKS.items():
+            check(getattr(self, name))
+        points = count_points(self)
+        if points > MAX_POINTS:
+            raise KPBenchError(
+                f"the sweep has {points} points, more than the {MAX_POINTS} allowed per sweep; "
+                "use fewer values (or split it into several [[sweep]] tables)")
 
 
 def expand(spec: SweepSpec) -> list[Point]:
@@ -181,19 +179,15 @@ def _dtypes(backend: str, spec: SweepSpec) -> list[str]:
 
 def _op_variants(op: str, spec: SweepSpec) -> list[dict]:
     """The (kernel, p, reach, iters, scaling, tol) combinations that matter for ``op``."""
-    info = workloads.OPS[op]
-    names = spec.kernels if info.family == "kernel" else (
-        spec.losses if info.family == "flow" else [info.family])
     variants = []
-    for name in names:
-        uses = workloads.op_fields(op, name)
-        for p in (spec.p if "p" in uses else [None]):
-            for reach in (spec.reach if "reach" in uses else [None]):
-                for iters in (spec.iters if "iters" in uses else [None]):
+    for name, axes in _variant_axes(op, spec):
+        for p in axes["p"]:
+            for reach in axes["reach"]:
+                for iters in axes["iters"]:
                     # the scaling factor and the tolerance phase go with the eps-scaling schedule
                     scheduled = iters is None
-                    scalings = spec.scaling if ("scaling" in uses and scheduled) else [None]
-                    tols = spec.tol if ("tol" in uses and scheduled) else [None]
+                    scalings = axes["scaling"] if scheduled else [None]
+                    tols = axes["tol"] if scheduled else [None]
                     for scaling, tol in itertools.product(scalings, tols):
                         variants.append(dict(
                             kernel=name, p=None if p is None else int(p),
@@ -205,13 +199,44 @@ def _op_variants(op: str, spec: SweepSpec) -> list[dict]:
     return list({json.dumps(v, sort_keys=True): v for v in variants}.values())
 
 
+def _variant_axes(op: str, spec: SweepSpec) -> list[tuple[str, dict]]:
+    """(kernel name, {axis: values}) of ``op``: the axes it does not use hold [None]."""
+    info = workloads.OPS[op]
+    names = spec.kernels if info.family == "kernel" else (
+        spec.losses if info.family == "flow" else [info.family])
+    out = []
+    for name in dict.fromkeys(names):
+        uses = workloads.op_fields(op, name)
+        out.append((name, {axis: getattr(spec, axis) if axis in uses else [None]
+                           for axis in ("p", "reach", "iters", "scaling", "tol")}))
+    return out
+
+
+def count_points(spec: SweepSpec) -> int:
+    """``len(expand(spec))``, computed from the axes' lengths (no point is built)."""
+    def distinct(values) -> int:
+        return len(set(values))
+
+    per_variant = distinct(spec.N) * (1 if spec.M == "same" else distinct(spec.M)) * distinct(spec.D) \
+        * distinct(spec.blur) * distinct(spec.device) * distinct(spec.seed)
+    total = 0
+    for op in dict.fromkeys(spec.ops):
+        variants = 0
+        for _, axes in _variant_axes(op, spec):
+            schedules = sum(distinct(axes["scaling"]) * distinct(axes["tol"]) if iters is None else 1
+                            for iters in set(axes["iters"]))
+            variants += distinct(axes["p"]) * distinct(axes["reach"]) * schedules
+        total += variants * sum(distinct(_dtypes(backend, spec)) for backend in dict.fromkeys(spec.backends))
+    return total * per_variant
+
+
 # -- parsing -------------------------------------------------------------------
 
 _RANGE = re.compile(r"^\s*([0-9.eE+]+)\s*\.\.\s*([0-9.eE+]+)\s*(?::\s*(\d+))?\s*$")
 
 
-def parse_sizes(text: str | int | float | list) -> list[int]:
-    """Sizes like "1e2..1e5", "1e2..1e5:7", "100,1000", or a list of those; >= 1."""
+def parse_sizes(text: str | int | float | list, name: str = "sizes") -> list[int]:
+    """Sizes like "1e2..1e5", "1e2..1e5:7", "100,1000", or a list of those; 1..MAX_SIZE."""
     values: list[int] = []
     for item in _items(text):
         if isinstance(item, (int, float)):
@@ -219,23 +244,29 @@ def parse_sizes(text: str | int | float | list) -> list[int]:
             continue
         match = _RANGE.match(item)
         if match:
-            values.extend(_log_range(float(match[1]), float(match[2]), match[3], text))
+            values.extend(_log_range(_number(match[1], text), _number(match[2], text), match[3], item))
         else:
             values.append(_as_int(_number(item, text), text))
-    _positive_ints("size", values)
+    _whole_numbers(name, values, 1, MAX_SIZE)
     return list(dict.fromkeys(values))
 
 
-def _log_range(lo: float, hi: float, count: str | None, text) -> list[int]:
-    if not (lo >= 1 and hi >= lo):
-        raise KPBenchError(f"bad range in {text!r}: need 1 <= start <= end")
-    decades = math.log10(hi / lo)
-    n = int(count) if count else max(1, int(round(decades)) + 1)
-    if n < 1:
-        raise KPBenchError(f"bad range in {text!r}: the count after ':' must be >= 1")
+def _log_range(lo: float, hi: float, count: str | None, item: str) -> list[int]:
+    if not 1 <= lo <= hi <= MAX_SIZE:
+        raise KPBenchError(f"bad range {item!r}: need 1 <= start <= end <= {_bound(MAX_SIZE)}")
+    n = _range_count(count, item) if count else max(1, int(round(math.log10(hi / lo))) + 1)
     if n == 1:
         return [int(round(lo))]
     return [int(round(lo * (hi / lo) ** (k / (n - 1)))) for k in range(n)]
+
+
+def _range_count(count: str, item: str) -> int:
+    """The n of "a..b:n", from 1 to MAX_VALUES (checked on the digits: nothing is built)."""
+    digits = count.lstrip("0")
+    if not digits or len(digits) > len(str(MAX_VALUES)) or int(digits) > MAX_VALUES:
+        raise KPBenchError(f"bad range {item!r}: the count after ':' must be from 1 to {MAX_VALUES}, "
+                           f"got {count}")
+    return int(digits)
 
 
 def parse_floats(text, allow_none: bool = False) -> list[float | None]:
@@ -254,17 +285,21 @@ def parse_words(text) -> list[str]:
 
 
 def parse_bytes(text) -> int | None:
-    """"2GiB", "512MB", "1e9", "none" -> bytes (None for none)."""
+    """"2GiB", "512MB", "1e9", "none" -> bytes (None for none); at most MAX_BYTES."""
     if text is None or (isinstance(text, str) and text.strip().lower() in NONE_WORDS):
         return None
-    if isinstance(text, (int, float)):
-        return int(text)
-    match = re.match(r"^\s*([0-9.eE+]+)\s*([KMGT]?)(i?)B?\s*$", text, re.IGNORECASE)
-    if not match:
-        raise KPBenchError(f"cannot read a memory size from {text!r} (e.g. 2GiB, 512MB, 1e9)")
-    base = 1024 if match[3] or match[2] == "" else 1000
-    power = "KMGT".find(match[2].upper()) + 1 if match[2] else 0
-    return int(float(match[1]) * base ** power)
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        amount = text
+    else:
+        match = re.match(r"^\s*([0-9.eE+]+)\s*([KMGT]?)(i?)B?\s*$", str(text), re.IGNORECASE)
+        if not match:
+            raise KPBenchError(f"cannot read a memory size from {text!r} (e.g. 2GiB, 512MB, 1e9)")
+        base = 1024 if match[3] or match[2] == "" else 1000
+        power = "KMGT".find(match[2].upper()) + 1 if match[2] else 0
+        amount = _number(match[1], text) * base ** power
+    if not _finite(amount) or not 1 <= amount <= MAX_BYTES:
+        raise KPBenchError(f"a memory size must be from 1 to {_bound(MAX_BYTES)} bytes, got {text!r}")
+    return int(amount)
 
 
 def _items(text) -> list:
@@ -296,6 +331,8 @@ def _number(item: str, text) -> float:
 
 
 def _as_int(value: float, text) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
     if isinstance(value, bool) or not float(value).is_integer():
         raise KPBenchError(f"not an integer: {value!r} in {text!r}")
     return int(value)
@@ -310,45 +347,239 @@ def _one_of(name: str, values: list, allowed) -> None:
             f"unknown {name} {', '.join(map(repr, bad))}; choose from {', '.join(map(str, allowed))}")
 
 
-def _positive_ints(name: str, values, allow_empty: bool = False) -> None:
-    if not values and not allow_empty:
-        raise KPBenchError(f"no {name} values given")
+def _whole_numbers(name: str, values, low: int, high: int, allow_none: bool = False) -> None:
+    _non_empty(name, values)
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise KPBenchError(f"{name} must be integers >= 1, got {v!r}")
+        if v is None and allow_none:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            raise KPBenchError(f"{name} must be whole numbers from {low} to {_bound(high)}, got {v!r}")
 
 
-def _positive_numbers(name: str, values) -> None:
+def _positive_numbers(name: str, values, allow_none: bool = False) -> None:
+    _non_empty(name, values)
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        if v is None and allow_none:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v) or v <= 0:
             raise KPBenchError(f"{name} must be finite numbers > 0, got {v!r}")
+
+
+def _finite(v) -> bool:
+    try:
+        return math.isfinite(v)
+    except OverflowError:   # an int beyond any float
+        return False
+
+
+def _bound(n: int) -> str:
+    """``n``, with its power-of-two form when it is one less than a large power of two."""
+    k = n.bit_length()
+    return f"{n} (2**{k}-1)" if n > 2**16 and n + 1 == 2**k else str(n)
+
+
+def _non_empty(name: str, values) -> None:
+    if not values:
+        raise KPBenchError(f"no {name} values given" + (
+            " (use 'none' for none)" if name in ("reach", "iters", "tol") else ""))
+
+
+def _scalings(values) -> None:
+    _non_empty("scaling", values)
+    if any(isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < 1 for s in values):
+        raise KPBenchError(f"scaling must be in (0, 1), got {values}")
+
+
+def _seconds(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_SECONDS:
+        raise KPBenchError(f"{name} must be seconds in (0, {MAX_SECONDS}] (a week), got {value!r}")
+
+
+# Each field's check (SweepSpec.validate, and spec_from_dict key by key, naming the key).
+FIELD_CHECKS: dict[str, Callable[[Any], None]] = {
+    "kind": lambda v: _one_of("kind", [v], KINDS),
+    "ops": lambda v: _one_of("op", v, list(workloads.OPS)),
+    "backends": lambda v: _one_of("backend", v, backend_names()),
+    "kernels": lambda v: _one_of("kernel", v, KERNELS),
+    "losses": lambda v: _one_of("loss", v, workloads.FLOW_LOSSES),
+    "dtype": lambda v: _one_of("dtype", v, DTYPES),
+    "device": lambda v: _one_of("device", v, DEVICES),
+    "p": lambda v: _one_of("p", v, POWERS),
+    "N": lambda v: _whole_numbers("N", v, 1, MAX_SIZE),
+    "M": lambda v: v == "same" or _whole_numbers("M", v, 1, MAX_SIZE),
+    "D": lambda v: _whole_numbers("D", v, 1, MAX_SIZE),
+    "blur": lambda v: _positive_numbers("blur", v),
+    "reach": lambda v: _positive_numbers("reach", v, allow_none=True),
+    "seed": lambda v: _whole_numbers("seed", v, 0, SEED_LIMIT - 1),
+    "iters": lambda v: _whole_numbers("iters", v, 1, MAX_SIZE, allow_none=True),
+    "scaling": _scalings,
+    "tol": lambda v: _positive_numbers("tol", v, allow_none=True),
+    "repeats": lambda v: _whole_numbers("repeats", [v], 1, MAX_REPEATS),
+    "warmup": lambda v: _whole_numbers("warmup", [v], 0, MAX_REPEATS),
+    "timeout_s": lambda v: _seconds("timeout_s", v),
+    "memory_budget": lambda v: v is None or _whole_numbers("memory_budget (bytes)", [v], 1, MAX_BYTES),
+}
 
 
 # -- building a spec from a TOML table or command-line strings -----------------
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "ops": parse_words, "backends": parse_words, "kernels": parse_words, "losses": parse_words,
-    "N": parse_sizes, "D": parse_sizes, "blur": parse_floats, "p": parse_ints,
+    "N": lambda v: parse_sizes(v, "N"), "D": lambda v: parse_sizes(v, "D"), "blur": parse_floats,
+    "p": parse_ints,
     "reach": lambda v: parse_floats(v, allow_none=True), "dtype": parse_words,
-    "device": parse_words, "seed": lambda v: [int(s) for s in parse_ints(v)],
+    "device": parse_words, "seed": parse_ints,
     "iters": lambda v: parse_ints(v, allow_none=True), "scaling": parse_floats,
     "tol": lambda v: parse_floats(v, allow_none=True),
-    "M": lambda v: "same" if isinstance(v, str) and v.strip().lower() == "same" else parse_sizes(v),
-    "repeats": int, "warmup": int, "timeout_s": float, "memory_budget": parse_bytes,
-    "kind": str,
+    "M": lambda v: "same" if isinstance(v, str) and v.strip().lower() == "same" else parse_sizes(v, "M"),
+    "repeats": lambda v: _single(parse_ints(v)), "warmup": lambda v: _single(parse_ints(v)),
+    "timeout_s": lambda v: _single(parse_floats(v)), "memory_budget": parse_bytes, "kind": str,
 }
 
 
-def spec_from_dict(values: dict, where: str = "sweep spec") -> SweepSpec:
-    """A SweepSpec from loosely typed values (TOML tables, parsed command-line strings)."""
-    known = {f.name for f in dataclasses.fields(SweepSpec)}
-    unknown = sorted(set(values) - known)
+def _single(values: list):
+    if len(values) != 1:
+        raise KPBenchError(f"one value, got {len(values)}")
+    return values[0]
+
+# The types a value may have (TOML, or Python callers): an axis is a comma string or a
+# list of such items; never a boolean (TOML's true is no number).
+WORDS, NUMBERS, WHOLE = (str,), (str, int, float), (str, int)
+AXIS_TYPES = {"ops": WORDS, "backends": WORDS, "kernels": WORDS, "losses": WORDS, "dtype": WORDS,
+              "device": WORDS, "N": NUMBERS, "M": NUMBERS, "D": NUMBERS, "blur": NUMBERS,
+              "p": NUMBERS, "reach": NUMBERS, "seed": NUMBERS, "iters": NUMBERS,
+              "scaling": NUMBERS, "tol": NUMBERS}
+SCALAR_TYPES = {"kind": WORDS, "repeats": WHOLE, "warmup": WHOLE, "timeout_s": NUMBERS,
+                "memory_budget": NUMBERS}
+TYPE_NAMES = {WORDS: "a string", NUMBERS: "a number or a string", WHOLE: "an integer or a string",
+              (bool,): "a boolean (true or false, unquoted)"}
+
+
+def check_type(value, types: tuple, axis: bool = False) -> None:
+    """``value`` of one of ``types`` (an axis: also a non-empty list of them); KPBenchError if not."""
+    items = value if axis and isinstance(value, (list, tuple)) else [value]
+    what = TYPE_NAMES.get(types, " or ".join(t.__name__ for t in types))
+    if axis and not items:
+        raise KPBenchError(f"an empty list; give {what}, or a list of them")
+    for item in items:
+        if not (isinstance(item, types) and (bool in types or not isinstance(item, bool))):
+            hint = ", or a list of them" if axis else ""
+            raise KPBenchError(f"must be {what}{hint}, got {type(item).__name__} {item!r}")
+
+
+def check_fields(values: dict, checks: dict, where: str, labels: dict | None = None) -> None:
+    """Refuse unknown keys (listing the known ones), then run ``checks[key](value)``; an
+    error names the key (or its flag, from ``labels``), the value and what is allowed."""
+    unknown = sorted(set(values) - set(checks))
     if unknown:
-        raise KPBenchError(f"unknown key(s) in {where}: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    parsed = {}
+        raise KPBenchError(f"unknown key(s) in {where}: {', '.join(unknown)}; "
+                           f"known: {', '.join(sorted(checks))}")
     for name, value in values.items():
         try:
-            parsed[name] = _PARSERS[name](value)
-        except (TypeError, ValueError) as exc:
-            raise KPBenchError(f"{where}: bad value for {name!r}: {exc}") from exc
+            checks[name](value)
+        except KPBenchError as exc:
+            raise KPBenchError(f"{describe(name, value, where, labels)}: {exc}") from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise KPBenchError(f"{describe(name, value, where, labels)}: bad value: {exc}") from None
+
+
+def describe(name: str, value, where: str, labels: dict | None = None) -> str:
+    """"--N '1e30'" for a flag, "N = '1e30' in sweep 1 of suite.toml" for a key."""
+    label = (labels or {}).get(name)
+    shown = repr(value) if len(repr(value)) <= 200 else repr(value)[:200] + "..."
+    return f"{label} {shown}" if label else f"{name} = {shown} in {where}"
+
+
+def spec_from_dict(values: dict, where: str = "sweep spec", labels: dict | None = None) -> SweepSpec:
+    """A SweepSpec from loosely typed values (TOML tables, parsed command-line strings),
+    each checked for its type and limits; ``labels``: field -> the flag that gave it."""
+    parsed = {}
+
+    def parse(name, value):
+        check_type(value, AXIS_TYPES.get(name) or SCALAR_TYPES[name], axis=name in AXIS_TYPES)
+        parsed[name] = _PARSERS[name](value)
+        FIELD_CHECKS[name](parsed[name])
+
+    check_fields(values, {name: functools.partial(parse, name) for name in _PARSERS}, where, labels)
     return SweepSpec(**parsed)
+
+
+def config_tables(data: dict, where) -> tuple[list[dict], dict]:
+    """The [[sweep]] tables and the [run] table of a parsed TOML file, their shapes checked."""
+    unknown = sorted(set(data) - {"sweep", "run"})
+    if unknown:
+        raise KPBenchError(f"{where}: unknown table(s) {', '.join(unknown)}; use [[sweep]] and [run]")
+    sweeps = data.get("sweep", [])
+    if isinstance(sweeps, dict):
+        sweeps = [sweeps]
+    if not isinstance(sweeps, list) or not all(isinstance(t, dict) for t in sweeps):
+        raise KPBenchError(f"{where}: 'sweep' must be [[sweep]] tables (keys: "
+                           f"{', '.join(_PARSERS)}), got {sweeps!r}")
+    if not sweeps:
+        raise KPBenchError(f"{where}: no [[sweep]] table")
+    run = data.get("run", {})
+    if not isinstance(run, dict):
+        raise KPBenchError(f"{where}: 'run' must be a [run] table, got {run!r}")
+    return sweeps, run
+
+
+# -- run options (the [run] table and the execution flags) ----------------------
+
+def _whole_or_none(name: str, low: int, high: int) -> Callable[[Any], None]:
+    return lambda v: v is None or _whole_numbers(name, [v], low, high)
+
+
+def _cpus_per_point(v) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v) \
+            or not float(v).is_integer() or not 1 <= v <= MAX_CPUS:
+        raise KPBenchError(f"cpus_per_point must be a whole number from 1 to {MAX_CPUS} "
+                           f"(and at most the CPUs of a node of the cluster), got {v!r}")
+
+
+def _gpus_per_point(v) -> None:
+    # Ray takes fractions of a GPU below 1, whole numbers above
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v) \
+            or not 0 < v <= MAX_CPUS or (v > 1 and not float(v).is_integer()):
+        raise KPBenchError(f"gpus_per_point must be a fraction in (0, 1] or a whole number up to "
+                           f"{MAX_CPUS}, got {v!r}")
+
+
+def _typed(types: tuple, then: Callable[[Any], Any] = lambda v: None) -> Callable[[Any], None]:
+    def check(value):
+        check_type(value, types)
+        then(value)
+    return check
+
+
+BOOL = (bool,)
+RUN_CHECKS: dict[str, Callable[[Any], None]] = {
+    "executor": _typed(WORDS, lambda v: _one_of("executor", [v], EXECUTORS)),
+    "out": _typed((str, os.PathLike)),
+    "resume": _typed(BOOL), "retry_failed": _typed(BOOL), "progress": _typed(BOOL),
+    "address": _typed((str, type(None))),
+    "num_cpus": _whole_or_none("num_cpus", 1, MAX_CPUS),
+    "threads": _whole_or_none("threads", 1, MAX_CPUS),
+    "cpus_per_point": _cpus_per_point,
+    "gpus_per_point": _gpus_per_point,
+    "hard_grace_s": lambda v: _seconds("hard_grace_s", v),
+    "flush_every": lambda v: _whole_numbers("flush_every", [v], 1, MAX_POINTS),
+    "flush_s": lambda v: _seconds("flush_s", v),
+}
+
+
+def check_run_options(values: dict, where: str = "run options", labels: dict | None = None) -> None:
+    """The run options' types and limits (unknown keys are the caller's to refuse)."""
+    check_fields({k: v for k, v in values.items() if k in RUN_CHECKS}, RUN_CHECKS, where, labels)
+
+
+def check_writable(out) -> None:
+    """The results folder and its tables' folders exist and take a file (KPBenchError if not)."""
+    root = pathlib.Path(out)
+    for folder in (root, root / SWEEPS, root / RUNS):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            raise KPBenchError(f"--out {str(out)!r}: cannot write to the folder {str(folder)!r} "
+                               f"({exc.strerror or exc}); give a folder you can write to") from None

@@ -8,20 +8,28 @@ duplicating a row; ``retry_failed`` measures again the stored points whose statu
 depended on the machine or the moment (``retryable``: timeouts, errors, oom, a backend
 unavailable here, a refusal by the free-memory budget); ``resume=False`` measures everything again (new rows, new run_id;
 :func:`kpbench.results.store.latest_per_key` picks the newest).
+
+Nothing is measured before the spec, the run options and the results folder are checked
+(:mod:`kpbench.suite.spec`: a KPBenchError, exit 2 from the CLI). A row the store
+refuses (a value out of its column's range) never takes its batch down: the batch is
+stored row by row, and that row as an ``error`` row of its point saying why.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 
 from kpbench import plugins
+from kpbench.errors import KPBenchError
 from kpbench.results.meta import record_environment, run_metadata
+from kpbench.results.schema import POINT_COLUMNS
 from kpbench.results.store import SWEEPS, ResultStore, latest_per_key
 from kpbench.suite.executors import HARD_TIMEOUT_GRACE_S, ExecutorOptions, run_points
-from kpbench.suite.measure import MeasureSettings
-from kpbench.suite.spec import SweepSpec, expand
+from kpbench.suite.measure import MeasureSettings, error_text
+from kpbench.suite.spec import SweepSpec, check_run_options, check_writable, expand
 
 FAILED = ("error", "timeout", "oom")
 NOT_RUN = ("skipped", "unsupported")
@@ -44,6 +52,9 @@ class RunOptions:
     flush_every: int = 8
     flush_s: float = 10.0
     progress: bool = True
+
+    def __post_init__(self):
+        check_run_options(dataclasses.asdict(self))
 
 
 @dataclass
@@ -97,7 +108,7 @@ class RowRecorder:
             finally:
                 self.lock.release()
         else:   # the main thread holds the lock: store this row alone
-            self.store.append(SWEEPS, [{**self.meta, **row}])
+            self._store([{**self.meta, **row}])
 
     def close(self) -> None:
         with self.lock:
@@ -106,16 +117,60 @@ class RowRecorder:
             self.bar.close()
 
     def _flush(self) -> None:
-        if self.buffer:
-            self.store.append(SWEEPS, self.buffer)
-            self.buffer = []
+        rows, self.buffer = self.buffer, []
         self.last_flush = time.monotonic()
+        if rows:
+            self._store(rows)
+
+    def _store(self, rows: list[dict]) -> None:
+        """``rows`` as one part; if the store refuses it, row by row, a refused row as the
+        error row of its point. A folder that takes no file is a KPBenchError naming it."""
+        try:
+            self._store_row_by_row_if_refused(rows)
+        except OSError as exc:
+            raise KPBenchError(f"cannot write to {self.store.table_dir(SWEEPS)} ({exc}): "
+                               f"{len(rows)} measured row(s) were not stored") from exc
+
+    def _store_row_by_row_if_refused(self, rows: list[dict]) -> None:
+        try:
+            return self.store.append(SWEEPS, rows)
+        except ROW_REFUSED:
+            pass
+        unstored = []
+        for row in rows:
+            try:
+                self.store.append(SWEEPS, [row])
+            except ROW_REFUSED as exc:
+                try:
+                    self.store.append(SWEEPS, [self.unstorable(row, exc)])
+                except ROW_REFUSED as again:
+                    unstored.append(f"{row.get('key')} ({again})")
+                    continue
+                if self.counts.get(row.get("status")):   # the summary counts what was stored
+                    self.counts[row["status"]] -= 1
+                    self.counts["error"] = self.counts.get("error", 0) + 1
+        if unstored:
+            raise KPBenchError(f"{len(unstored)} row(s) could not be stored, even reduced to "
+                               f"their points: {'; '.join(unstored)}")
+
+    def unstorable(self, row: dict, exc: BaseException) -> dict:
+        """The error row of a point whose measured row the store refused: the point, the run
+        metadata, and in ``error`` why (with the measurement's own status and error)."""
+        kept = {name: row[name] for name in (*self.meta, *POINT_COLUMNS, "key", "eps") if name in row}
+        was = f"; it was {row.get('status')}" + (f": {row['error']}" if row.get("error") else "")
+        kept.update(status="error", retryable=True,
+                    error=f"measured, but the row could not be stored: {error_text(exc)}{was}")
+        return kept
 
     def _postfix(self) -> str:
         ok = self.counts.get("ok", 0)
         failed = sum(self.counts.get(s, 0) for s in FAILED)
         skipped = sum(self.counts.get(s, 0) for s in NOT_RUN)
         return f"ok={ok} failed={failed} skipped={skipped}"
+
+
+# what the store raises for a row it cannot write (pyarrow's errors are ValueError/TypeError)
+ROW_REFUSED = (KPBenchError, ValueError, TypeError, OverflowError)
 
 
 def _progress_bar(total: int, kind: str):
@@ -142,6 +197,7 @@ def run_sweep(spec: SweepSpec, options: RunOptions = RunOptions(), run_id: str |
               points: list | None = None) -> SweepResult:
     """Measure every point of ``spec`` (or the given ``points``) not already stored."""
     started = time.monotonic()
+    check_writable(options.out)
     store = ResultStore(options.out)
     points = expand(spec) if points is None else points
     stored = done_keys(store, options.retry_failed) if options.resume else set()

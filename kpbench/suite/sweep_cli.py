@@ -44,13 +44,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what to measure (default: the file's, else speed)")
     parser.add_argument("--config", help="TOML file, or the name of a shipped preset")
     parser.add_argument("--list-presets", action="store_true", help="list shipped presets and exit")
-    axes = parser.add_argument_group("sweep axes (comma lists; sizes also as ranges 1e2..1e5[:n])")
+    from kpbench.suite.limits import LIMITS_HELP, MAX_POINTS, MAX_VALUES
+
+    axes = parser.add_argument_group("sweep axes (comma lists; sizes also as ranges 1e2..1e5[:n])",
+                                     LIMITS_HELP)
     axes.add_argument("--ops", help="kernel_product,kernel_product_grad,softmin,sinkhorn,"
                                     "sinkhorn_grad,flow_step")
     axes.add_argument("--backends", help="numpy,torch,keops,cuda")
     axes.add_argument("--kernels", help="gaussian,laplacian,energy (kernel ops)")
     axes.add_argument("--losses", help="loss of flow_step: sinkhorn,mmd,energy,hausdorff,log_likelihood")
-    axes.add_argument("--N", help="source sizes, e.g. 1e2..1e5 or 1e2..1e5:7")
+    axes.add_argument("--N", help=f"source sizes, e.g. 1e2..1e5 or 1e2..1e5:7 (1 to 2**31-1; n at most "
+                                  f"{MAX_VALUES}; at most {MAX_POINTS} points per sweep)")
     axes.add_argument("--M", help="target sizes, or 'same' (M = N)")
     axes.add_argument("--D", help="dimensions")
     axes.add_argument("--blur", help="blur scales sigma (eps = blur**p)")
@@ -58,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     axes.add_argument("--reach", help="unbalanced reach values, 'none' = balanced")
     axes.add_argument("--dtype", help="float32,float64")
     axes.add_argument("--device", help="cpu,cuda")
-    axes.add_argument("--seed", help="seeds")
+    axes.add_argument("--seed", help="seeds, from 0 to 2**32-1")
     axes.add_argument("--iters", help="Sinkhorn iteration counts at the final eps; 'scaling' = the eps-scaling "
                                         "schedule (one iteration per eps, diameter -> blur)")
     axes.add_argument("--scaling", help="eps-scaling factors (for iters=scaling)")
@@ -75,11 +79,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, a running "
                                          "cluster, else a new local one)")
     where.add_argument("--num-cpus", type=int, help="CPUs of a local Ray cluster started here")
-    where.add_argument("--cpus-per-point", type=float, help="Ray num_cpus per point (default 1)")
+    where.add_argument("--cpus-per-point", type=float, help="Ray num_cpus per point: a whole number from 1 "
+                                                            "to the CPUs of a node (default 1)")
     where.add_argument("--gpus-per-point", type=float, help="Ray num_gpus per CUDA point (default 1)")
     where.add_argument("--threads", type=int,
-                       help="torch/OpenMP/BLAS threads per point (default: cpus per point)")
-    where.add_argument("--out", help="results folder (default results)")
+                       help="torch/OpenMP/BLAS threads per point, >= 1 (default: cpus per point)")
+    where.add_argument("--out", help="results folder, checked writable before anything runs (default results)")
     where.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
                        help="skip points already stored (default on)")
     where.add_argument("--retry-failed", action="store_true", default=None,
@@ -147,7 +152,7 @@ def run_interleaved_specs(specs, run_options, variant_texts: list[str]) -> int:
 def build(args):
     """(list of SweepSpec, RunOptions) from the flags and the optional config file."""
     from kpbench.errors import KPBenchError
-    from kpbench.suite.spec import spec_from_dict
+    from kpbench.suite.spec import check_run_options, spec_from_dict
     from kpbench.suite.sweep import RunOptions
 
     tables, run_table = ([{}], {})
@@ -157,17 +162,25 @@ def build(args):
                  if getattr(args, flag) is not None}
     if args.kind:
         overrides["kind"] = args.kind
-    specs = [spec_from_dict({**table, **overrides}, where=f"sweep {i + 1} of {args.config or 'flags'}")
+    labels = {field: _flag(flag) for flag, field in SPEC_FLAGS.items() if field in overrides}
+    specs = [spec_from_dict({**table, **overrides}, where=f"sweep {i + 1} of {args.config or 'flags'}",
+                            labels=labels)
              for i, table in enumerate(tables)]
     known = {f.name for f in dataclasses.fields(RunOptions)}
     unknown = sorted(set(run_table) - known)
     if unknown:
-        raise KPBenchError(f"unknown key(s) in [run] of {args.config}: {', '.join(unknown)}")
-    run_values = {**run_table, **{flag: getattr(args, flag) for flag in RUN_FLAGS
-                                  if getattr(args, flag) is not None}}
+        raise KPBenchError(f"unknown key(s) in [run] of {args.config}: {', '.join(unknown)}; "
+                           f"known: {', '.join(sorted(known))}")
+    flags = {flag: getattr(args, flag) for flag in RUN_FLAGS if getattr(args, flag) is not None}
+    run_values = {**run_table, **flags}
     if args.no_progress:
         run_values["progress"] = False
+    check_run_options(run_values, f"[run] of {args.config}", {flag: _flag(flag) for flag in flags})
     return specs, RunOptions(**run_values)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def load_config(name: str) -> tuple[list[dict], dict]:
@@ -175,21 +188,14 @@ def load_config(name: str) -> tuple[list[dict], dict]:
     import tomllib
 
     from kpbench.errors import KPBenchError
+    from kpbench.suite.spec import config_tables
 
     path = resolve_config(name)
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise KPBenchError(f"{path}: not valid TOML: {exc}") from exc
-    unknown = sorted(set(data) - {"sweep", "run"})
-    if unknown:
-        raise KPBenchError(f"{path}: unknown table(s) {', '.join(unknown)}; use [[sweep]] and [run]")
-    sweeps = data.get("sweep", [])
-    if isinstance(sweeps, dict):
-        sweeps = [sweeps]
-    if not sweeps:
-        raise KPBenchError(f"{path}: no [[sweep]] table")
-    return sweeps, data.get("run", {})
+    return config_tables(data, path)
 
 
 def resolve_config(name: str) -> pathlib.Path:
