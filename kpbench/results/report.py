@@ -28,7 +28,7 @@ import pandas as pd
 from kpbench.errors import KPBenchError
 from kpbench.results import plots, regret, tables
 from kpbench.results.document import (
-    Details, Document, Heading, Image, Lines, Para, Table, render_html, render_markdown,
+    Bold, Code, Details, Document, Heading, Image, Lines, Para, Table, render_html, render_markdown,
 )
 from kpbench.results.schema import STATUSES
 from kpbench.results.selection import DEFAULT_BASELINE, load_table, sweep_frame
@@ -41,12 +41,13 @@ def build_document(results_dir: pathlib.Path, out_dir: pathlib.Path,
                    baseline: str = DEFAULT_BASELINE, interactive: bool = True) -> Document:
     frame = sweep_frame(results_dir)
     doc = Document(title="kpbench report")
-    doc.add(Para(f"Results: `{results_dir}` — generated "
-                 f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M UTC} from the Parquet store."))
+    doc.add(Para(["Results: ", Code(str(results_dir)), " — generated "
+                  f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M UTC} from the Parquet store."]))
     if frame.empty:
         doc.add(Heading("Sweeps"),
-                Para(f"No sweep results found in `{results_dir / SWEEPS}`: nothing to tabulate. "
-                     "Run `kpbench sweep` (or `kpbench demo`) first."))
+                Para(["No sweep results found in ", Code(str(results_dir / SWEEPS)),
+                      ": nothing to tabulate. Run ", Code("kpbench sweep"), " (or ",
+                      Code("kpbench demo"), ") first."]))
     else:
         regret_rows = _regret(results_dir, frame)
         if interactive:
@@ -72,12 +73,13 @@ def _add_interactive(doc: Document, frame: pd.DataFrame, baseline: str, regret_r
 
 def _add_auto(doc: Document, records: list[dict]) -> None:
     doc.add(Heading('backend="auto"'),
-            Para(f"Regret: the median time of the backend auto picks (from `{regret.TABLE_IN_STORE}`, "
-                 "written by `kpbench calibrate`) over the fastest backend's, at every point where "
-                 f"two or more of its candidates were timed; goal: median <= {regret.GOAL}x. On "
-                 "the calibration points the rows are the calibration's own, so a regret above 1 "
-                 "there comes from the rule (a refusal, the nearest D or dtype), not from noise; "
-                 "the unseen points are the test."),
+            Para(["Regret: the median time of the backend auto picks (from ",
+                  Code(str(regret.TABLE_IN_STORE)), ", written by ", Code("kpbench calibrate"),
+                  ") over the fastest backend's, at every point where two or more of its "
+                  f"candidates were timed; goal: median <= {regret.GOAL}x. On the calibration "
+                  "points the rows are the calibration's own, so a regret above 1 there comes "
+                  "from the rule (a refusal, the nearest D or dtype), not from noise; the unseen "
+                  "points are the test."]),
             Table(regret.SUMMARY_HEADER, regret.regret_summary(records)))
 
 
@@ -101,7 +103,7 @@ def _add_sweep_sections(doc: Document, frame: pd.DataFrame, out_dir: pathlib.Pat
     for op in sorted(frame["op"].dropna().unique()):
         doc.add(Heading(op, 3))
         for title, header, rows in tables.op_tables(frame, op, baseline):
-            doc.add(Para(f"**{title}**"), Table(header, rows))
+            doc.add(Para([Bold(title)]), Table(header, rows))
     doc.add(Heading("Plots"))
     figures = plots.sweep_figures(frame, out_dir)
     if not figures:
