@@ -6,12 +6,16 @@ column (op, backend, kernel, dtype, device, error, host, cpu, run_id, ...), plus
 reproduction table and a figure named with it. report.html and the compare page, opened in
 headless Chromium, must run no script of the payload (the marker attribute it would set on
 <body> never appears), draw as many plotly charts as the clean pages and show the payload
-as text; report.md must hold no HTML and keep its tables' columns.
+as text; report.md must hold no HTML and keep its tables' columns. A figure that is a link
+to a file outside the results folder is not embedded, a link planted where the report
+writes is replaced, not written through, and a report folder that is a link is refused.
 """
 from __future__ import annotations
 
+import base64
 import io
 import re
+import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,6 +23,7 @@ import pytest
 from PIL import Image
 
 from kpbench.results import compare as cmp
+from kpbench.results import report_cli
 from kpbench.results.compare_page import write_page
 from kpbench.results.report import write_report
 from kpbench.results.schema import SWEEP_SCHEMA
@@ -26,6 +31,7 @@ from kpbench.results.selection import load_sweeps, select_run
 from kpbench.results.store import SWEEPS, ResultStore
 from kpbench.suite.spec import SweepSpec
 from kpbench.suite.sweep import RunOptions, run_sweep
+from test_report import run_cli
 from test_report_browser import CHROMIUM, chromium
 
 # unquoted handlers: a double quote or a backslash would come out of JSON escaped
@@ -170,6 +176,62 @@ def test_report_md_holds_no_html_and_keeps_its_tables(hostile):
     links = [line for line in lines if unescaped("[", line) or unescaped("`", line)]
     assert all(line.startswith("![") or line.startswith("Results: `") for line in links), links
     assert "### flow_1d" in md and "| kernel_product" in md    # '_' left as it is: readable
+
+
+def test_a_figure_linked_outside_the_results_folder_is_not_embedded(clean_store, tmp_path):
+    root = tmp_path / "results"
+    shutil.copytree(clean_store, root, ignore=shutil.ignore_patterns("report"))
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"TOP-SECRET-7f3a: the ssh key")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "leak.png").write_bytes(b"OUTSIDE-PNG-91c2" + png_bytes("blue"))
+    flow = ResultStore(root).figures_dir("flow")
+    (flow / "plot.png").symlink_to(secret)
+    (flow / "dir").symlink_to(outside, target_is_directory=True)
+    (flow / "real.png").write_bytes(png_bytes())
+    (flow / "inside.png").symlink_to(flow / "real.png")        # a link inside the folder: fine
+
+    page = write_report(root, interactive=False).read_text(encoding="utf-8")
+    md = (root / "report" / "report.md").read_text(encoding="utf-8")
+    embedded = [base64.b64decode(src) for src in re.findall(r'src="data:image/png;base64,([^"]+)"', page)]
+    assert embedded.count(png_bytes()) == 2                   # real.png and inside.png
+    for leaked in (secret.read_bytes(), (outside / "leak.png").read_bytes()):
+        assert leaked not in embedded and base64.b64encode(leaked).decode() not in page
+    assert "TOP-SECRET" not in page and "TOP-SECRET" not in md
+    for text in (page, md):
+        assert "flow/plot.png: a link to a file outside the results folder" in text
+        assert "flow/dir: a link to a folder (not followed)" in text
+    assert "(../figures/flow/plot.png)" not in md
+
+
+def test_links_where_the_report_writes_are_replaced_not_written_through(clean_store, tmp_path):
+    root = tmp_path / "results"
+    shutil.copytree(clean_store, root, ignore=shutil.ignore_patterns("report"))
+    out = root / "report"
+    out.mkdir()
+    victims = {}
+    for name in ("report.html", "report.md", "time_vs_n.png"):
+        victims[name] = tmp_path / f"victim-{name}"
+        victims[name].write_text("keep me")
+        (out / name).symlink_to(victims[name])
+    write_report(root, interactive=False)
+    for name, victim in victims.items():
+        assert victim.read_text() == "keep me", name
+        assert (out / name).is_file() and not (out / name).is_symlink(), name
+    assert (out / "time_vs_n.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_report_folder_that_is_a_link_is_refused_clearly(clean_store, tmp_path, capsys):
+    root = tmp_path / "results"
+    shutil.copytree(clean_store, root, ignore=shutil.ignore_patterns("report"))
+    (tmp_path / "elsewhere").mkdir()
+    (root / "report").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    assert run_cli(report_cli, ["report", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "is a link" in err and "pass --out DIR" in err
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+    assert run_cli(report_cli, ["report", str(root), "--out", str(tmp_path / "out")]) == 0
 
 
 def test_script_json_writes_no_character_the_html_parser_acts_on():

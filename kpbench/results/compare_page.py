@@ -13,6 +13,7 @@ import pathlib
 from kpbench.results.compare import Comparison, PointComparison, format_comparison
 from kpbench.results.document import Bold, Code, Document, Heading, Para, Raw, render_html
 from kpbench.results.escape import html_text, plotly_text
+from kpbench.results.files import replace_file
 from kpbench.results.format import fmt_seconds
 from kpbench.results.interactive import plotly_script
 
@@ -80,8 +81,7 @@ def write_page(result: Comparison, path: str | pathlib.Path, baseline: str, new:
         figure = ratio_figure(result).to_html(full_html=False, include_plotlyjs=False)
         doc.add(Raw(figure))
     doc.add(Heading("Points"), Raw(f"<pre>{html_text(format_comparison(result))}</pre>"))
-    path.write_text(render_html(doc), encoding="utf-8")
-    return path
+    return replace_file(path, render_html(doc).encode("utf-8"))
 
 
 __all__ = ["write_page", "ratio_figure", "verdict", "VERDICT_COLORS"]

@@ -6,6 +6,7 @@ there is nothing to draw (an error-vs-blur plot needs two blurs or more).
 """
 from __future__ import annotations
 
+import io
 import math
 import pathlib
 
@@ -14,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from kpbench.results.escape import figure_text
+from kpbench.results.files import replace_file
 from kpbench.results.format import CONFIG_COLUMNS, backend_sort_key, config_label
 from kpbench.results.selection import config_dict
 
@@ -66,8 +68,9 @@ def _varying(frame: pd.DataFrame) -> list[str]:
 
 def _save(fig: Figure, path: pathlib.Path) -> pathlib.Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    return replace_file(path, png.getvalue())
 
 
 def plot_vs_n(frame: pd.DataFrame, column: str, ylabel: str, path: pathlib.Path):

@@ -16,6 +16,10 @@ each N, and where the lead changes), the OOM frontier, one backend x N table per
 configuration (speed-ups against a chosen baseline backend, same dtype and device only),
 plots, the regret of backend="auto" (when the store holds a calibration), reproductions. Partial results (failed points, missing ops, a single backend, no
 rows at all) give a shorter report with a clear message, never a traceback.
+
+The results folder is data (see :mod:`kpbench.results.files`): a figure is embedded only
+when it is a regular file inside the folder (the report lists those it refused), and each
+output replaces whatever is at its name; a ``report`` folder that is a link is refused.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ import pathlib
 import pandas as pd
 
 from kpbench.errors import KPBenchError
-from kpbench.results import plots, regret, tables
+from kpbench.results import files, plots, regret, tables
 from kpbench.results.document import (
     Bold, Code, Details, Document, Heading, Image, Lines, Para, Table, render_html, render_markdown,
 )
@@ -114,10 +118,8 @@ def _add_sweep_sections(doc: Document, frame: pd.DataFrame, out_dir: pathlib.Pat
 def _add_reproductions(doc: Document, results_dir: pathlib.Path, out_dir: pathlib.Path) -> None:
     found = {name: load_table(results_dir, name) for name in REPRODUCTION_TABLES}
     found = {name: t for name, t in found.items() if not t.empty}
-    figure_dir = results_dir / "figures"
-    figures = sorted(p for p in figure_dir.rglob("*.png")
-                     if out_dir not in p.parents) if figure_dir.is_dir() else []
-    if not found and not figures:
+    figures, refused = files.figures(results_dir, skip=out_dir)
+    if not found and not figures and not refused:
         return
     doc.add(Heading("Reproductions"))
     for name, table in found.items():
@@ -125,8 +127,11 @@ def _add_reproductions(doc: Document, results_dir: pathlib.Path, out_dir: pathli
         doc.add(Heading(name, 3),
                 Para("Values at the last step of each run" + (f"; in every row: {same}." if same else ".")),
                 Table(header, rows))
-    for path in figures:
-        doc.add(Image(path, str(path.relative_to(results_dir))))
+    for path, name in figures:
+        doc.add(Image(path, name))
+    if refused:
+        doc.add(Para("Figures not embedded (the report embeds only regular files inside the "
+                     "results folder):"), Lines(refused))
 
 
 def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
@@ -135,13 +140,15 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
     results_dir = pathlib.Path(results_dir)
     if not results_dir.is_dir():
         raise KPBenchError(f"no results directory at {results_dir}")
+    link = results_dir / "report"
+    if out_dir is None and link.is_symlink():
+        raise KPBenchError(f"{link} is a link (to {os.readlink(link)!r}): the report is not written "
+                           "through it; pass --out DIR to write it elsewhere")
     out_dir = pathlib.Path(out_dir) if out_dir is not None else results_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = build_document(results_dir, out_dir, baseline, interactive)
-    (out_dir / "report.md").write_text(render_markdown(doc, out_dir), encoding="utf-8")
-    html_path = out_dir / "report.html"
-    html_path.write_text(render_html(doc), encoding="utf-8")
-    return html_path
+    files.replace_file(out_dir / "report.md", render_markdown(doc, out_dir).encode("utf-8"))
+    return files.replace_file(out_dir / "report.html", render_html(doc).encode("utf-8"))
 
 
 __all__ = ["write_report", "build_document", "REPRODUCTION_TABLES"]
