@@ -8,11 +8,12 @@ table of :func:`kpbench.results.compare.format_comparison` follows the plot.
 """
 from __future__ import annotations
 
-import html
 import pathlib
 
 from kpbench.results.compare import Comparison, PointComparison, format_comparison
-from kpbench.results.document import Document, Heading, Para, Raw, render_html
+from kpbench.results.document import Bold, Code, Document, Heading, Para, Raw, render_html
+from kpbench.results.escape import html_text, plotly_text
+from kpbench.results.files import replace_file
 from kpbench.results.format import fmt_seconds
 from kpbench.results.interactive import plotly_script
 
@@ -66,7 +67,7 @@ def _hover(p: PointComparison) -> str:
                      f"({p.ratios['time']:.3f}x)")
     if p.evidence:
         lines.append(p.evidence)
-    return "<br>".join(html.escape(line) for line in lines)
+    return "<br>".join(plotly_text(line) for line in lines)
 
 
 def write_page(result: Comparison, path: str | pathlib.Path, baseline: str, new: str) -> pathlib.Path:
@@ -74,14 +75,13 @@ def write_page(result: Comparison, path: str | pathlib.Path, baseline: str, new:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = Document(title="kpbench compare", head_html=plotly_script())
-    doc.add(Para(f"baseline: `{baseline}` — new: `{new}` — verdict: "
-                 f"**{'REGRESSION' if result.failed else 'no regression'}**"))
+    doc.add(Para(["baseline: ", Code(baseline), " — new: ", Code(new), " — verdict: ",
+                  Bold("REGRESSION" if result.failed else "no regression")]))
     if result.points:
         figure = ratio_figure(result).to_html(full_html=False, include_plotlyjs=False)
         doc.add(Raw(figure))
-    doc.add(Heading("Points"), Raw(f"<pre>{html.escape(format_comparison(result))}</pre>"))
-    path.write_text(render_html(doc), encoding="utf-8")
-    return path
+    doc.add(Heading("Points"), Raw(f"<pre>{html_text(format_comparison(result))}</pre>"))
+    return replace_file(path, render_html(doc).encode("utf-8"))
 
 
 __all__ = ["write_page", "ratio_figure", "verdict", "VERDICT_COLORS"]

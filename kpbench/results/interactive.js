@@ -1,11 +1,18 @@
 // The interactive part of report.html: draws every chart from the data embedded in the page
 // (window.KPBENCH, written by kpbench/results/interactive.py) with plotly.js, and redraws
 // them when a filter changes. No network access: plotly.js is inlined in the same page.
+// Every string of the data is text: where plotly would read it as its HTML-like markup (a
+// trace name, a category, a title, a heatmap cell), it goes through esc(); the DOM gets it
+// through textContent. Hover texts come escaped from interactive.py.
 (function () {
   "use strict";
   let data = null;   // window.KPBENCH, set by a script in the body: read once the page is loaded
   const LOG = { type: "log", exponentformat: "power" };
   const state = {};
+
+  function esc(s) {   // as kpbench.results.escape.plotly_text
+    return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  }
 
   function distinct(values) {
     const seen = [];
@@ -65,7 +72,7 @@
     const groups = groupBy(records, "series");
     return Object.keys(groups).sort().map(function (name) {
       const g = groups[name].slice().sort(function (a, b) { return a.N - b.N; });
-      return Object.assign({ type: "scatter", mode: "lines+markers", name: name,
+      return Object.assign({ type: "scatter", mode: "lines+markers", name: esc(name),
         x: g.map(function (r) { return r.N; }), y: g.map(function (r) { return r[yField]; }),
         text: g.map(function (r) { return r.hover; }), hovertemplate: "%{text}<extra></extra>",
         line: { color: color(g[0].backend) }, marker: { color: color(g[0].backend) } }, extra ? extra(g) : {});
@@ -96,14 +103,14 @@
     wins.forEach(function (w) {
       const i = configs.indexOf(w.config), j = ns.indexOf(w.N);
       z[i][j] = w.runner_up ? index[w.winner] : alone;
-      text[i][j] = w.runner_up ? w.winner + " " + w.margin.toFixed(2) + "x" : "only " + w.winner;
+      text[i][j] = esc(w.runner_up ? w.winner + " " + w.margin.toFixed(2) + "x" : "only " + w.winner);
     });
     const scale = [];
     const colors = data.backends.map(color).concat(["#dddddd"]);
     colors.forEach(function (c, i) {
       scale.push([i / colors.length, c]); scale.push([(i + 1) / colors.length, c]);
     });
-    const traces = wins.length ? [{ type: "heatmap", x: ns.map(String), y: configs, z: z, text: text,
+    const traces = wins.length ? [{ type: "heatmap", x: ns.map(String), y: configs.map(esc), z: z, text: text,
       texttemplate: "%{text}", zmin: -0.5, zmax: colors.length - 0.5, colorscale: scale, showscale: false,
       hovertemplate: "%{y}<br>N=%{x}: %{text}<extra></extra>", xgap: 2, ygap: 2 }] : [];
     draw("kp-wins", traces, { title: { text: "who wins where: fastest backend and its margin over the runner-up" },
@@ -131,7 +138,7 @@
     const groups = groupBy(points, "backend");
     Object.keys(groups).forEach(function (b) {
       const g = groups[b];
-      traces.push({ type: "scatter", mode: "markers", name: b, x: g.map(function (c) { return c.time; }),
+      traces.push({ type: "scatter", mode: "markers", name: esc(b), x: g.map(function (c) { return c.time; }),
         y: g.map(function (c) { return c.err_shown; }), text: g.map(function (c) { return c.hover; }),
         hovertemplate: "%{text}<extra></extra>", marker: { size: 10, color: color(b) } });
     });
@@ -168,7 +175,7 @@
     const rows = selected(data.rows);
     const backends = distinct(rows.map(function (r) { return r.backend; }));
     const traces = data.statuses.map(function (s) {
-      return { type: "bar", name: s, x: backends, marker: { color: data.status_colors[s] },
+      return { type: "bar", name: s, x: backends.map(esc), marker: { color: data.status_colors[s] },
         y: backends.map(function (b) { return rows.filter(function (r) { return r.backend === b && r.status === s; }).length; }) };
     }).filter(function (t) { return t.y.some(function (n) { return n > 0; }); });
     draw("kp-status", traces, { barmode: "stack", title: { text: "statuses (click a bar for its messages)" },
@@ -176,8 +183,8 @@
     const div = document.getElementById("kp-status");
     if (div.removeAllListeners) div.removeAllListeners("plotly_click");
     div.on("plotly_click", function (ev) {
-      const p = ev.points[0];
-      showMessages(rows.filter(function (r) { return r.backend === p.x && r.status === p.data.name; }), p.x, p.data.name);
+      const p = ev.points[0], backend = backends[p.pointNumber];
+      showMessages(rows.filter(function (r) { return r.backend === backend && r.status === p.data.name; }), backend, p.data.name);
     });
   }
 
@@ -205,7 +212,7 @@
         y: g.map(function (r) { return r.regret; }), text: g.map(function (r) { return r.hover; }),
         hovertemplate: "%{text}<extra></extra>", marker: { size: 9 } };
     });
-    draw("kp-regret", traces, { title: { text: "regret of backend=\"auto\" (" + state.op + "): its time over the best backend's" },
+    draw("kp-regret", traces, { title: { text: "regret of backend=\"auto\" (" + esc(state.op) + "): its time over the best backend's" },
       xaxis: Object.assign({ title: { text: "N" } }, LOG), yaxis: { title: { text: "time(auto pick) / time(best)" } },
       shapes: [{ type: "line", xref: "paper", x0: 0, x1: 1, y0: 1.1, y1: 1.1, line: { dash: "dot", color: "#c00" } }] });
   }

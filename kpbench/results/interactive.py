@@ -17,13 +17,13 @@ file, which draws from that data:
 from __future__ import annotations
 
 import functools
-import json
 import pathlib
 
 import pandas as pd
 
 from kpbench.results import tables
 from kpbench.results.document import Raw
+from kpbench.results.escape import plotly_text, script_code, script_json
 from kpbench.results.format import (
     backend_sort_key, config_label, fmt_bytes, fmt_err, fmt_n, fmt_seconds, iterations_text,
     point_label, row_config, text, value,
@@ -45,21 +45,17 @@ def plotly_script() -> str:
     """plotly.js (from the plotly package) in a <script> tag."""
     from plotly.offline import get_plotlyjs
 
-    return f"<script>{_script_safe(get_plotlyjs())}</script>"
+    return f"<script>{script_code(get_plotlyjs())}</script>"
 
 
 def head_html() -> str:
     """<script> tags: plotly.js and the report's chart code, inlined."""
-    return plotly_script() + f"<script>{_script_safe(_JS.read_text(encoding='utf-8'))}</script>"
-
-
-def _script_safe(js: str) -> str:
-    return js.replace("</script", "<\\/script")
+    return plotly_script() + f"<script>{script_code(_JS.read_text(encoding='utf-8'))}</script>"
 
 
 def blocks(frame: pd.DataFrame, baseline: str, regret: list[dict] | None = None) -> list:
     """The filters and chart containers, the data as a JSON script."""
-    payload = json.dumps(payload_of(frame, regret), allow_nan=False, default=str)
+    payload = script_json(payload_of(frame, regret))
     charts = "".join(f'<div id="kp-{name}" class="kp-chart"></div>'
                      for name in ("time", "wins"))
     return [Raw(
@@ -68,7 +64,7 @@ def blocks(frame: pd.DataFrame, baseline: str, regret: list[dict] | None = None)
         + '<div id="kp-pareto" class="kp-chart"></div><div id="kp-memory" class="kp-chart"></div>'
         + '<div id="kp-status" class="kp-chart"></div><div id="kp-messages" class="kp-note"></div>'
         + ('<div id="kp-regret" class="kp-chart"></div>' if regret else "")
-        + f"<script>window.KPBENCH = {_script_safe(payload)};</script>",
+        + f"<script>window.KPBENCH = {payload};</script>",
         note="(interactive charts: open report.html)")]
 
 
@@ -143,11 +139,7 @@ def row_hover(row: dict, q1, q3) -> str:
         lines.append(f"{iterations} iterations")
     lines.append(f"host {text(row.get('host'))}, git {text(row.get('git_commit'))[:10]}, "
                  f"run {text(row.get('run_id'))[:8]}")
-    return "<br>".join(_html_text(line) for line in lines)
-
-
-def _html_text(line: str) -> str:
-    return line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return "<br>".join(plotly_text(line) for line in lines)
 
 
 def _config_record(op: str, config: tuple) -> dict:
@@ -173,8 +165,8 @@ def cell_records(frame: pd.DataFrame) -> list[dict]:
         records.append({
             **_config_record(op, config), "backend": backend, "N": int(n),
             "time": cell.time, "err": cell.err, "err_shown": max(cell.err, ERR_FLOOR),
-            "hover": _html_text(f"{label} N={fmt_n(n)}") + "<br>"
-                     + _html_text(f"median {fmt_seconds(cell.time)}, max rel. error {fmt_err(cell.err)}"),
+            "hover": plotly_text(f"{label} N={fmt_n(n)}") + "<br>"
+                     + plotly_text(f"median {fmt_seconds(cell.time)}, max rel. error {fmt_err(cell.err)}"),
         })
     return records
 

@@ -6,6 +6,7 @@ there is nothing to draw (an error-vs-blur plot needs two blurs or more).
 """
 from __future__ import annotations
 
+import io
 import math
 import pathlib
 
@@ -13,6 +14,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from kpbench.results.escape import figure_text
+from kpbench.results.files import replace_file
 from kpbench.results.format import CONFIG_COLUMNS, backend_sort_key, config_label
 from kpbench.results.selection import config_dict
 
@@ -65,8 +68,9 @@ def _varying(frame: pd.DataFrame) -> list[str]:
 
 def _save(fig: Figure, path: pathlib.Path) -> pathlib.Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
+    return replace_file(path, png.getvalue())
 
 
 def plot_vs_n(frame: pd.DataFrame, column: str, ylabel: str, path: pathlib.Path):
@@ -83,9 +87,9 @@ def plot_vs_n(frame: pd.DataFrame, column: str, ylabel: str, path: pathlib.Path)
             for backend, group in sorted(by_config.groupby("backend"), key=lambda kv: backend_sort_key(kv[0])):
                 series = pd.to_numeric(group[column]).groupby(group["N"]).median().sort_index()
                 label = " ".join(filter(None, [backend, config_label(config_dict(config), varying)]))
-                ax.plot(series.index, series.values, marker="o", label=label,
+                ax.plot(series.index, series.values, marker="o", label=figure_text(label),
                         color=BACKEND_COLORS.get(backend), linestyle=LINESTYLES[i % len(LINESTYLES)])
-        ax.set(xscale="log", yscale="log", xlabel="N", ylabel=ylabel, title=op)
+        ax.set(xscale="log", yscale="log", xlabel="N", ylabel=ylabel, title=figure_text(op))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")
     return _save(fig, path)
@@ -111,9 +115,9 @@ def plot_error_vs_blur(frame: pd.DataFrame, path: pathlib.Path):
         of_op = data[data["op"] == op]
         for i, ((backend, dtype), group) in enumerate(of_op.groupby(["backend", "dtype"], dropna=False)):
             series = group.groupby("blur")["rel_err"].max().sort_index()
-            ax.plot(series.index, series.values, marker="o", label=f"{backend} {dtype}",
+            ax.plot(series.index, series.values, marker="o", label=figure_text(f"{backend} {dtype}"),
                     color=BACKEND_COLORS.get(backend), linestyle=LINESTYLES[i % len(LINESTYLES)])
-        ax.set(xscale="log", yscale="log", xlabel="blur", ylabel="max rel. error", title=op)
+        ax.set(xscale="log", yscale="log", xlabel="blur", ylabel="max rel. error", title=figure_text(op))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")
     return _save(fig, path)
@@ -133,8 +137,9 @@ def plot_error_vs_dtype(frame: pd.DataFrame, path: pathlib.Path):
         width = 0.8 / max(1, len(dtypes))
         for j, dtype in enumerate(dtypes):
             values = [table.at[b, dtype] for b in backends]
-            ax.bar([i + j * width for i in range(len(backends))], values, width, label=dtype)
-        ax.set_xticks([i + width * (len(dtypes) - 1) / 2 for i in range(len(backends))], backends)
-        ax.set(yscale="log", ylabel="max rel. error", title=op)
+            ax.bar([i + j * width for i in range(len(backends))], values, width, label=figure_text(dtype))
+        ax.set_xticks([i + width * (len(dtypes) - 1) / 2 for i in range(len(backends))],
+                      [figure_text(b) for b in backends])
+        ax.set(yscale="log", ylabel="max rel. error", title=figure_text(op))
         ax.legend(fontsize="small")
     return _save(fig, path)

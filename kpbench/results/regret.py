@@ -15,6 +15,7 @@ import statistics
 import pandas as pd
 
 from kpbench.backends import auto
+from kpbench.results.escape import plotly_text
 from kpbench.results.format import config_label, fmt_n, fmt_seconds
 from kpbench.results.selection import cells, config_dict
 
@@ -48,9 +49,11 @@ def regret_records(frame: pd.DataFrame, table: dict) -> list[dict]:
         is_seen = (op, n, m, c["D"], c["dtype"], c["device"]) in seen
         records.append({"op": op, "N": int(n), "seen": "calibration points" if is_seen else "unseen points",
                         "pick": choice.backend, "best": best, "regret": regret,
-                        "hover": f"{op} {config_label(c, op=op)} N={fmt_n(n)}<br>auto: {choice.backend} "
-                                 f"{fmt_seconds(times[choice.backend])}, best: {best} "
-                                 f"{fmt_seconds(times[best])}<br>regret {regret:.3f}x"})
+                        "hover": "<br>".join(plotly_text(line) for line in (
+                            f"{op} {config_label(c, op=op)} N={fmt_n(n)}",
+                            f"auto: {choice.backend} {fmt_seconds(times[choice.backend])}, "
+                            f"best: {best} {fmt_seconds(times[best])}",
+                            f"regret {regret:.3f}x"))})
     return records
 
 

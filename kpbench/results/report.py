@@ -16,6 +16,10 @@ each N, and where the lead changes), the OOM frontier, one backend x N table per
 configuration (speed-ups against a chosen baseline backend, same dtype and device only),
 plots, the regret of backend="auto" (when the store holds a calibration), reproductions. Partial results (failed points, missing ops, a single backend, no
 rows at all) give a shorter report with a clear message, never a traceback.
+
+The results folder is data (see :mod:`kpbench.results.files`): a figure is embedded only
+when it is a regular file inside the folder (the report lists those it refused), and each
+output replaces whatever is at its name; a ``report`` folder that is a link is refused.
 """
 from __future__ import annotations
 
@@ -26,9 +30,9 @@ import pathlib
 import pandas as pd
 
 from kpbench.errors import KPBenchError
-from kpbench.results import plots, regret, tables
+from kpbench.results import files, plots, regret, tables
 from kpbench.results.document import (
-    Details, Document, Heading, Image, Lines, Para, Table, render_html, render_markdown,
+    Bold, Code, Details, Document, Heading, Image, Lines, Para, Table, render_html, render_markdown,
 )
 from kpbench.results.schema import STATUSES
 from kpbench.results.selection import DEFAULT_BASELINE, load_table, sweep_frame
@@ -42,12 +46,13 @@ def build_document(results_dir: pathlib.Path, out_dir: pathlib.Path,
     frame = sweep_frame(results_dir)
     damaged = _damaged_parts(results_dir)
     doc = Document(title="kpbench report")
-    doc.add(Para(f"Results: `{results_dir}` — generated "
-                 f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M UTC} from the Parquet store."))
+    doc.add(Para(["Results: ", Code(str(results_dir)), " — generated "
+                  f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M UTC} from the Parquet store."]))
     if frame.empty:
         doc.add(Heading("Sweeps"),
-                Para(f"No sweep results found in `{results_dir / SWEEPS}`: nothing to tabulate. "
-                     "Run `kpbench sweep` (or `kpbench demo`) first."), *damaged)
+                Para(["No sweep results found in ", Code(str(results_dir / SWEEPS)),
+                      ": nothing to tabulate. Run ", Code("kpbench sweep"), " (or ",
+                      Code("kpbench demo"), ") first."]), *damaged)
     else:
         regret_rows = _regret(results_dir, frame)
         if interactive:
@@ -65,8 +70,9 @@ def _damaged_parts(results_dir: pathlib.Path) -> list:
     damaged = [str(part) for table in store.tables() for part in store.damaged(table)]
     if not damaged:
         return []
-    return [Para(f"**{len(damaged)} damaged part file(s) skipped**: their rows are not in this "
-                 "report; the files are left as they are (`kpbench store check` lists them)."),
+    return [Para([Bold(f"{len(damaged)} damaged part file(s) skipped"),
+                  ": their rows are not in this report; the files are left as they are (",
+                  Code("kpbench store check"), " lists them)."]),
             Lines(damaged)]
 
 
@@ -84,12 +90,13 @@ def _add_interactive(doc: Document, frame: pd.DataFrame, baseline: str, regret_r
 
 def _add_auto(doc: Document, records: list[dict]) -> None:
     doc.add(Heading('backend="auto"'),
-            Para(f"Regret: the median time of the backend auto picks (from `{regret.TABLE_IN_STORE}`, "
-                 "written by `kpbench calibrate`) over the fastest backend's, at every point where "
-                 f"two or more of its candidates were timed; goal: median <= {regret.GOAL}x. On "
-                 "the calibration points the rows are the calibration's own, so a regret above 1 "
-                 "there comes from the rule (a refusal, the nearest D or dtype), not from noise; "
-                 "the unseen points are the test."),
+            Para(["Regret: the median time of the backend auto picks (from ",
+                  Code(str(regret.TABLE_IN_STORE)), ", written by ", Code("kpbench calibrate"),
+                  ") over the fastest backend's, at every point where two or more of its "
+                  f"candidates were timed; goal: median <= {regret.GOAL}x. On the calibration "
+                  "points the rows are the calibration's own, so a regret above 1 there comes "
+                  "from the rule (a refusal, the nearest D or dtype), not from noise; the unseen "
+                  "points are the test."]),
             Table(regret.SUMMARY_HEADER, regret.regret_summary(records)))
 
 
@@ -114,7 +121,7 @@ def _add_sweep_sections(doc: Document, frame: pd.DataFrame, out_dir: pathlib.Pat
     for op in sorted(frame["op"].dropna().unique()):
         doc.add(Heading(op, 3))
         for title, header, rows in tables.op_tables(frame, op, baseline):
-            doc.add(Para(f"**{title}**"), Table(header, rows))
+            doc.add(Para([Bold(title)]), Table(header, rows))
     doc.add(Heading("Plots"))
     figures = plots.sweep_figures(frame, out_dir)
     if not figures:
@@ -125,10 +132,8 @@ def _add_sweep_sections(doc: Document, frame: pd.DataFrame, out_dir: pathlib.Pat
 def _add_reproductions(doc: Document, results_dir: pathlib.Path, out_dir: pathlib.Path) -> None:
     found = {name: load_table(results_dir, name) for name in REPRODUCTION_TABLES}
     found = {name: t for name, t in found.items() if not t.empty}
-    figure_dir = results_dir / "figures"
-    figures = sorted(p for p in figure_dir.rglob("*.png")
-                     if out_dir not in p.parents) if figure_dir.is_dir() else []
-    if not found and not figures:
+    figures, refused = files.figures(results_dir, skip=out_dir)
+    if not found and not figures and not refused:
         return
     doc.add(Heading("Reproductions"))
     for name, table in found.items():
@@ -136,8 +141,11 @@ def _add_reproductions(doc: Document, results_dir: pathlib.Path, out_dir: pathli
         doc.add(Heading(name, 3),
                 Para("Values at the last step of each run" + (f"; in every row: {same}." if same else ".")),
                 Table(header, rows))
-    for path in figures:
-        doc.add(Image(path, str(path.relative_to(results_dir))))
+    for path, name in figures:
+        doc.add(Image(path, name))
+    if refused:
+        doc.add(Para("Figures not embedded (the report embeds only regular files inside the "
+                     "results folder):"), Lines(refused))
 
 
 def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
@@ -146,13 +154,15 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
     results_dir = pathlib.Path(results_dir)
     if not results_dir.is_dir():
         raise KPBenchError(f"no results directory at {results_dir}")
+    link = results_dir / "report"
+    if out_dir is None and link.is_symlink():
+        raise KPBenchError(f"{link} is a link (to {os.readlink(link)!r}): the report is not written "
+                           "through it; pass --out DIR to write it elsewhere")
     out_dir = pathlib.Path(out_dir) if out_dir is not None else results_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = build_document(results_dir, out_dir, baseline, interactive)
-    (out_dir / "report.md").write_text(render_markdown(doc, out_dir), encoding="utf-8")
-    html_path = out_dir / "report.html"
-    html_path.write_text(render_html(doc), encoding="utf-8")
-    return html_path
+    files.replace_file(out_dir / "report.md", render_markdown(doc, out_dir).encode("utf-8"))
+    return files.replace_file(out_dir / "report.html", render_html(doc).encode("utf-8"))
 
 
 __all__ = ["write_report", "build_document", "REPRODUCTION_TABLES"]
