@@ -3,7 +3,9 @@
 KeOps generates and compiles one C++ (CPU, g++) or CUDA (GPU, nvrtc) routine per
 formula at first use and caches it in a build folder. Compiler flags change what
 is measured, so the build folder is keyed by the pykeops version and CXXFLAGS,
-and the flags are recorded with every result (see ``build_flags``).
+and the flags are recorded with every result (see ``build_flags``). KeOps pastes
+CXXFLAGS into a shell command: flags outside the allow-list of
+:mod:`kpbench.backends.cxxflags` make the backend unavailable, nothing is compiled.
 """
 from __future__ import annotations
 
@@ -15,13 +17,26 @@ from pathlib import Path
 
 import torch
 
+from kpbench.errors import KPBenchError
+
 from .base import Backend, Capabilities, Pair, check_p
+from .cxxflags import check_cxxflags
 
 _configured_folder: str | None = None
 
 
 def build_flags() -> str:
-    return os.environ.get("CXXFLAGS", "")
+    """CXXFLAGS of this process, checked (KPBenchError naming the token otherwise)."""
+    return check_cxxflags(os.environ.get("CXXFLAGS", ""), "the environment variable CXXFLAGS")
+
+
+def _check_loaded_flags() -> None:
+    """keopscore reads CXXFLAGS once, when first imported, and compiles with that copy:
+    check the copy too (the variable may have changed since)."""
+    from keopscore.config import config
+
+    loaded = getattr(config, "cpp_env_flags", None) or ""
+    check_cxxflags(loaded, "CXXFLAGS as KeOps read it when first imported")
 
 
 def build_root() -> Path:
@@ -39,6 +54,7 @@ def _configure_build_folder() -> None:
     import pykeops
 
     tag = hashlib.sha1(build_flags().encode()).hexdigest()[:8]
+    _check_loaded_flags()
     folder = build_root() / f"keops-{pykeops.__version__}-{tag}"
     if _configured_folder != str(folder):
         folder.mkdir(parents=True, exist_ok=True)
@@ -148,6 +164,12 @@ class KeOpsBackend(Backend):
         except ImportError:
             return False, "pykeops not installed (pip install 'kpbench[keops]')"
         import torch
+
+        try:
+            build_flags()
+            _check_loaded_flags()
+        except KPBenchError as exc:
+            return False, str(exc)
 
         if not torch.cuda.is_available() and shutil.which(os.environ.get("CXX", "g++")) is None:
             return False, "no CUDA device and no C++ compiler (g++) for KeOps' CPU mode"

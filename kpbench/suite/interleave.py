@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import select
 import subprocess
 import sys
@@ -35,6 +36,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
+from kpbench.backends.cxxflags import check_cxxflags
 from kpbench.errors import KPBenchError
 
 INTERLEAVE_COLUMNS = ("interleave_id", "interleave_variants")
@@ -62,8 +64,11 @@ def parse_variant(text: str) -> Variant:
     env = {}
     for item in filter(None, assignments.split(",")):
         var, eq, val = item.partition("=")
-        if not eq:
-            raise KPBenchError(f"--interleave {text!r}: {item!r} is not VAR=VALUE")
+        if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var) or "\0" in val:
+            raise KPBenchError(f"--interleave {text!r}: {item!r} is not VAR=VALUE "
+                               "(VAR a name of letters, digits and _)")
+        if var == "CXXFLAGS":      # KeOps hands them to a shell: the one check of kpbench
+            check_cxxflags(val, f"--interleave {text!r}: CXXFLAGS")
         env[var] = val
     if path and not os.path.isdir(path):
         raise KPBenchError(f"--interleave {text!r}: {path} is not a folder (a kpbench checkout)")
