@@ -239,8 +239,20 @@ class InterleavedResult:
 
 def run_interleaved(spec, variants: list[Variant], out: str, resume: bool = True,
                     progress: bool = True, threads: int = 1, seed: int = 0,
-                    run_id: str | None = None) -> InterleavedResult:
-    """Measure every point of ``spec`` in every variant, interleaved; rows in OUT/<name>."""
+                    run_id: str | None = None, wait: bool = False) -> InterleavedResult:
+    """Measure every point of ``spec`` in every variant, interleaved; rows in OUT/<name>
+    (each of those stores locked for the while, see kpbench.results.lock)."""
+    import contextlib
+
+    from kpbench.results.lock import store_lock
+
+    with contextlib.ExitStack() as locks:
+        for variant in variants:
+            locks.enter_context(store_lock(os.path.join(out, variant.name), wait=wait))
+        return _run_interleaved(spec, variants, out, resume, progress, threads, seed, run_id)
+
+
+def _run_interleaved(spec, variants, out, resume, progress, threads, seed, run_id) -> InterleavedResult:
     from kpbench import plugins
     from kpbench.results.meta import record_environment, run_metadata
     from kpbench.results.store import SWEEPS, ResultStore

@@ -179,7 +179,7 @@ def _unique(values) -> list:
 # -- running it ----------------------------------------------------------------------
 def rerun(store, run_id: str | None = None, out=None, executor: str | None = None,
           address: str | None = None, num_cpus: int | None = None,
-          progress: bool = True) -> tuple[str, str, list[RerunGroup]]:
+          progress: bool = True, wait: bool = False) -> tuple[str, str, list[RerunGroup]]:
     """Measure the points of the stored run again as a new run; returns
     (old run_id, new run_id, the groups run)."""
     from kpbench.suite.sweep import RunOptions, run_sweep
@@ -189,7 +189,7 @@ def rerun(store, run_id: str | None = None, out=None, executor: str | None = Non
     out = pathlib.Path(out) if out is not None else store_root(store)
     options = RunOptions(executor=executor or _stored_executor(rows), out=str(out),
                          resume=out.resolve() != store_root(store).resolve(),
-                         address=address, num_cpus=num_cpus, progress=progress)
+                         address=address, num_cpus=num_cpus, progress=progress, wait=wait)
     new_id = uuid.uuid4().hex
     with build_flags(_one_cxxflags(groups, old_id)):
         for group in groups:
@@ -268,6 +268,8 @@ def add_parser(subparsers) -> None:
                         help="default: the stored run's")
     parser.add_argument("--address", default=None, help="Ray cluster address")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray cluster")
+    parser.add_argument("--wait", action="store_true",
+                        help="another sweep writing into --out: wait for it (default: exit 2)")
     parser.add_argument("--dry-run", action="store_true", help="list the points, run nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -278,7 +280,8 @@ def run(args) -> int:
         if args.dry_run:
             return _dry_run(args.store, args.run_id)
         old_id, new_id, _ = rerun(args.store, args.run_id, args.out, args.executor,
-                                  args.address, args.num_cpus, progress=not args.no_progress)
+                                  args.address, args.num_cpus, progress=not args.no_progress,
+                                  wait=args.wait)
         out = args.out or str(store_root(args.store))
         lines, differ = check_rerun(args.store, old_id, out, new_id)
     except (KPBenchError, ConnectionError) as exc:

@@ -8,6 +8,10 @@ duplicating a row; ``retry_failed`` measures again the stored points whose statu
 depended on the machine or the moment (``retryable``: timeouts, errors, oom, a backend
 unavailable here, a refusal by the free-memory budget); ``resume=False`` measures everything again (new rows, new run_id;
 :func:`kpbench.results.store.latest_per_key` picks the newest).
+
+One sweep at a time writes into a results folder (:mod:`kpbench.results.lock`): a second
+one is refused naming the first's pid, or with ``wait`` waits and then skips what the
+first stored.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from kpbench import plugins
+from kpbench.results.lock import store_lock
 from kpbench.results.meta import record_environment, run_metadata
 from kpbench.results.store import SWEEPS, ResultStore, latest_per_key
 from kpbench.suite.executors import HARD_TIMEOUT_GRACE_S, ExecutorOptions, run_points
@@ -35,6 +40,7 @@ class RunOptions:
     out: str = "results"
     resume: bool = True
     retry_failed: bool = False           # with resume: measure again what failed here (retryable)
+    wait: bool = False                   # another sweep writing into ``out``: wait (else StoreBusy)
     address: str | None = None
     num_cpus: int | None = None          # local Ray cluster size (None: all cores)
     cpus_per_point: float = 1
@@ -141,6 +147,11 @@ def done_keys(store: ResultStore, retry_failed: bool = False) -> set[str]:
 def run_sweep(spec: SweepSpec, options: RunOptions = RunOptions(), run_id: str | None = None,
               points: list | None = None) -> SweepResult:
     """Measure every point of ``spec`` (or the given ``points``) not already stored."""
+    with store_lock(options.out, wait=options.wait):
+        return _run_sweep(spec, options, run_id, points)
+
+
+def _run_sweep(spec, options, run_id, points) -> SweepResult:
     started = time.monotonic()
     store = ResultStore(options.out)
     points = expand(spec) if points is None else points

@@ -28,7 +28,7 @@ SPEC_FLAGS = {
     "memory_budget": "memory_budget",
 }
 RUN_FLAGS = ("executor", "out", "address", "num_cpus", "cpus_per_point", "gpus_per_point",
-             "threads", "resume", "retry_failed")
+             "threads", "resume", "retry_failed", "wait")
 
 
 def add_parser(subparsers) -> None:
@@ -86,6 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="with resume: measure again stored points whose status depended on "
                             "this machine or moment (timeout, error, oom, backend unavailable, "
                             "skipped by free memory)")
+    where.add_argument("--wait", action="store_true", default=None,
+                       help="another sweep writing into --out: wait for it, then skip what it "
+                            "stored (default: exit 2 naming its pid)")
     where.add_argument("--interleave", action="append", metavar="NAME[=PATH[:VAR=VALUE,...]]",
                        help="measure the speed sweep in two or more variants at once, their samples "
                             "alternating (a kpbench checkout PATH, environment variables); rows go "
@@ -138,7 +141,7 @@ def run_interleaved_specs(specs, run_options, variant_texts: list[str]) -> int:
     run_id = uuid.uuid4().hex
     for spec in specs:
         result = run_interleaved(spec, variants, run_options.out, resume=run_options.resume,
-                                 progress=run_options.progress, run_id=run_id,
+                                 progress=run_options.progress, run_id=run_id, wait=run_options.wait,
                                  threads=run_options.threads or max(1, int(run_options.cpus_per_point)))
         print(result.summary(), flush=True)
     return 0
