@@ -1,10 +1,9 @@
 """Stored strings and config files are data: build flags from a row, the environment or an
 interleave variant reach a compiler (through a shell) only when they are plain compiler flags;
-a preset says what it changes; a lock file's text is only shown, cleaned."""
+a preset says what it changes."""
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -112,3 +111,46 @@ def test_interleave_variants_take_only_plain_flags_and_variable_names():
     for text in ("evil=:BAD-NAME=1", "evil=:X\0Y=1", "evil=:X=a\0b"):
         with pytest.raises(KPBenchError, match="is not VAR=VALUE"):
             parse_variant(text)
+
+
+# -- presets say what they change ----------------------------------------------------------
+PRESET = """
+[[sweep]]
+kind = "accuracy"
+ops = "kernel_product"
+backends = "numpy"
+N = "20"
+dtype = "float64"
+warmup = 0
+
+[run]
+executor = "inline"
+address = "ray://127.0.0.1:1"
+out = "{out}"
+"""
+
+
+def test_a_preset_says_what_it_changes_and_the_command_line_wins(tmp_path, capsys):
+    preset = tmp_path / "kernel_speed.toml"
+    preset.write_text(PRESET.format(out=tmp_path / "from_preset"))
+    assert main(["sweep", "--config", str(preset), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:3] == [
+        "preset kernel_speed.toml: [run] executor = 'inline'",
+        "preset kernel_speed.toml: connecting to the Ray cluster at 'ray://127.0.0.1:1' "
+        "(unused by the inline executor) ([run] address; --address overrides)",
+        f"preset kernel_speed.toml: writing results to {str(tmp_path / 'from_preset')!r} "
+        "([run] out; --out overrides)"]
+    mine = tmp_path / "mine"
+    assert main(["sweep", "--config", str(preset), "--out", str(mine), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert (f"preset kernel_speed.toml: [run] out = {str(tmp_path / 'from_preset')!r} "
+            f"overridden by --out {str(mine)!r}") in printed
+    assert len(ResultStore(mine).read(SWEEPS)) == 1 and not (tmp_path / "from_preset").exists()
+
+
+def test_a_preset_value_is_printed_as_data(tmp_path, capsys):
+    preset = tmp_path / "p.toml"
+    preset.write_text(PRESET.replace('out = "{out}"', 'out = "x\\u001b[2Jy"'))
+    assert main(["sweep", "--config", str(preset), "--dry-run"]) == 0
+    assert "writing results to 'x\\x1b[2Jy'" in capsys.readouterr().out

@@ -8,7 +8,12 @@
 A TOML file holds one or more ``[[sweep]]`` tables (keys: the fields of
 :class:`kpbench.suite.spec.SweepSpec`, values as on the command line or as TOML lists)
 and optionally a ``[run]`` table (executor, out, cpus_per_point, ...). Flags given on
-the command line override the file for every sweep in it.
+the command line override the file for every sweep in it. What a [run] table sets is
+printed before the sweep starts (``preset kernel_speed.toml: [run] out = 'x' ...``);
+``--address`` and ``--out`` on the command line win over it.
+
+One sweep at a time writes into a results folder: a second one exits 2 naming the pid of
+the first, or with ``--wait`` waits for it and then skips the points it stored.
 """
 from __future__ import annotations
 
@@ -106,6 +111,8 @@ def run(args) -> int:
         return 0
     try:
         specs, run_options = build(args)
+        for line in config_notes(args, run_options):
+            print(line, flush=True)
         if args.dry_run:
             return _dry_run(specs)
         if args.interleave:
@@ -171,6 +178,29 @@ def build(args):
     if args.no_progress:
         run_values["progress"] = False
     return specs, RunOptions(**run_values)
+
+
+def config_notes(args, run_options) -> list[str]:
+    """Lines saying what the [run] table of ``--config`` changes (values as repr: they are
+    the file's data), and where a command-line flag wins over it."""
+    if not args.config:
+        return []
+    name = resolve_config(args.config).name
+    notes = []
+    for key, value in load_config(args.config)[1].items():
+        flag = getattr(args, key, None) if key in RUN_FLAGS else None
+        if flag is not None and flag != value:
+            notes.append(f"preset {name}: [run] {key} = {value!r} overridden by "
+                         f"--{key.replace('_', '-')} {flag!r}")
+        elif key == "address":
+            unused = " (unused by the inline executor)" if run_options.executor == "inline" else ""
+            notes.append(f"preset {name}: connecting to the Ray cluster at {value!r}{unused} "
+                         "([run] address; --address overrides)")
+        elif key == "out":
+            notes.append(f"preset {name}: writing results to {value!r} ([run] out; --out overrides)")
+        else:
+            notes.append(f"preset {name}: [run] {key} = {value!r}")
+    return notes
 
 
 def load_config(name: str) -> tuple[list[dict], dict]:
