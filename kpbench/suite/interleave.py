@@ -25,6 +25,7 @@ The variants' kpbench must have this module (it is the worker); speed sweeps onl
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -242,10 +243,14 @@ def run_interleaved(spec, variants: list[Variant], out: str, resume: bool = True
                     run_id: str | None = None, wait: bool = False) -> InterleavedResult:
     """Measure every point of ``spec`` in every variant, interleaved; rows in OUT/<name>
     (each of those stores locked for the while, see kpbench.results.lock)."""
-    import contextlib
-
     from kpbench.results.lock import store_lock
 
+    if spec.kind != "speed":
+        raise KPBenchError(f"an interleaved sweep measures speed only (got {spec.kind!r}): "
+                           "memory and accuracy do not drift with the machine's load")
+    names = [v.name for v in variants]
+    if len(variants) < 2 or len(set(names)) != len(names):
+        raise KPBenchError(f"an interleaved sweep needs two or more variants with distinct names, got {names}")
     with contextlib.ExitStack() as locks:
         for variant in variants:
             locks.enter_context(store_lock(os.path.join(out, variant.name), wait=wait))
@@ -260,12 +265,6 @@ def _run_interleaved(spec, variants, out, resume, progress, threads, seed, run_i
     from kpbench.suite.spec import expand
     from kpbench.suite.sweep import RowRecorder, _progress_bar, done_keys
 
-    if spec.kind != "speed":
-        raise KPBenchError(f"an interleaved sweep measures speed only (got {spec.kind!r}): "
-                           "memory and accuracy do not drift with the machine's load")
-    names = [v.name for v in variants]
-    if len(variants) < 2 or len(set(names)) != len(names):
-        raise KPBenchError(f"an interleaved sweep needs two or more variants with distinct names, got {names}")
     started = time.monotonic()
     stores = {v.name: ResultStore(os.path.join(out, v.name)) for v in variants}
     points = expand(spec)
