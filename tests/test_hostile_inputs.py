@@ -95,11 +95,16 @@ def test_keops_is_unavailable_while_cxxflags_are_not_plain(monkeypatch):
         build_flags()
     with pytest.raises(BackendUnavailable, match=r"\$\(touch"):
         get_backend("keops")
-    # keopscore compiles with the copy it read when first imported: that one is checked too
+    # keopscore compiles with the copy it read when first imported: that one is checked too ...
     monkeypatch.setenv("CXXFLAGS", "-O3")
     monkeypatch.setattr(config, "cpp_env_flags", "-O3 -B/tmp")
     ok, why = keops.available()
     assert not ok and "as KeOps read it when first imported: '-B/tmp'" in why
+    # ... and must be the variable the rows record
+    monkeypatch.setattr(config, "cpp_env_flags", "-O2")
+    ok, why = keops.available()
+    assert not ok and "KeOps compiles with CXXFLAGS='-O2' (read when pykeops was first imported) " \
+                      "but the environment now says '-O3'" in why
 
 
 def test_interleave_variants_take_only_plain_flags_and_variable_names():

@@ -26,17 +26,26 @@ _configured_folder: str | None = None
 
 
 def build_flags() -> str:
-    """CXXFLAGS of this process, checked (KPBenchError naming the token otherwise)."""
-    return check_cxxflags(os.environ.get("CXXFLAGS", ""), "the environment variable CXXFLAGS")
+    """The CXXFLAGS KeOps compiles with, checked (KPBenchError naming the token otherwise).
+
+    keopscore reads the variable once, when first imported, and compiles with that copy,
+    while every row records the variable: the two must agree."""
+    flags = check_cxxflags(os.environ.get("CXXFLAGS", ""), "the environment variable CXXFLAGS")
+    loaded = _loaded_flags()
+    if loaded is not None and loaded != flags:
+        check_cxxflags(loaded, "CXXFLAGS as KeOps read it when first imported")
+        raise KPBenchError(f"KeOps compiles with CXXFLAGS={loaded!r} (read when pykeops was first "
+                           f"imported) but the environment now says {flags!r}, which the rows "
+                           "would record: set CXXFLAGS before the process imports pykeops")
+    return flags
 
 
-def _check_loaded_flags() -> None:
-    """keopscore reads CXXFLAGS once, when first imported, and compiles with that copy:
-    check the copy too (the variable may have changed since)."""
-    from keopscore.config import config
-
-    loaded = getattr(config, "cpp_env_flags", None) or ""
-    check_cxxflags(loaded, "CXXFLAGS as KeOps read it when first imported")
+def _loaded_flags() -> str | None:
+    try:
+        from keopscore.config import config
+    except ImportError:
+        return None
+    return getattr(config, "cpp_env_flags", None) or ""
 
 
 def build_root() -> Path:
@@ -54,7 +63,6 @@ def _configure_build_folder() -> None:
     import pykeops
 
     tag = hashlib.sha1(build_flags().encode()).hexdigest()[:8]
-    _check_loaded_flags()
     folder = build_root() / f"keops-{pykeops.__version__}-{tag}"
     if _configured_folder != str(folder):
         folder.mkdir(parents=True, exist_ok=True)
@@ -167,7 +175,6 @@ class KeOpsBackend(Backend):
 
         try:
             build_flags()
-            _check_loaded_flags()
         except KPBenchError as exc:
             return False, str(exc)
 
