@@ -208,6 +208,19 @@ def test_rerun_sets_the_stored_build_flags_while_it_runs(monkeypatch):
     with rr.build_flags("-ffast-math"):
         assert meta.host_metadata()["cxxflags"] == "-ffast-math"
     assert meta.host_metadata()["cxxflags"] == "-O1"
+    with pytest.raises(KPBenchError, match="stored build flags: '-B/tmp' is not an allowed"):
+        with rr.build_flags("-O3 -B/tmp"):
+            pass
+    assert meta.host_metadata()["cxxflags"] == "-O1"
+
+
+@pytest.mark.parametrize("threads", [0, -3])
+def test_stored_thread_counts_must_be_positive(tmp_path, stored_run, capsys, threads):
+    """They become OMP_NUM_THREADS & co. (and Ray CPUs): a bad one is refused, nothing runs."""
+    store = copy_rows(stored_run[0], tmp_path / "old", lambda r: r.update(threads=threads))
+    assert main(["rerun", str(store), "--out", str(tmp_path / "new")]) == 2
+    assert f"column 'threads': {threads} is not a positive whole number" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
 
 
 # -- the environment of a run -------------------------------------------------------------

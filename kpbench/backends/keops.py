@@ -3,7 +3,9 @@
 KeOps generates and compiles one C++ (CPU, g++) or CUDA (GPU, nvrtc) routine per
 formula at first use and caches it in a build folder. Compiler flags change what
 is measured, so the build folder is keyed by the pykeops version and CXXFLAGS,
-and the flags are recorded with every result (see ``build_flags``).
+and the flags are recorded with every result (see ``build_flags``). KeOps pastes
+CXXFLAGS into a shell command: flags outside the allow-list of
+:mod:`kpbench.backends.cxxflags` make the backend unavailable, nothing is compiled.
 """
 from __future__ import annotations
 
@@ -15,13 +17,35 @@ from pathlib import Path
 
 import torch
 
+from kpbench.errors import KPBenchError
+
 from .base import Backend, Capabilities, Pair, check_p
+from .cxxflags import check_cxxflags
 
 _configured_folder: str | None = None
 
 
 def build_flags() -> str:
-    return os.environ.get("CXXFLAGS", "")
+    """The CXXFLAGS KeOps compiles with, checked (KPBenchError naming the token otherwise).
+
+    keopscore reads the variable once, when first imported, and compiles with that copy,
+    while every row records the variable: the two must agree."""
+    flags = check_cxxflags(os.environ.get("CXXFLAGS", ""), "the environment variable CXXFLAGS")
+    loaded = _loaded_flags()
+    if loaded is not None and loaded != flags:
+        check_cxxflags(loaded, "CXXFLAGS as KeOps read it when first imported")
+        raise KPBenchError(f"KeOps compiles with CXXFLAGS={loaded!r} (read when pykeops was first "
+                           f"imported) but the environment now says {flags!r}, which the rows "
+                           "would record: set CXXFLAGS before the process imports pykeops")
+    return flags
+
+
+def _loaded_flags() -> str | None:
+    try:
+        from keopscore.config import config
+    except ImportError:
+        return None
+    return getattr(config, "cpp_env_flags", None) or ""
 
 
 def build_root() -> Path:
@@ -148,6 +172,11 @@ class KeOpsBackend(Backend):
         except ImportError:
             return False, "pykeops not installed (pip install 'kpbench[keops]')"
         import torch
+
+        try:
+            build_flags()
+        except KPBenchError as exc:
+            return False, str(exc)
 
         if not torch.cuda.is_available() and shutil.which(os.environ.get("CXX", "g++")) is None:
             return False, "no CUDA device and no C++ compiler (g++) for KeOps' CPU mode"

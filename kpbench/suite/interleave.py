@@ -25,9 +25,11 @@ The variants' kpbench must have this module (it is the worker); speed sweeps onl
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import re
 import select
 import subprocess
 import sys
@@ -35,6 +37,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
+from kpbench.backends.cxxflags import check_cxxflags
 from kpbench.errors import KPBenchError
 
 INTERLEAVE_COLUMNS = ("interleave_id", "interleave_variants")
@@ -62,8 +65,11 @@ def parse_variant(text: str) -> Variant:
     env = {}
     for item in filter(None, assignments.split(",")):
         var, eq, val = item.partition("=")
-        if not eq:
-            raise KPBenchError(f"--interleave {text!r}: {item!r} is not VAR=VALUE")
+        if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var) or "\0" in val:
+            raise KPBenchError(f"--interleave {text!r}: {item!r} is not VAR=VALUE "
+                               "(VAR a name of letters, digits and _)")
+        if var == "CXXFLAGS":      # KeOps hands them to a shell: the one check of kpbench
+            check_cxxflags(val, f"--interleave {text!r}: CXXFLAGS")
         env[var] = val
     if path and not os.path.isdir(path):
         raise KPBenchError(f"--interleave {text!r}: {path} is not a folder (a kpbench checkout)")
@@ -234,14 +240,10 @@ class InterleavedResult:
 
 def run_interleaved(spec, variants: list[Variant], out: str, resume: bool = True,
                     progress: bool = True, threads: int = 1, seed: int = 0,
-                    run_id: str | None = None) -> InterleavedResult:
-    """Measure every point of ``spec`` in every variant, interleaved; rows in OUT/<name>."""
-    from kpbench import plugins
-    from kpbench.results.meta import record_environment, run_metadata
-    from kpbench.results.store import SWEEPS, ResultStore
-    from kpbench.suite.measure import MeasureSettings
-    from kpbench.suite.spec import expand
-    from kpbench.suite.sweep import RowRecorder, _progress_bar, done_keys
+                    run_id: str | None = None, wait: bool = False) -> InterleavedResult:
+    """Measure every point of ``spec`` in every variant, interleaved; rows in OUT/<name>
+    (each of those stores locked for the while, see kpbench.results.lock)."""
+    from kpbench.results.lock import store_lock
 
     if spec.kind != "speed":
         raise KPBenchError(f"an interleaved sweep measures speed only (got {spec.kind!r}): "
@@ -249,6 +251,20 @@ def run_interleaved(spec, variants: list[Variant], out: str, resume: bool = True
     names = [v.name for v in variants]
     if len(variants) < 2 or len(set(names)) != len(names):
         raise KPBenchError(f"an interleaved sweep needs two or more variants with distinct names, got {names}")
+    with contextlib.ExitStack() as locks:
+        for variant in variants:
+            locks.enter_context(store_lock(os.path.join(out, variant.name), wait=wait))
+        return _run_interleaved(spec, variants, out, resume, progress, threads, seed, run_id)
+
+
+def _run_interleaved(spec, variants, out, resume, progress, threads, seed, run_id) -> InterleavedResult:
+    from kpbench import plugins
+    from kpbench.results.meta import record_environment, run_metadata
+    from kpbench.results.store import SWEEPS, ResultStore
+    from kpbench.suite.measure import MeasureSettings
+    from kpbench.suite.spec import expand
+    from kpbench.suite.sweep import RowRecorder, _progress_bar, done_keys
+
     started = time.monotonic()
     stores = {v.name: ResultStore(os.path.join(out, v.name)) for v in variants}
     points = expand(spec)

@@ -11,6 +11,11 @@ timeout_s, memory_budget, and the KeOps/CUDA build flags ``cxxflags``, set as
 ``CXXFLAGS`` while the rerun runs). A row whose point columns no longer give its key, or
 a setting that no row of its kind recorded, is an error naming the column.
 
+A store is data, never code: KeOps hands CXXFLAGS to a shell, so stored build flags are
+used only when every token is a plain compiler flag (kpbench.backends.cxxflags); any
+other (``$(...)``, ``;``, ``-fplugin=``, ``-B``, ``@file``, ...) is an error naming the row,
+the column and the token, before anything runs.
+
 The rerun is a new run (new run_id) in ``--out`` (default: the same store; there the
 stored keys are not skipped, elsewhere an interrupted rerun resumes). Afterwards the
 input hashes of both runs are compared (exit 1 when a point's generated inputs differ:
@@ -30,6 +35,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from kpbench.backends.cxxflags import check_cxxflags
 from kpbench.errors import KPBenchError
 from kpbench.results.schema import POINT_COLUMNS
 from kpbench.results.store import store_root
@@ -80,6 +86,7 @@ def load_run(store: str | os.PathLike, run_id: str | None = None) -> tuple[str, 
 def plan(rows: pd.DataFrame, run_id: str = "?") -> list[RerunGroup]:
     """The groups (kind, settings, points) that measure ``rows`` again."""
     _check_columns(rows, ["key", "sweep"] + POINT_COLUMNS + [c for c, _ in SETTINGS])
+    _check_stored_settings(rows)
     groups = []
     for kind, of_kind in rows.groupby("sweep", dropna=False):
         if not isinstance(kind, str) or not kind:
@@ -122,6 +129,23 @@ def _check_columns(rows: pd.DataFrame, names: list[str]) -> None:
         raise KPBenchError(f"cannot rerun: the rows lack the column(s) {', '.join(missing)}")
 
 
+def _check_stored_settings(rows: pd.DataFrame) -> None:
+    """The stored values that reach the environment: build flags (a shell reads them) and
+    thread counts (OMP_NUM_THREADS, ...), each checked in every row."""
+    for row in rows[["key", "cxxflags", "threads"]].to_dict("records"):
+        where = f"row {row['key']}, column"
+        if _none(row["cxxflags"]) is not None:
+            check_cxxflags(row["cxxflags"], f"{where} 'cxxflags'")
+        threads = _none(row["threads"])
+        if threads is not None and not _positive_whole(threads):
+            raise KPBenchError(f"{where} 'threads': {threads!r} is not a positive whole number")
+
+
+def _positive_whole(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 1 and float(value).is_integer())
+
+
 def _fill_settings(rows: pd.DataFrame, kind: str, run_id: str) -> pd.DataFrame:
     """Rows that did not record a setting (failed points) take the one value of their kind."""
     rows = rows.copy()
@@ -156,7 +180,7 @@ def _unique(values) -> list:
 # -- running it ----------------------------------------------------------------------
 def rerun(store, run_id: str | None = None, out=None, executor: str | None = None,
           address: str | None = None, num_cpus: int | None = None,
-          progress: bool = True) -> tuple[str, str, list[RerunGroup]]:
+          progress: bool = True, wait: bool = False) -> tuple[str, str, list[RerunGroup]]:
     """Measure the points of the stored run again as a new run; returns
     (old run_id, new run_id, the groups run)."""
     from kpbench.suite.sweep import RunOptions, run_sweep
@@ -166,7 +190,7 @@ def rerun(store, run_id: str | None = None, out=None, executor: str | None = Non
     out = pathlib.Path(out) if out is not None else store_root(store)
     options = RunOptions(executor=executor or _stored_executor(rows), out=str(out),
                          resume=out.resolve() != store_root(store).resolve(),
-                         address=address, num_cpus=num_cpus, progress=progress)
+                         address=address, num_cpus=num_cpus, progress=progress, wait=wait)
     new_id = uuid.uuid4().hex
     with build_flags(_one_cxxflags(groups, old_id)):
         for group in groups:
@@ -193,7 +217,9 @@ def _one_cxxflags(groups: list[RerunGroup], run_id: str) -> str:
 
 @contextlib.contextmanager
 def build_flags(cxxflags: str):
-    """CXXFLAGS set to the stored flags (KeOps compiles with them; "" = unset), restored afterwards."""
+    """CXXFLAGS set to the stored flags (KeOps compiles with them; "" = unset), restored
+    afterwards; flags outside the allow-list are refused."""
+    check_cxxflags(cxxflags, "stored build flags")
     before = os.environ.get("CXXFLAGS")
     if cxxflags:
         os.environ["CXXFLAGS"] = cxxflags
@@ -238,6 +264,8 @@ def add_parser(subparsers) -> None:
                         help="default: the stored run's")
     parser.add_argument("--address", default=None, help="Ray cluster address")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray cluster")
+    parser.add_argument("--wait", action="store_true",
+                        help="another sweep writing into --out: wait for it (default: exit 2)")
     parser.add_argument("--dry-run", action="store_true", help="list the points, run nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -248,7 +276,8 @@ def run(args) -> int:
         if args.dry_run:
             return _dry_run(args.store, args.run_id)
         old_id, new_id, _ = rerun(args.store, args.run_id, args.out, args.executor,
-                                  args.address, args.num_cpus, progress=not args.no_progress)
+                                  args.address, args.num_cpus, progress=not args.no_progress,
+                                  wait=args.wait)
         out = args.out or str(store_root(args.store))
         lines, differ = check_rerun(args.store, old_id, out, new_id)
     except (KPBenchError, ConnectionError) as exc:

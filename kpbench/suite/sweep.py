@@ -13,6 +13,10 @@ Nothing is measured before the spec, the run options and the results folder are 
 (:mod:`kpbench.suite.spec`: a KPBenchError, exit 2 from the CLI). A row the store
 refuses (a value out of its column's range) never takes its batch down: the batch is
 stored row by row, and that row as an ``error`` row of its point saying why.
+
+One sweep at a time writes into a results folder (:mod:`kpbench.results.lock`): a second
+one is refused naming the first's pid, or with ``wait`` waits and then skips what the
+first stored.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from dataclasses import dataclass, field
 
 from kpbench import plugins
 from kpbench.errors import KPBenchError
+from kpbench.results.lock import store_lock
 from kpbench.results.meta import record_environment, run_metadata
 from kpbench.results.schema import POINT_COLUMNS
 from kpbench.results.store import SWEEPS, ResultStore, latest_per_key
@@ -43,6 +48,7 @@ class RunOptions:
     out: str = "results"
     resume: bool = True
     retry_failed: bool = False           # with resume: measure again what failed here (retryable)
+    wait: bool = False                   # another sweep writing into ``out``: wait (else StoreBusy)
     address: str | None = None
     num_cpus: int | None = None          # local Ray cluster size (None: all cores)
     cpus_per_point: float = 1
@@ -196,8 +202,13 @@ def done_keys(store: ResultStore, retry_failed: bool = False) -> set[str]:
 def run_sweep(spec: SweepSpec, options: RunOptions = RunOptions(), run_id: str | None = None,
               points: list | None = None) -> SweepResult:
     """Measure every point of ``spec`` (or the given ``points``) not already stored."""
-    started = time.monotonic()
     check_writable(options.out)
+    with store_lock(options.out, wait=options.wait):
+        return _run_sweep(spec, options, run_id, points)
+
+
+def _run_sweep(spec, options, run_id, points) -> SweepResult:
+    started = time.monotonic()
     store = ResultStore(options.out)
     points = expand(spec) if points is None else points
     stored = done_keys(store, options.retry_failed) if options.resume else set()

@@ -8,7 +8,12 @@
 A TOML file holds one or more ``[[sweep]]`` tables (keys: the fields of
 :class:`kpbench.suite.spec.SweepSpec`, values as on the command line or as TOML lists)
 and optionally a ``[run]`` table (executor, out, cpus_per_point, ...). Flags given on
-the command line override the file for every sweep in it.
+the command line override the file for every sweep in it. What a [run] table sets is
+printed before the sweep starts (``preset kernel_speed.toml: [run] out = 'x' ...``);
+``--address`` and ``--out`` on the command line win over it.
+
+One sweep at a time writes into a results folder: a second one exits 2 naming the pid of
+the first, or with ``--wait`` waits for it and then skips the points it stored.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ SPEC_FLAGS = {
     "memory_budget": "memory_budget",
 }
 RUN_FLAGS = ("executor", "out", "address", "num_cpus", "cpus_per_point", "gpus_per_point",
-             "threads", "resume", "retry_failed")
+             "threads", "resume", "retry_failed", "wait")
 
 
 def add_parser(subparsers) -> None:
@@ -91,6 +96,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="with resume: measure again stored points whose status depended on "
                             "this machine or moment (timeout, error, oom, backend unavailable, "
                             "skipped by free memory)")
+    where.add_argument("--wait", action="store_true", default=None,
+                       help="another sweep writing into --out: wait for it, then skip what it "
+                            "stored (default: exit 2 naming its pid)")
     where.add_argument("--interleave", action="append", metavar="NAME[=PATH[:VAR=VALUE,...]]",
                        help="measure the speed sweep in two or more variants at once, their samples "
                             "alternating (a kpbench checkout PATH, environment variables); rows go "
@@ -108,6 +116,8 @@ def run(args) -> int:
         return 0
     try:
         specs, run_options = build(args)
+        for line in config_notes(args, run_options):
+            print(line, flush=True)
         if args.dry_run:
             return _dry_run(specs)
         if args.interleave:
@@ -143,7 +153,7 @@ def run_interleaved_specs(specs, run_options, variant_texts: list[str]) -> int:
     run_id = uuid.uuid4().hex
     for spec in specs:
         result = run_interleaved(spec, variants, run_options.out, resume=run_options.resume,
-                                 progress=run_options.progress, run_id=run_id,
+                                 progress=run_options.progress, run_id=run_id, wait=run_options.wait,
                                  threads=run_options.threads or max(1, int(run_options.cpus_per_point)))
         print(result.summary(), flush=True)
     return 0
@@ -181,6 +191,29 @@ def build(args):
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def config_notes(args, run_options) -> list[str]:
+    """Lines saying what the [run] table of ``--config`` changes (values as repr: they are
+    the file's data), and where a command-line flag wins over it."""
+    if not args.config:
+        return []
+    name = resolve_config(args.config).name
+    notes = []
+    for key, value in load_config(args.config)[1].items():
+        flag = getattr(args, key, None) if key in RUN_FLAGS else None
+        if flag is not None and flag != value:
+            notes.append(f"preset {name}: [run] {key} = {value!r} overridden by "
+                         f"{_flag(key)} {flag!r}")
+        elif key == "address":
+            unused = " (unused by the inline executor)" if run_options.executor == "inline" else ""
+            notes.append(f"preset {name}: connecting to the Ray cluster at {value!r}{unused} "
+                         "([run] address; --address overrides)")
+        elif key == "out":
+            notes.append(f"preset {name}: writing results to {value!r} ([run] out; --out overrides)")
+        else:
+            notes.append(f"preset {name}: [run] {key} = {value!r}")
+    return notes
 
 
 def load_config(name: str) -> tuple[list[dict], dict]:
