@@ -572,10 +572,10 @@ def check_run_options(values: dict, where: str = "run options", labels: dict | N
     check_fields({k: v for k, v in values.items() if k in RUN_CHECKS}, RUN_CHECKS, where, labels)
 
 
-def check_writable(out) -> None:
-    """The results folder and its tables' folders exist and take a file (KPBenchError if not)."""
+def check_writable(out, tables=(SWEEPS, RUNS)) -> None:
+    """The results folder and its ``tables``' folders exist and take a file (KPBenchError if not)."""
     root = pathlib.Path(out)
-    for folder in (root, root / SWEEPS, root / RUNS):
+    for folder in (root, *(root / t for t in tables)):
         try:
             folder.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=folder):

@@ -202,8 +202,9 @@ def done_keys(store: ResultStore, retry_failed: bool = False) -> set[str]:
 def run_sweep(spec: SweepSpec, options: RunOptions = RunOptions(), run_id: str | None = None,
               points: list | None = None) -> SweepResult:
     """Measure every point of ``spec`` (or the given ``points``) not already stored."""
-    check_writable(options.out)
+    check_writable(options.out, tables=())   # the lock's own file, before anything else
     with store_lock(options.out, wait=options.wait):
+        check_writable(options.out)
         return _run_sweep(spec, options, run_id, points)
 
 
