@@ -1,18 +1,24 @@
-"""A multi-node Ray cluster on this one machine, on loopback addresses, that cleans up after itself.
+"""A multi-node Ray cluster on this one machine, on loopback only, that cleans up after itself.
 
-    with LocalCluster(head_cpus=1, head_gpus=2) as cluster:   # head raylet on 127.0.0.2
-        cluster.add_node(cpus=1, gpus=0)                      # a second raylet on 127.0.0.3
+    with LocalCluster(head_cpus=1, head_gpus=2) as cluster:   # the head raylet
+        cluster.add_node(cpus=1, gpus=0)                      # a second raylet
         ... run_sweep(spec, RunOptions(address=cluster.address)) ...
         cluster.kill_node(node_id)                            # SIGKILL one raylet (node death)
 
-Every raylet is a ``ray start --block`` in its own session (process group), so the cluster
-is stopped by signalling exactly those groups -- never ``ray stop``, which kills every
-Ray process of the machine, other users' included. The head has its own port and
-temp dir (nothing is written to /tmp/ray, so ``address="auto"`` elsewhere never finds it).
+Every raylet runs in its own session (process group): the head is a ``ray start --block``,
+each further node a ``python scripts/local_cluster.py --join ADDRESS`` (see below), so
+the cluster is stopped by signalling exactly those groups -- never ``ray stop``, which
+kills every Ray process of the machine, other users' included. The head has its own port
+and temp dir (nothing is written to /tmp/ray, so ``address="auto"`` elsewhere never finds it).
 
-Node addresses are 127.0.0.2, 127.0.0.3, ...: Ray rewrites ``--node-ip-address=127.0.0.1``
-(and ``localhost``) into the machine's routable address (``resolve_ip_for_localhost``),
-while any other loopback address is kept as given.
+Loopback only: every node's address is 127.0.0.1, in Ray's local-only mode
+(``kpbench.suite.executors.loopback_env``; why, there): Ray's servers then listen on
+127.0.0.1, where with any other node address (127.0.0.2 too) they listen on every
+interface. The nodes are told apart by their Ray node ids (and process groups), not
+their addresses. ``ray start --address`` refuses to join a node in that mode, so a
+further node is started the way ``ray.cluster_utils.Cluster.add_node`` (Ray's own
+multi-node-on-one-machine harness) starts one: a ``ray._private.node.Node`` given the
+GCS address and node address as they are.
 
 GPUs: ``--num-gpus`` declares GPUs a node does not have; Ray then schedules ``num_gpus``
 tasks and sets their GPU ids / CUDA_VISIBLE_DEVICES exactly as on a GPU node.
@@ -32,6 +38,12 @@ import sys
 import tempfile
 import time
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))   # a checkout's kpbench, when run as a script
+
+from kpbench.suite.executors import LOCAL_NODE_IP, loopback_env  # noqa: E402
+
 START_TIMEOUT_S = 120.0
 STOP_GRACE_S = 5.0     # after SIGTERM, before the whole process group is SIGKILLed
 # Token authentication off for these throwaway loopback clusters (Ray 2.60 turns it on
@@ -50,16 +62,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 class LocalCluster:
     """A Ray head raylet and optional extra raylets, each a ``ray start --block`` process group."""
 
-    def __init__(self, head_cpus: int = 1, head_gpus: int = 0, base_ip: str = "127.0.0.",
-                 first_host: int = 2):
+    def __init__(self, head_cpus: int = 1, head_gpus: int = 0):
         self.head_cpus, self.head_gpus = head_cpus, head_gpus
-        self.base_ip, self.next_host = base_ip, first_host
-        self.port = free_port()
+        self.port = free_port(LOCAL_NODE_IP)
         self.temp_dir = pathlib.Path(tempfile.mkdtemp(prefix="kpbrc", dir="/tmp"))
-        self.head_ip = self._next_ip()
-        self.address = f"{self.head_ip}:{self.port}"
+        self.address = f"{LOCAL_NODE_IP}:{self.port}"
         self.groups: list[subprocess.Popen] = []
-        self.nodes: dict[str, dict] = {}   # node id -> {"ip", "cpus", "gpus", "process"}
+        self.nodes: dict[str, dict] = {}   # node id -> {"cpus", "gpus", "process"}
 
     # -- start ---------------------------------------------------------------------
     def __enter__(self) -> "LocalCluster":
@@ -74,59 +83,50 @@ class LocalCluster:
         self.stop()
 
     def start(self) -> None:
-        self._ray_start(["--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}",
-                         "--include-dashboard=false"], self.head_ip, self.head_cpus, self.head_gpus)
+        self._start_node([_ray_cli(), "start", "--block", "--head", f"--port={self.port}",
+                          f"--temp-dir={self.temp_dir}", "--include-dashboard=false",
+                          f"--node-ip-address={LOCAL_NODE_IP}", f"--num-cpus={self.head_cpus}",
+                          f"--num-gpus={self.head_gpus}", "--disable-usage-stats"],
+                         self.head_cpus, self.head_gpus)
 
     def add_node(self, cpus: int = 1, gpus: int = 0) -> str:
         """Start one more raylet joined to the head; returns its Ray node id."""
-        return self._ray_start([f"--address={self.address}"], self._next_ip(), cpus, gpus)
+        return self._start_node([sys.executable, str(pathlib.Path(__file__).resolve()), "--join",
+                                 self.address, "--cpus", str(cpus), "--gpus", str(gpus)], cpus, gpus)
 
-    def _next_ip(self) -> str:
-        ip = f"{self.base_ip}{self.next_host}"
-        self.next_host += 1
-        return ip
-
-    def _ray_start(self, args: list[str], ip: str, cpus: int, gpus: int) -> str:
-        known = set(self._alive_node_ids()) if self.nodes else set()
-        log = open(self.temp_dir / f"ray_start_{ip}.log", "w")
-        cmd = [_ray_cli(), "start", "--block", *args, f"--node-ip-address={ip}",
-               f"--num-cpus={cpus}", f"--num-gpus={gpus}", "--disable-usage-stats"]
+    def _start_node(self, cmd: list[str], cpus: int, gpus: int) -> str:
+        name = f"node{len(self.groups)}"
+        log = open(self.temp_dir / f"{name}.log", "w")
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env={**os.environ, **RAY_ENV})
+                                   env={**os.environ, **RAY_ENV, **loopback_env()})
         self.groups.append(process)
-        node_id = self._wait_for_new_node(known, ip, process)
-        self.nodes[node_id] = {"ip": ip, "cpus": cpus, "gpus": gpus, "process": process}
+        node_id = self._wait_for_raylet(name, process)
+        self.nodes[node_id] = {"cpus": cpus, "gpus": gpus, "process": process}
         return node_id
 
-    def _wait_for_new_node(self, known: set, ip: str, process: subprocess.Popen) -> str:
+    def _wait_for_raylet(self, name: str, process: subprocess.Popen) -> str:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"ray start for {ip} exited with {process.returncode}: "
-                                   f"{self.log(ip)[-2000:]}")
-            new = [n for n in self._raylet_node_ids(ip) if n not in known]
-            if new:
-                return new[0]
+                raise RuntimeError(f"{name} exited with {process.returncode}: "
+                                   f"{self.log(name)[-2000:]}")
+            started = self._raylet_node_ids(process)
+            if started:
+                return started[0]
             time.sleep(0.5)
-        raise RuntimeError(f"the raylet on {ip} did not start within {START_TIMEOUT_S:g} s")
+        raise RuntimeError(f"the raylet of {name} did not start within {START_TIMEOUT_S:g} s")
 
-    def log(self, ip: str) -> str:
-        path = self.temp_dir / f"ray_start_{ip}.log"
+    def log(self, name: str) -> str:
+        path = self.temp_dir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     # -- inspect -------------------------------------------------------------------
-    def _raylet_node_ids(self, ip: str | None = None) -> list[str]:
-        """Node ids of this cluster's live raylet processes (from their command lines)."""
-        ids = []
-        for pid, args in _processes():
-            if "/raylet" in args[0] and any(str(self.temp_dir) in a for a in args):
-                node_ip = _flag(args, "--node_ip_address")
-                if ip is None or node_ip == ip:
-                    ids.append(_flag(args, "--node_id"))
+    def _raylet_node_ids(self, group: subprocess.Popen | None = None) -> list[str]:
+        """Node ids of the live raylets of one node's process group (None: of every node)."""
+        groups = {p.pid for p in ([group] if group else self.groups)}
+        ids = [_flag(args, "--node_id") for pid, args in _processes()
+               if "/raylet" in args[0] and _group(pid) in groups]
         return [i for i in ids if i]
-
-    def _alive_node_ids(self) -> list[str]:
-        return self._raylet_node_ids()
 
     def alive_nodes(self) -> list[str]:
         """Ids of the started nodes whose raylet still runs, the head first."""
@@ -194,12 +194,21 @@ def _processes():
             yield int(entry.name), args
 
 
-def _parent(pid: int) -> int | None:
+def _stat_field(pid: int, index: int) -> int | None:
+    """A numeric field of /proc/PID/stat, counted after the command name (0: the state)."""
     try:
         stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[1])
+    return int(stat.rsplit(")", 1)[1].split()[index])
+
+
+def _parent(pid: int) -> int | None:
+    return _stat_field(pid, 1)
+
+
+def _group(pid: int) -> int | None:
+    return _stat_field(pid, 2)
 
 
 def _flag(args: list[str], name: str) -> str | None:
@@ -237,6 +246,24 @@ def _kill(pid: int) -> None:
         pass
 
 
+def join_node(address: str, cpus: int, gpus: int) -> None:
+    """Run one more raylet of the loopback cluster at ``address`` until SIGTERM (what
+    ``ray.cluster_utils.Cluster.add_node`` does; ``ray start --address`` refuses in Ray's
+    local-only mode). Its Ray processes are this process's children, in its group."""
+    import ray._private.node
+    import ray._private.parameter
+
+    params = ray._private.parameter.RayParams(
+        node_ip_address=LOCAL_NODE_IP, gcs_address=address, num_cpus=cpus, num_gpus=gpus,
+        include_log_monitor=False,          # one per machine: the head's
+        node_manager_port=0, min_worker_port=0, max_worker_port=0,
+        dashboard_agent_listen_port=None)   # any free port: the head's agent has 52365
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))   # exit handlers stop the node
+    ray._private.node.Node(params, head=False, shutdown_at_exit=True, spawn_reaper=True)
+    while True:
+        signal.pause()
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -246,13 +273,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head-gpus", type=int, default=0)
     parser.add_argument("--node", action="append", default=[], metavar="CPUS:GPUS",
                         help="one more raylet (repeatable)")
+    parser.add_argument("--join", metavar="ADDRESS", help="(internal) run one more raylet of the "
+                        "cluster at ADDRESS, with --cpus/--gpus")
+    parser.add_argument("--cpus", type=int, default=1)
+    parser.add_argument("--gpus", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.join:
+        join_node(args.join, args.cpus, args.gpus)
     with LocalCluster(args.head_cpus, args.head_gpus) as cluster:
         for spec in args.node:
             cpus, _, gpus = spec.partition(":")
             cluster.add_node(int(cpus), int(gpus or 0))
         print(f"RAY_ADDRESS={cluster.address}  nodes: "
-              f"{[(n['ip'], n['cpus'], n['gpus']) for n in cluster.nodes.values()]}", flush=True)
+              f"{[(i[:8], n['cpus'], n['gpus']) for i, n in cluster.nodes.items()]}", flush=True)
         try:
             signal.pause()
         except KeyboardInterrupt:

@@ -6,8 +6,8 @@
     python scripts/multinode_sweep.py kill-driver [--points 16]
     python scripts/multinode_sweep.py all
 
-Each scenario starts its own :class:`local_cluster.LocalCluster` (head raylet on 127.0.0.2,
-a second raylet on 127.0.0.3, one CPU each), runs the sweep through the ``ray submit``
+Each scenario starts its own :class:`local_cluster.LocalCluster` (a head raylet and a
+second raylet, one CPU each, both on 127.0.0.1, loopback only), runs the sweep through the ``ray submit``
 driver ``scripts/ray_sweep.py`` in a subprocess (``--address`` of that cluster), reads
 the rows and prints what they show; the cluster is stopped at the end.
 
@@ -128,8 +128,9 @@ def scenario_ratio(cluster: LocalCluster, workdir: pathlib.Path, points: int = 4
             "points_per_hour": round(points_per_hour(df)),
             "steady_points_per_hour": round(steady_points_per_hour(df)),
             "ok": int((df["status"] == "ok").sum()),
-            "points_per_node": {ip: int(n) for ip, n in df["node_ip"].value_counts().items()},
+            "points_per_node": {node: int(n) for node, n in df["node"].value_counts().items()},
         }
+    result["nodes"] = cluster.alive_nodes()   # the head first
     for name in ("points_per_hour", "steady_points_per_hour"):
         result[f"ratio_{name}"] = round(result["2node"][name] / result["1node"][name], 2)
     return result

@@ -19,7 +19,7 @@ TEST_OPS_PLUGIN = str(PLUGINS / "test_ops.py")   # the crashing/sleeping sweep o
 SLOWDOWN_PLUGIN = str(PLUGINS / "slowdown.py")   # KPBENCH_SLOWDOWN="torch=1.3"
 # modules whose tests start Ray clusters (of their own, or through subprocesses)
 RAY_MODULES = {"test_cluster_multinode", "test_cluster_smoke", "test_sweep_executors",
-               "test_asv_history"}
+               "test_asv_history", "test_loopback_cluster"}
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
@@ -38,18 +38,15 @@ def test_ops():
 @pytest.fixture(scope="session")
 def ray_cluster():
     ray = pytest.importorskip("ray")
-    import os
 
-    from kpbench.suite.executors import (DEFAULT_THREADS, LOCAL_NODE_IP, thread_env_vars,
+    from kpbench.suite.executors import (DEFAULT_THREADS, start_local_ray, thread_env_vars,
                                          worker_runtime_env)
 
     if not ray.is_initialized():
-        # address="local": a fresh cluster of our own, never another process's `ray start`;
-        # its workers inherit one OpenMP/BLAS thread (as kpbench's own local clusters do)
+        # kpbench's own local cluster (loopback only); its workers inherit one OpenMP/BLAS
+        # thread, as those of the clusters kpbench starts do
         os.environ.update(thread_env_vars(DEFAULT_THREADS))
-        ray.init(address="local", num_cpus=2, include_dashboard=False,
-                 runtime_env=worker_runtime_env(), log_to_driver=False,
-                 _node_ip_address=LOCAL_NODE_IP)   # loopback only
+        start_local_ray(ray, num_cpus=2, runtime_env=worker_runtime_env())
     yield ray
     ray.shutdown()
 

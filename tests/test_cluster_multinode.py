@@ -1,6 +1,6 @@
-"""Sweeps on a real multi-node Ray cluster on this machine (scripts/local_cluster.py): one
-head raylet (127.0.0.2, 1 CPU, 2 GPUs declared) and a second raylet (127.0.0.3, 1 CPU, no
-GPU), driven by scripts/ray_sweep.py as ``ray submit`` would. In file order, on one cluster:
+"""Sweeps on a real multi-node Ray cluster on this machine (scripts/local_cluster.py, loopback
+only): one head raylet (1 CPU, 2 GPUs declared) and a second raylet (1 CPU, no GPU), the rows
+telling them apart by Ray node id, driven by scripts/ray_sweep.py as ``ray submit`` would. In file order, on one cluster:
 points spread over both nodes (1 vs 2 nodes), Ray's GPU scheduling seen in the rows, the
 driver killed, the second node killed."""
 from __future__ import annotations
@@ -20,7 +20,6 @@ from local_cluster import LocalCluster  # noqa: E402
 from kpbench.suite.spec import expand, spec_from_dict  # noqa: E402
 
 pytestmark = pytest.mark.slow
-HEAD_IP, SECOND_IP = "127.0.0.2", "127.0.0.3"
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +40,10 @@ def sweep_keys(args: list[str]) -> set[str]:
 def test_a_sweep_spreads_over_two_nodes_and_runs_faster(cluster, tmp_path):
     result = mn.scenario_ratio(cluster, tmp_path, points=40)
     one, two = result["1node"], result["2node"]
+    head, second = result["nodes"]
     assert one["ok"] == two["ok"] == 40
-    assert one["points_per_node"] == {HEAD_IP: 40}
-    assert set(two["points_per_node"]) == {HEAD_IP, SECOND_IP}
+    assert one["points_per_node"] == {head: 40}
+    assert set(two["points_per_node"]) == {head, second}
     assert min(two["points_per_node"].values()) >= 10, result
     # one CPU per node, 0.5 s sleeps: twice the slots, close to twice the throughput once
     # both nodes run (each new driver pays one worker start-up per node: seconds)
@@ -59,7 +59,7 @@ def test_cuda_points_get_one_gpu_each_on_the_gpu_node_only(cluster, tmp_path):
     assert set(cuda["gpu_ids"]) == {"0", "1"}
     # and ran on the head, the node with GPUs (the row names node and GPU), never on the
     # GPU-less node though its CPU was free
-    assert set(cuda["node"]) == {result["head"]} and set(cuda["node_ip"]) == {HEAD_IP}
+    assert set(cuda["node"]) == {result["head"]}
     assert result["gpu_less"] not in set(cuda["node"])
     # two at the same time on the 2-GPU node, never two on one GPU at once
     assert mn.overlapping_pairs(cuda) >= 2
@@ -83,7 +83,7 @@ def test_a_node_dying_mid_sweep_is_recorded_and_a_rerun_completes(cluster, tmp_p
     assert result["driver_rc"] == 0, result["first_output"]   # the sweep finished
     died = first[first["status"] == "error"]
     assert len(died) >= 1 and died["error"].str.startswith("node died: NodeDiedError").all()
-    assert set(died["node_ip"]) == {SECOND_IP} and set(died["node"]) == {result["second_node"]}
+    assert set(died["node"]) == {result["second_node"]}
     assert len(first) == 16 and first["key"].is_unique            # every point has a row
     assert (first.loc[first["status"] != "error", "status"] == "ok").all()
     # the rerun (--retry-failed) measures the points that died again, and only those
@@ -91,4 +91,5 @@ def test_a_node_dying_mid_sweep_is_recorded_and_a_rerun_completes(cluster, tmp_p
     measured = after[after["status"] == "ok"]
     assert len(after) == 16 + len(died) and measured["key"].is_unique
     assert set(measured["key"]) == sweep_keys(mn.sweep_args(16, "sleep", 0.5))
-    assert set(measured.loc[measured["key"].isin(died["key"]), "node_ip"]) == {HEAD_IP}
+    head = next(n for n in cluster.alive_nodes() if n != result["second_node"])
+    assert set(measured.loc[measured["key"].isin(died["key"]), "node"]) == {head}
