@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import pathlib
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -107,3 +108,25 @@ def test_run_metadata_fills_every_meta_field(tmp_path):
     store.append(SWEEPS, [{**meta, "key": "k", "status": "ok"}])
     stored = store.read(SWEEPS).iloc[0]
     assert stored["run_id"] == meta["run_id"] and stored["started_at"] == meta["started_at"]
+
+
+def test_an_installed_kpbench_inside_another_checkout_records_no_commit(tmp_path):
+    """A venv inside some git checkout: its commit is not kpbench's and must not be recorded."""
+    import shutil
+    import subprocess
+    import sys
+
+    from kpbench.results import meta
+
+    assert meta.git_commit() is None or len(meta.git_commit()) == 40
+    other = tmp_path / "other-project"
+    site = other / "venv" / "lib" / "site-packages"
+    shutil.copytree(pathlib.Path(meta.__file__).parents[1], site / "kpbench",
+                    ignore=shutil.ignore_patterns("__pycache__", "images"))
+    for args in (["init", "-q"], ["-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q",
+                                  "--allow-empty", "-m", "other"]):
+        subprocess.run(["git", "-C", str(other), *args], check=True)
+    out = subprocess.run([sys.executable, "-c", "from kpbench.results.meta import git_commit; "
+                          "print(git_commit())"], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}, check=True)
+    assert out.stdout.strip() == "None"

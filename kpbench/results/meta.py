@@ -67,16 +67,20 @@ def host_metadata() -> dict:
 
 @functools.lru_cache(maxsize=None)
 def git_commit() -> str | None:
-    """The commit of the kpbench checkout (None when installed without git)."""
+    """The commit of the kpbench checkout; None when kpbench is installed (a wheel in a venv
+    that sits inside some other git checkout must not record that checkout's commit)."""
     package_dir = pathlib.Path(__file__).resolve().parents[1]
     try:
         out = subprocess.run(
-            ["git", "-C", str(package_dir), "rev-parse", "HEAD"],
+            ["git", "-C", str(package_dir), "rev-parse", "--show-toplevel", "HEAD"],
             capture_output=True, text=True, timeout=10, check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    lines = out.stdout.split()
+    if len(lines) != 2 or pathlib.Path(lines[0]).resolve() != package_dir.parent:
+        return None
+    return lines[1]
 
 
 @functools.lru_cache(maxsize=None)
