@@ -209,6 +209,11 @@ def test_model_fitting_approaches_the_ground_truth(gmm_target, label):
 
 
 def test_multiplicative_sinkhorn_turns_nan_in_float32_and_the_run_goes_on(tmp_path):
+    figure = tmp_path / "figures" / "model_fitting" / "model_fitting.png"
+    figure.parent.mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    figure.symlink_to(victim)   # a link planted in the results folder is replaced, not written through
     summaries = fitting.run(out=tmp_path, losses=["sinkhorn_multiplicative", "sinkhorn_log"],
                             iterations=3, figures=True)
     mult, log = summaries
@@ -220,7 +225,7 @@ def test_multiplicative_sinkhorn_turns_nan_in_float32_and_the_run_goes_on(tmp_pa
     assert "non-finite" in nan_rows["error"].iloc[0]
     assert list(rows[rows["fidelity"] == "sinkhorn_log"]["nan"]) == [False] * 3
     assert (rows["dtype"] == "float32").all()
-    assert (tmp_path / "figures" / "model_fitting" / "model_fitting.png").exists()
+    assert figure.is_file() and not figure.is_symlink() and victim.read_text() == "keep me"
 
 
 def test_nan_inputs_raising_kpbench_error_are_recorded_not_raised(gmm_target):

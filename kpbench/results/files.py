@@ -8,6 +8,7 @@ by replacing whatever is at its name, never through it (:func:`replace_file`).
 """
 from __future__ import annotations
 
+import io
 import os
 import pathlib
 import tempfile
@@ -64,4 +65,13 @@ def replace_file(path: pathlib.Path, data: bytes) -> pathlib.Path:
     return path
 
 
-__all__ = ["figures", "replace_file"]
+def save_figure(fig, path, dpi: int = 100) -> pathlib.Path:
+    """A matplotlib figure as a PNG at ``path``, written by :func:`replace_file`."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=dpi)
+    return replace_file(path, png.getvalue())
+
+
+__all__ = ["figures", "replace_file", "save_figure"]

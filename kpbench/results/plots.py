@@ -6,7 +6,6 @@ there is nothing to draw (an error-vs-blur plot needs two blurs or more).
 """
 from __future__ import annotations
 
-import io
 import math
 import pathlib
 
@@ -15,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from kpbench.results.escape import figure_text
-from kpbench.results.files import replace_file
+from kpbench.results.files import save_figure
 from kpbench.results.format import CONFIG_COLUMNS, backend_sort_key, config_label
 from kpbench.results.selection import config_dict
 
@@ -66,13 +65,6 @@ def _varying(frame: pd.DataFrame) -> list[str]:
     return [name for name in CONFIG_COLUMNS if len({c[name] for c in configs}) > 1]
 
 
-def _save(fig: Figure, path: pathlib.Path) -> pathlib.Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=100)
-    return replace_file(path, png.getvalue())
-
-
 def plot_vs_n(frame: pd.DataFrame, column: str, ylabel: str, path: pathlib.Path):
     """``column`` (median over seeds) vs N, log-log; lines per backend and configuration."""
     data = frame[pd.to_numeric(frame[column], errors="coerce") > 0]
@@ -92,7 +84,7 @@ def plot_vs_n(frame: pd.DataFrame, column: str, ylabel: str, path: pathlib.Path)
         ax.set(xscale="log", yscale="log", xlabel="N", ylabel=ylabel, title=figure_text(op))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _errors(frame: pd.DataFrame) -> pd.DataFrame:
@@ -120,7 +112,7 @@ def plot_error_vs_blur(frame: pd.DataFrame, path: pathlib.Path):
         ax.set(xscale="log", yscale="log", xlabel="blur", ylabel="max rel. error", title=figure_text(op))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_error_vs_dtype(frame: pd.DataFrame, path: pathlib.Path):
@@ -142,4 +134,4 @@ def plot_error_vs_dtype(frame: pd.DataFrame, path: pathlib.Path):
                       [figure_text(b) for b in backends])
         ax.set(yscale="log", ylabel="max rel. error", title=figure_text(op))
         ax.legend(fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -10,6 +10,7 @@ import torch
 
 from kpbench.backends import get_backend
 from kpbench.errors import KPBenchError
+from kpbench.results.files import save_figure
 from kpbench.results.meta import record_environment, run_metadata
 
 AUTOGRAD_ERROR = "reproductions need an autograd backend (torch, keops, cuda)"
@@ -133,7 +134,7 @@ def save_snapshot_figure(fig, axes, n_snapshots: int, title: str, path) -> None:
         ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     pyplot().close(fig)
 
 

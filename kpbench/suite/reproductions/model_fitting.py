@@ -29,6 +29,7 @@ import torch
 
 from kpbench import datasets
 from kpbench.errors import KPBenchError
+from kpbench.results.files import save_figure
 from kpbench.results.store import ResultStore
 from kpbench.suite.reproductions.common import (
     Setup, Stopwatch, finite, make_setup, nan_to_none, print_table, pyplot, run_meta,
@@ -297,5 +298,5 @@ def draw(traces: list[FitTrace], y_np: np.ndarray, path, seed: int) -> None:
         bottom.set_ylabel("cost")
         bottom.set_title(f"cost ({trace.fidelity.spec.name})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     plt.close(fig)
