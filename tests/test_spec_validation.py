@@ -73,7 +73,7 @@ def test_a_sweep_of_more_points_than_allowed_is_refused_before_expanding():
     ("run = 3\n[[sweep]]\nN = [10]\n", r"'run' must be a \[run\] table"),
     ('[run]\nresume = "false"\n[[sweep]]\nN = [10]\n', r"resume = 'false' in \[run\] of .*must be a boolean"),
     ("[run]\nprogress = 1\n[[sweep]]\nN = [10]\n", "progress = 1 .*must be a boolean"),
-    ('[run]\ncpus_per_point = "2"\n[[sweep]]\nN = [10]\n', "cpus_per_point = '2' .*must be a whole number"),
+    ('[run]\ncpus_per_point = "2"\n[[sweep]]\nN = [10]\n', r"cpus_per_point = '2' .*must be a fraction in \(0, 1\] or a whole number"),
     ("[run]\ncolour = 1\n[[sweep]]\nN = [10]\n", r"unknown key\(s\) in \[run\] .*colour; known: .*cpus_per_point"),
     ("[[sweep]]\nN = [true]\n", "N = \\[True\\] in sweep 1 .*must be a number or a string, or a list"),
     ("[[sweep]]\nN = [[100]]\n", "must be a number or a string, or a list of them, got list"),
@@ -100,8 +100,8 @@ def test_toml_values_of_the_wrong_type_are_refused(tmp_path, capsys, toml, messa
     (["--memory-budget", "1e400"], r"--memory-budget '1e400': a memory size must be from 1 to"),
     (["--timeout", "inf"], r"--timeout inf: timeout_s must be seconds"),
     (["--threads", "-3"], r"--threads -3: threads must be whole numbers from 1 to 4096"),
-    (["--cpus-per-point", "0"], r"--cpus-per-point 0.0: cpus_per_point must be a whole number from 1"),
-    (["--cpus-per-point", "1.5"], r"--cpus-per-point 1.5: cpus_per_point must be a whole number"),
+    (["--cpus-per-point", "0"], r"--cpus-per-point 0.0: cpus_per_point must be a fraction in \(0, 1\] or a whole number"),
+    (["--cpus-per-point", "1.5"], r"--cpus-per-point 1.5: cpus_per_point must be a fraction in \(0, 1\] or a whole number"),
     (["--num-cpus", "0"], r"--num-cpus 0: num_cpus must be whole numbers from 1"),
 ])
 def test_bad_flags_exit_2_with_the_flag_the_value_and_what_is_allowed(tmp_path, capsys, argv, message):

@@ -529,19 +529,15 @@ def _whole_or_none(name: str, low: int, high: int) -> Callable[[Any], None]:
     return lambda v: v is None or _whole_numbers(name, [v], low, high)
 
 
-def _cpus_per_point(v) -> None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v) \
-            or not float(v).is_integer() or not 1 <= v <= MAX_CPUS:
-        raise KPBenchError(f"cpus_per_point must be a whole number from 1 to {MAX_CPUS} "
-                           f"(and at most the CPUs of a node of the cluster), got {v!r}")
-
-
-def _gpus_per_point(v) -> None:
-    # Ray takes fractions of a GPU below 1, whole numbers above
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v) \
-            or not 0 < v <= MAX_CPUS or (v > 1 and not float(v).is_integer()):
-        raise KPBenchError(f"gpus_per_point must be a fraction in (0, 1] or a whole number up to "
-                           f"{MAX_CPUS}, got {v!r}")
+def _ray_share(name: str, where: str = "") -> Callable[[Any], None]:
+    """Ray's rule for a task's share of a resource: a fraction in (0, 1] or a whole number
+    (a GPU point needs little CPU: the multinode GPU scenario runs them at 0.5 CPU)."""
+    def check(v) -> None:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v) \
+                or not 0 < v <= MAX_CPUS or (v > 1 and not float(v).is_integer()):
+            raise KPBenchError(f"{name} must be a fraction in (0, 1] or a whole number up to "
+                               f"{MAX_CPUS}{where}, got {v!r}")
+    return check
 
 
 def _typed(types: tuple, then: Callable[[Any], Any] = lambda v: None) -> Callable[[Any], None]:
@@ -559,8 +555,8 @@ RUN_CHECKS: dict[str, Callable[[Any], None]] = {
     "address": _typed((str, type(None))),
     "num_cpus": _whole_or_none("num_cpus", 1, MAX_CPUS),
     "threads": _whole_or_none("threads", 1, MAX_CPUS),
-    "cpus_per_point": _cpus_per_point,
-    "gpus_per_point": _gpus_per_point,
+    "cpus_per_point": _ray_share("cpus_per_point", " (and at most the CPUs of a node of the cluster)"),
+    "gpus_per_point": _ray_share("gpus_per_point"),
     "hard_grace_s": lambda v: _seconds("hard_grace_s", v),
     "flush_every": lambda v: _whole_numbers("flush_every", [v], 1, MAX_POINTS),
     "flush_s": lambda v: _seconds("flush_s", v),

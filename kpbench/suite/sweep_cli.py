@@ -84,8 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, a running "
                                          "cluster, else a new local one)")
     where.add_argument("--num-cpus", type=int, help="CPUs of a local Ray cluster started here")
-    where.add_argument("--cpus-per-point", type=float, help="Ray num_cpus per point: a whole number from 1 "
-                                                            "to the CPUs of a node (default 1)")
+    where.add_argument("--cpus-per-point", type=float, help="Ray num_cpus per point: a fraction in (0, 1] or a "
+                                                            "whole number up to the CPUs of a node (default 1)")
     where.add_argument("--gpus-per-point", type=float, help="Ray num_gpus per CUDA point (default 1)")
     where.add_argument("--threads", type=int,
                        help="torch/OpenMP/BLAS threads per point, >= 1 (default: cpus per point)")
