@@ -39,12 +39,12 @@ CUDA_BUDGET_FRACTION = 0.9  # of the device's free memory
 
 
 def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    x, y = _centred(x, y)
+    x, y = centred(x, y)
     d2 = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2 * (x @ y.T)
     return d2.clamp_min(0)
 
 
-def _centred(x: torch.Tensor, y: torch.Tensor):
+def centred(x: torch.Tensor, y: torch.Tensor):
     """x and y shifted by the midpoint of their means: the expansion's rounding then scales
     with the clouds' extent, not with their distance to the origin. The point is detached
     (any point gives the same distances), so d(x - c)/dx = I and gradients stay exact."""

@@ -57,18 +57,22 @@ class CudaBackend(Backend):
         return True, ""
 
     def _kernel_product(self, x, y, b, *, kernel, blur):
+        from ..torch_dense import centred
         from . import launcher
         from .autograd import KernelProduct
 
         x, y, b = self._prepare(x, y, b)
+        x, y = centred(x, y)
         out = KernelProduct.apply(x, y, b.reshape(b.shape[0], -1), kernel, blur, launcher)
         return out.reshape((x.shape[0],) + tuple(b.shape[1:]))
 
     def _softmin(self, x, y, h, *, eps, p):
+        from ..torch_dense import centred
         from . import launcher
         from .autograd import Softmin
 
         x, y, h = self._prepare(x, y, h)
+        x, y = centred(x, y)
         return Softmin.apply(x, y, h, eps, p, launcher)
 
     def _prepare(self, x, *others):
