@@ -154,6 +154,30 @@ def test_sinkhorn_rows_are_judged_against_the_converged_truth():
     assert grad["status"] == "ok" and grad["rel_err"] > 1e-4   # vs the converged plan's gradient
 
 
+def test_accuracy_rows_say_whether_their_truth_converged():
+    """rel_err is only as good as the truth it is taken against: the row carries the float64
+    reference's own stopping state (Sinkhorn at p=2, blur .01, N=60: the truth stops at a
+    marginal error of 2.4e-7, over its 1e-12 tolerance), and the report names such rows."""
+    import pandas as pd
+
+    from kpbench.results.tables import unconverged_truths
+
+    rows = {}
+    for blur in (0.01, 0.1):
+        pt = point(op="sinkhorn", dtype="float64", N=60, M=60, blur=blur, scaling=0.5)
+        rows[blur] = run_point(pt, "accuracy", QUICK)
+        truth = workloads.reference(pt, workloads.make_data(pt))   # kept from the row's solve
+        assert rows[blur]["truth_converged"] is truth.converged
+        assert rows[blur]["truth_marginal_err"] == truth.marginal_err
+    assert rows[0.01]["truth_converged"] is False and rows[0.01]["truth_marginal_err"] > 1e-9
+    assert rows[0.1]["truth_converged"] is True and rows[0.1]["truth_marginal_err"] <= 1e-12
+    kp = run_point(point(), "accuracy", QUICK)
+    assert kp["truth_converged"] is None and kp["truth_marginal_err"] is None   # no solve
+    lines = unconverged_truths(pd.DataFrame([{**r, "op": "sinkhorn", "N": 60}
+                                             for r in rows.values()]))
+    assert len(lines) == 1 and lines[0].startswith("sinkhorn: 1 accuracy row(s)")
+
+
 def test_a_tolerance_point_says_whether_its_tolerance_or_the_iteration_cap_stopped_it():
     common = dict(op="sinkhorn", dtype="float64", N=200, M=200, blur=0.05, scaling=0.5)
     schedule = run_point(point(**common), "accuracy", QUICK)

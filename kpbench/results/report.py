@@ -118,6 +118,11 @@ def _add_sweep_sections(doc: Document, frame: pd.DataFrame, out_dir: pathlib.Pat
     doc.add(Heading("Results per op"),
             Para(f"Speed-ups are {baseline}'s median time over each backend's, in the same op, "
                  "configuration, dtype and device; rows a table has no value for are left out."))
+    unconverged = tables.unconverged_truths(frame)
+    if unconverged:
+        doc.add(Para([Bold("Truth not converged"), ": these accuracy rows compare with a float64 "
+                      "reference that stopped before its tolerance; their errors are good only "
+                      "down to the truth's own (column truth_marginal_err):"]), Lines(unconverged))
     for op in sorted(frame["op"].dropna().unique()):
         doc.add(Heading(op, 3))
         for title, header, rows in tables.op_tables(frame, op, baseline):

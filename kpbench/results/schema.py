@@ -69,6 +69,8 @@ RESULT_FIELDS = [
     pa.field("marginal_err", pa.float64()),       # Sinkhorn: |pi 1 - a|_1 + |pi^T 1 - b|_1
     pa.field("converged", pa.bool_()),            # Sinkhorn tol runs: stopped by tol (not max_iter)
     pa.field("grad_fd_rel_err", pa.float64()),    # gradient vs central finite differences
+    pa.field("truth_converged", pa.bool_()),      # accuracy: did the float64 truth rel_err is
+    pa.field("truth_marginal_err", pa.float64()), #   taken against converge, and how far
     pa.field("input_hash", pa.string()),          # short hash of the generated inputs (after cast)
     pa.field("deterministic", pa.bool_()),        # bit-reproducible across runs on this machine
     pa.field("backend_settings", pa.string()),    # JSON: backend/peer-specific settings used

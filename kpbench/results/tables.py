@@ -142,6 +142,20 @@ def status_counts(frame: pd.DataFrame) -> list[list[str]]:
     return sorted(rows, key=lambda r: (r[0], backend_sort_key(r[1])))
 
 
+def unconverged_truths(frame: pd.DataFrame) -> list[str]:
+    """One line per op whose accuracy rows were judged against a float64 truth that did not
+    converge (their rel_err carries the truth's own error: at most its marginal error)."""
+    if "truth_converged" not in frame:
+        return []
+    bad = frame[frame["truth_converged"].eq(False)]
+    lines = []
+    for op, group in bad.groupby("op", sort=True):
+        worst = pd.to_numeric(group["truth_marginal_err"], errors="coerce").max()
+        lines.append(f"{op}: {len(group)} accuracy row(s), N up to {fmt_n(group['N'].max())}; "
+                     f"the truth's marginal error up to {fmt_err(worst)}")
+    return lines
+
+
 # (Cell attribute, metric name, formatter); the speed-up's name gets the baseline.
 METRIC_ROWS = (("time", "median time", fmt_seconds), ("iqr", "IQR", fmt_seconds),
                ("first", "first call", fmt_seconds), ("speedup", "speed-up vs {baseline}", fmt_ratio),

@@ -415,9 +415,12 @@ def measure_accuracy(point, data, settings: MeasureSettings) -> dict:
     if workloads.OPS[point.op].family == "custom":
         return result
     if is_the_reference(point):
+        truth = summary
         result["rel_err"] = 0.0
     else:
-        result["rel_err"] = workloads.relative_error(summary, workloads.reference(point, data))
+        truth = workloads.reference(point, data)
+        result["rel_err"] = workloads.relative_error(summary, truth)
+    result["truth_converged"], result["truth_marginal_err"] = truth.converged, truth.marginal_err
     result["grad_fd_rel_err"] = workloads.grad_fd_error(point, data)
     if exact_applies(point):
         exact = exact_ot_w2(data.x, data.y)
