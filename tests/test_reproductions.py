@@ -96,7 +96,7 @@ def test_1d_wide_gaussian_registers_the_mean_not_the_shape(setup64):
     assert np.mean(x < 0.55) > 0.05          # mass left outside the target [0.6, 1]
 
 
-OUTLIER_BULK_MOVE = {"geomloss": 0.590, "converged": 0.656}   # mean move of the bulk at t = 5
+OUTLIER_BULK_MOVE = {"geomloss": 0.590, "converged": 0.657}   # mean move of the bulk at t = 5
 
 
 def outlier_flow(label, setup):
@@ -126,9 +126,10 @@ def test_1d_unbalanced_flow_leaves_a_far_outlier_behind(setup64):
 
 @pytest.mark.slow
 def test_1d_unbalanced_outlier_flow_converged(setup64):
-    """The same flow with every step solved to tol = 1e-6 (about 2 min here): the bulk
-    moves 0.656 (tol 1e-8: see OUTLIER_BULK_MOVE), to 0.5 %; eps-scaling alone stops
-    short of it (0.590 above), the outlier stays put all the same."""
+    """The same flow with every step solved to tol = 1e-6 (about 1 min here): the bulk
+    moves as the converged flow's, 0.657 (0.6570 at tol = 1e-8, 24 min; 0.6562 at 1e-6),
+    to 0.5 %; eps-scaling alone stops short of it (0.590 above), the outlier stays put
+    all the same."""
     spec = LossSpec.of("unbalanced_converged", "sinkhorn", p=2, blur=0.01, reach=0.3,
                        tol=1e-6, max_iter=100_000)
     x0, x = outlier_flow(spec, setup64)
