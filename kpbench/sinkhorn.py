@@ -250,7 +250,8 @@ class SinkhornSolver:
         where GeomLoss's has (rho + eps/2)(m_a + m_b): they differ when m_a m_b != (m_a + m_b)/2.
         Gradients: the exponential terms are differentiated with the factor rho + eps
         (forward rho + eps/2), which gives the envelope-theorem gradients of the converged
-        value w.r.t. positions and weights; GeomLoss's own weight gradient keeps rho + eps/2."""
+        value w.r.t. positions and weights; GeomLoss's own gradients keep rho + eps/2 (its
+        UnbalancedWeight.backward is never called)."""
         rho = self.reach**self.p
         f_ba, g_ab, f_aa, g_bb = final
         a, b = self.a, self.b
