@@ -237,7 +237,9 @@ def sinkhorn(a=None, x=None, b=None, y=None, *, p: int = 2, blur: float = 0.05,
     penalty rho = reach**p. ``potentials=True`` returns the dual potentials (f, g)
     (debiased: f_ba - f_aa, g_ab - g_bb) instead of the value.
     ``schedule``: "kpbench" (each eps of the annealing once) or "geomloss" (GeomLoss's
-    list, whose first eps runs twice: reproduces GeomLoss's numbers to round-off).
+    list, whose first eps runs twice: GeomLoss's balanced p=2 values and gradients to
+    round-off; what differs unbalanced or at p=1 is listed in
+    :func:`kpbench.sinkhorn.epsilon_schedule`).
     ``return_info=True`` returns (result, info): "iterations", "eps_schedule",
     "marginal_err" (|pi 1 - a|_1 + |pi^T 1 - b|_1 of the cross potentials; unbalanced:
     the optimality residual) and "converged" (None without ``tol``; else whether the

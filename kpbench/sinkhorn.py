@@ -32,7 +32,13 @@ def epsilon_schedule(diameter: float, blur: float, p: int, scaling: float,
     ``kind="geomloss"``: GeomLoss's list (0.2.x-0.3.x, ``epsilon_schedule`` of its
     ``sinkhorn_divergence``), computed as it does: diameter**p first and then again at the
     start of exp(arange(p log diameter, p log blur, p log scaling)), then blur**p -- the
-    first eps runs twice; reproduces a GeomLoss number to round-off.
+    first eps runs twice. With it, :func:`kpbench.losses.sinkhorn` equals GeomLoss
+    (tensorized, float64) to round-off in value and position gradient for balanced p=2
+    and p=1 without debias; unbalanced, the debiased value to round-off, the gradients
+    (rho + eps)/(rho + eps/2) times GeomLoss's (ours exact: its UnbalancedWeight backward
+    is never called), the raw value (debias=False) plus eps (m_a m_b - (m_a + m_b)/2);
+    p=1 debiased to ~4e-4 (GeomLoss tensorized clamps |x - y| >= 1e-4; its online
+    backend, unclamped, agrees to ~1e-8, its float32 1/eps). Tests: tests/test_peers.py.
     """
     blur = check_blur(blur)
     check_p(p)
@@ -219,8 +225,7 @@ class SinkhornSolver:
 
     def value(self, final, eps):
         """Balanced: <a, f> + <b, g> of the extrapolated potentials (debiased: minus the
-        self terms), GeomLoss's formula. Unbalanced: the dual objective at them, see
-        :meth:`_unbalanced_dual`."""
+        self terms), GeomLoss's formula. Unbalanced: see :meth:`_unbalanced_value`."""
         f_ba, g_ab, f_aa, g_bb = final
         a, b = self.a, self.b
         if self.reach is not None:
@@ -230,27 +235,42 @@ class SinkhornSolver:
         return (a * f_ba).sum() + (b * g_ab).sum()
 
     def _unbalanced_value(self, final, eps):
-        f_ba, g_ab, f_aa, g_bb = [s.detach() if s is not None else None for s in final]
-        a, x, b, y = self.a, self.x, self.b, self.y
-        value = self._unbalanced_dual(self.xy, a, x, f_ba, b, y, g_ab, eps)
-        if self.debias:
-            value = (value - 0.5 * self._unbalanced_dual(self.xx, a, x, f_aa, a, x, f_aa, eps)
-                     - 0.5 * self._unbalanced_dual(self.yy, b, y, g_bb, b, y, g_bb, eps)
-                     + eps * (a.sum() - b.sum()) ** 2 / 2)
-        return value
+        """The unbalanced OT_eps / S_eps in GeomLoss's form (Sejourne et al. 2019, Prop. 12),
+        from the extrapolated potentials (f, g) on the clouds:
 
-    def _unbalanced_dual(self, pair, a, x, f, b, y, g, eps):
-        """rho <a, 1 - e^{-f/rho}> + rho <b, 1 - e^{-g/rho}> - eps <a x b, e^{(f + g - C)/eps} - 1>
-        at fixed (detached) potentials. The coupling sum_ij a_i b_j e^{(f_i + g_j - C_ij)/eps}
-        is sum_i a_i exp((f_i - s_i)/eps), s = softmin(x, y, log b + g/eps), differentiable in
-        x, y and b: by the envelope theorem autograd of this expression gives the exact
-        gradients w.r.t. positions and weights (Sejourne et al. 2019, Prop. 12's dual)."""
+            OT_eps = rho (m_a + m_b) + eps m_a m_b - (rho + eps/2) (<a, e^{-f/rho}> + <b, e^{-g/rho}>)
+            S_eps  = (rho + eps/2) (<a, e^{-f_aa/rho} - e^{-f_ba/rho}> + <b, e^{-g_bb/rho} - e^{-g_ab/rho}>)
+
+        (S = OT_ab - OT_aa/2 - OT_bb/2 + eps (m_a - m_b)^2 / 2: the constants cancel). This
+        is the dual objective with its coupling sum_ij a_i b_j e^{(f_i + g_j - C_ij)/eps}
+        replaced by its value at the optimum, <a, e^{-f/rho}> = <b, e^{-g/rho}>: exact at
+        convergence, and off convergence the potentials' error enters divided by rho, where
+        the coupling computed as such divides it by eps (S = -1e18 at blur .001, reach .3).
+        The debiased value is GeomLoss's; the raw one adds rho (m_a + m_b) + eps m_a m_b,
+        where GeomLoss's has (rho + eps/2)(m_a + m_b): they differ when m_a m_b != (m_a + m_b)/2.
+        Gradients: the exponential terms are differentiated with the factor rho + eps
+        (forward rho + eps/2), which gives the envelope-theorem gradients of the converged
+        value w.r.t. positions and weights; GeomLoss's own gradients keep rho + eps/2 (its
+        UnbalancedWeight.backward is never called)."""
         rho = self.reach**self.p
-        s = self._softmin(pair, x, y, torch.log(b) + g / eps, eps)
-        coupling = (a * torch.exp((f - s) / eps)).sum()
-        return (rho * (a * (1 - torch.exp(-f / rho))).sum()
-                + rho * (b * (1 - torch.exp(-g / rho))).sum()
-                - eps * (coupling - a.sum() * b.sum()))
+        f_ba, g_ab, f_aa, g_bb = final
+        a, b = self.a, self.b
+
+        def damped(w, f):                   # <w, e^{-f/rho}>
+            return (w * torch.exp(-f / rho)).sum()
+
+        if self.debias:
+            gap = damped(a, f_aa) - damped(a, f_ba) + damped(b, g_bb) - damped(b, g_ab)
+            return _weigh(gap, rho, eps)
+        m_a, m_b = a.sum(), b.sum()
+        return (rho * (m_a + m_b) + eps * m_a * m_b
+                - _weigh(damped(a, f_ba) + damped(b, g_ab), rho, eps))
+
+
+def _weigh(term, rho, eps):
+    """(rho + eps/2) * term in value, (rho + eps) * its gradient (Sejourne et al. 2019,
+    Prop. 12: the value's and the gradient's factors differ)."""
+    return (rho + eps) * term - (eps / 2) * term.detach()
 
 
 def _average(old, new):

@@ -1,4 +1,6 @@
 """The losses: agreement across backends, the mathematics' limits, gradients, known pitfalls."""
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -78,6 +80,65 @@ def test_reference_primal_and_dual_agree_and_it_converges():
         value, info = losses.sinkhorn(x=x, y=y, backend="numpy", return_info=True, **params)
         assert info["converged"] and info["marginal_err"] <= 1e-12, (params, info)
         assert info["primal"] == pytest.approx(info["dual"], rel=1e-9, abs=1e-13), (params, info)
+
+
+# -- the reference refuses what it cannot compute, and says when it did not converge ------
+@pytest.mark.parametrize("scale,why", [(1e8, "below float64's resolution"),
+                                       (1e10, "below float64's resolution"),
+                                       (1e200, "overflows float64")])
+def test_reference_refuses_coordinates_it_cannot_compute(scale, why):
+    """Coordinates x1e8 / x1e10 (blur .05): eps is below the rounding of the costs (it read
+    "converged" with a dual of 3e14 beside a primal of 2e30, then S = -inf); x1e200: the
+    costs overflow (the annealing never ended). A clear error, within seconds."""
+    from kpbench.errors import KPBenchError
+
+    x, y = cloud_pair()
+    started = time.monotonic()
+    with pytest.raises(KPBenchError, match=why):
+        losses.sinkhorn(x=x * scale, y=y * scale, blur=0.05, backend="numpy")
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("option,value,why", [("blur", 1e-200, "blur=1e-200 with p=2"),
+                                              ("reach", 1e300, "reach=1e\\+300 with p=2")])
+def test_reference_refuses_eps_or_rho_outside_float64(option, value, why):
+    from kpbench.errors import KPBenchError
+    from kpbench.reference.sinkhorn import np_sinkhorn
+
+    x, y = cloud_pair(6, 5)
+    a, b = np.full(6, 1 / 6), np.full(5, 1 / 5)
+    params = {"p": 2, "blur": 0.1, option: value}
+    with pytest.raises(KPBenchError, match=why):
+        np_sinkhorn(a, x, b, y, **params)
+
+
+def test_reference_convergence_needs_the_primal_dual_gap_closed(monkeypatch):
+    """With a gap tolerance no computation meets (negative), the residual alone (below tol
+    here) does not make a solve converged: it runs to max_iter and says so."""
+    from kpbench.reference import sinkhorn as reference
+
+    x, y = cloud_pair()
+    monkeypatch.setattr(reference, "GAP_TOLERANCE", -1.0)
+    _, info = losses.sinkhorn(x=x, y=y, blur=0.1, backend="numpy", return_info=True,
+                              max_iter=300)
+    assert info["marginal_err"] <= 1e-12 and info["primal"] != info["dual"]
+    assert not info["converged"] and info["iterations"] == 300
+
+
+def test_reference_is_bounded_in_time_and_annealing_levels(monkeypatch):
+    """x1e3 at blur .05: eps is 2e-9 of the largest cost, the residual stalls at ~2e-9 and
+    the solve would run its 100000 iterations; within MAX_SECONDS it stops, not converged.
+    The warm start's eps schedule has at most MAX_ANNEALING_LEVELS levels."""
+    from kpbench.reference import sinkhorn as reference
+
+    assert len(reference._annealing(1e300, 1e-300)) == reference.MAX_ANNEALING_LEVELS
+    monkeypatch.setattr(reference, "MAX_SECONDS", 0.2)
+    x, y = cloud_pair()
+    started = time.monotonic()
+    _, info = losses.sinkhorn(x=x * 1e3, y=y * 1e3, blur=0.05, backend="numpy",
+                              return_info=True)
+    assert time.monotonic() - started < 5
+    assert not info["converged"] and info["iterations"] < 100_000
 
 
 @pytest.mark.parametrize("backend,exact", [("numpy", 1e-9), ("torch", 1e-12)])
@@ -298,6 +359,24 @@ def test_unbalanced_value_equals_the_primal_with_unequal_masses(backend, debias)
     _, info = losses.sinkhorn(a, x, b, y, backend="numpy", return_info=True, **params)
     value = float(losses.sinkhorn(*t64(a, x, b, y), backend=backend, **params))
     assert value == pytest.approx(info["primal"], rel=1e-9)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_unbalanced_value_holds_off_convergence(backend, seed):
+    """eps-scaling without tol stops far from convergence at small blur; the value must
+    still be a divergence near the converged one. Gaussian clouds, N=50, D=3, blur .01,
+    reach .3: within 1 % of the converged reference (0.3 % and 0.7 % here); the dual
+    objective with its coupling computed as such gave -1.4e13 and -4.1e17."""
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(size=(50, 3)), rng.normal(size=(50, 3))
+    params = dict(p=2, blur=0.01, reach=0.3)
+    truth, info = losses.sinkhorn(x=x, y=y, backend="numpy", return_info=True, **params)
+    xt, yt = t64(x, y)
+    value = float(losses.sinkhorn(x=xt, y=yt, backend=backend, **params))
+    assert info["converged"]
+    assert value >= 0
+    assert value == pytest.approx(truth, rel=0.01)
 
 
 def central_difference(loss, arrays, which, direction, step):

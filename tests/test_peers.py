@@ -19,24 +19,86 @@ def clouds(N=40, M=30, D=3, seed=0):
     return x, torch.rand(M, D, generator=g, dtype=torch.float64) * 0.8 + 0.2
 
 
+def ours_and_geomloss(backend, params, geomloss_backend="tensorized"):
+    """(our value, GeomLoss's, our gradient w.r.t. x, GeomLoss's) on ``clouds()``, ours on
+    GeomLoss's eps schedule."""
+    from geomloss import SamplesLoss
+
+    x, y = clouds()
+    x.requires_grad_(True)
+    theirs = SamplesLoss("sinkhorn", backend=geomloss_backend, **params)(x, y)
+    ours = losses.sinkhorn(x=x, y=y, backend=backend, schedule="geomloss", **params)
+    (g_theirs,), (g_ours,) = torch.autograd.grad(theirs, [x]), torch.autograd.grad(ours, [x])
+    return float(ours), float(theirs), g_ours, g_theirs
+
+
+def relative(u, v) -> float:
+    return float((u - v).norm() / v.norm())
+
+
 @pytest.mark.parametrize("backend", ["torch", "keops"])
 @pytest.mark.parametrize("params", [dict(scaling=0.5), dict(scaling=0.7, debias=False),
                                     dict(scaling=0.5, blur=0.1)])
 def test_geomloss_schedule_reproduces_geomloss_to_round_off(backend, params):
     """float64, p=2, balanced: value and gradient equal GeomLoss tensorized's to 1e-12
     (on our own schedule they differ by 1e-5..1e-3: the first eps is run once)."""
+    params = {"p": 2, "blur": 0.05, **params}
+    ours, theirs, g_ours, g_theirs = ours_and_geomloss(backend, params)
+    assert ours == pytest.approx(theirs, rel=1e-12)
+    assert relative(g_ours, g_theirs) < 1e-12
+    x, y = clouds()
+    default = losses.sinkhorn(x=x, y=y, backend=backend, **params)
+    assert abs(float(default) - theirs) > 1e-7 * abs(theirs)
+
+
+@pytest.mark.parametrize("backend", ["torch", "keops"])
+@pytest.mark.parametrize("params", [dict(blur=0.05, reach=0.3), dict(blur=0.01, reach=0.1),
+                                    dict(blur=0.05, reach=0.3, scaling=0.7, debias=False),
+                                    dict(p=1, blur=0.05, reach=0.5, debias=False)])
+def test_geomloss_schedule_reproduces_geomloss_unbalanced_values(backend, params):
+    """Unbalanced, far from convergence (eps-scaling, no tol): the value equals GeomLoss
+    tensorized's to round-off; the gradient is GeomLoss's times (rho + eps)/(rho + eps/2),
+    the factor its UnbalancedWeight.backward would apply if autograd called it (ours is
+    the exact one, see the test below). p=1 without debias: no diagonal cost, which
+    GeomLoss tensorized clamps (see the p=1 test)."""
+    params = {"p": 2, "scaling": 0.5, **params}
+    ours, theirs, g_ours, g_theirs = ours_and_geomloss(backend, params)
+    rho, eps = params["reach"] ** params["p"], params["blur"] ** params["p"]
+    assert ours == pytest.approx(theirs, rel=1e-12)
+    assert relative(g_ours, g_theirs * (rho + eps) / (rho + eps / 2)) < 1e-12
+
+
+def test_geomloss_raw_unbalanced_value_differs_by_the_mass_constant():
+    """debias=False with masses .7 and 1.3: ours is the exact OT_eps (the primal, tested in
+    test_losses), GeomLoss's (rho + eps/2) <a, 1 - e^{-f/rho}> + ... differs from it by
+    exactly eps (m_a m_b - (m_a + m_b)/2) = -9e-6 here."""
     from geomloss import SamplesLoss
 
-    params = {"p": 2, "blur": 0.05, **params}
     x, y = clouds()
-    x.requires_grad_(True)
-    theirs = SamplesLoss("sinkhorn", backend="tensorized", **params)(x, y)
-    ours = losses.sinkhorn(x=x, y=y, backend=backend, schedule="geomloss", **params)
-    (g_theirs,), (g_ours,) = torch.autograd.grad(theirs, [x]), torch.autograd.grad(ours, [x])
-    assert float(ours) == pytest.approx(float(theirs), rel=1e-12)
-    assert float((g_ours - g_theirs).norm() / g_theirs.norm()) < 1e-12
-    default = losses.sinkhorn(x=x, y=y, backend=backend, **params)
-    assert abs(float(default) - float(theirs)) > 1e-7 * abs(float(theirs))
+    a = torch.full((40,), 0.7 / 40, dtype=torch.float64)
+    b = torch.full((30,), 1.3 / 30, dtype=torch.float64)
+    params = dict(p=2, blur=0.01, reach=0.3, scaling=0.5, debias=False)
+    theirs = float(SamplesLoss("sinkhorn", backend="tensorized", **params)(a, x, b, y))
+    ours = float(losses.sinkhorn(a, x, b, y, backend="torch", schedule="geomloss", **params))
+    eps = 0.01**2
+    assert ours - theirs == pytest.approx(eps * (0.7 * 1.3 - (0.7 + 1.3) / 2), rel=1e-6)
+
+
+@pytest.mark.parametrize("debias", [True, False])
+def test_geomloss_schedule_reproduces_geomloss_at_p1(debias):
+    """p=1, balanced, float64, against GeomLoss online (KeOps, exact |x - y|): to 1e-7, its
+    float32 1/eps (see kpbench.peers.geomloss) being the gap (1e-8 here). GeomLoss
+    tensorized clamps |x - y| >= 1e-4, which moves the debiased value by ~4e-4 relative;
+    without debias (no diagonal) it matches ours to round-off."""
+    pytest.importorskip("pykeops")
+    params = dict(p=1, blur=0.05, scaling=0.5, debias=debias)
+    ours, theirs, g_ours, g_theirs = ours_and_geomloss("torch", params, "online")
+    assert ours == pytest.approx(theirs, rel=1e-7) and relative(g_ours, g_theirs) < 1e-7
+    ours, theirs, g_ours, g_theirs = ours_and_geomloss("torch", params, "tensorized")
+    if debias:
+        assert 1e-5 < abs(ours - theirs) / ours < 1e-3   # the clamp's move
+    else:
+        assert ours == pytest.approx(theirs, rel=1e-12) and relative(g_ours, g_theirs) < 1e-12
 
 
 def test_geomloss_unbalanced_gradient_is_off_by_its_weight_factor_ours_is_not():

@@ -14,13 +14,28 @@ single potential, see :func:`solve_symmetric_ot`):
 
     f_i = -lam eps log sum_j b_j exp((g_j - C_ij) / eps),   g likewise,  lam = rho / (rho + eps)
 
-(lam = 1 when balanced), over-relaxed (same fixed point, fewer iterations), and stops when the optimality residual -- the row-marginal
-error |pi 1 - a|_1 (balanced) or |pi 1 - a exp(-f / rho)|_1 (unbalanced), the column
-condition holding exactly after each g update -- is at most ``tol`` times the mass.
+(lam = 1 when balanced), over-relaxed (same fixed point, fewer iterations), and stops when
+both hold: the optimality residual -- the row-marginal error |pi 1 - a|_1 (balanced) or
+|pi 1 - a exp(-f / rho)|_1 (unbalanced), the column condition holding exactly after each
+g update -- is at most ``tol`` times the mass, and the primal-dual gap is at most
+:data:`GAP_TOLERANCE` times |primal| + |dual| + eps m_a m_b (a scale that never rounds to
+0). The residual is summed from the log-ratios of the marginals to their targets
+(sum_i target_i |e^{r_i} - 1|): two huge marginals that round to the same number cannot
+make it read 0, and a NaN or an infinity anywhere reads "not converged".
 An annealed warm start (eps halved from the largest cost down to eps, a few
-iterations each) only shortens the path: the stopping rule at the final eps defines
-the result. Its value is reported twice, from the plan (primal) and from the
-potentials (dual); at convergence they agree, and their gap says how well.
+iterations each, at most :data:`MAX_ANNEALING_LEVELS` levels and
+:data:`WARM_START_SECONDS` seconds) only shortens the path: the stopping rule at the final
+eps defines the result, within :data:`MAX_ITER` iterations and :data:`MAX_SECONDS`
+seconds (else ``converged`` is False). Its value is reported twice, from the plan
+(primal) and from the potentials (dual); at convergence they agree, and their gap says
+how well.
+
+Refused (:class:`~kpbench.errors.KPBenchError`) before any work: coordinates whose
+largest cost (diameter^p / p, the diameter that of both clouds' bounding box) overflows
+float64, eps or rho = reach^p that is 0 or overflows, and eps / largest cost below
+float64's resolution (2.2e-16): the entropy is then below the cost's rounding and no
+iteration can reach a residual (coordinates x1e8 at blur .05: the dual read 3e14 beside
+a primal of 2e30, "converged").
 
 The Sinkhorn divergence is S_eps = OT_eps(a, b) - OT_eps(a, a)/2 - OT_eps(b, b)/2
 + eps (m_a - m_b)^2 / 2 (the last term is 0 when balanced; with it S is Sejourne et
@@ -29,18 +44,23 @@ al.'s unbalanced divergence, S(a, a) = 0).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import xlogy
 
-from kpbench.errors import MemoryBudgetExceeded
+from kpbench.errors import KPBenchError, MemoryBudgetExceeded
 
 from .primitives import as_float64, cost_gradient, cost_matrix, log_weights
 
 TOLERANCE = 1e-12          # optimality residual / mass at which a solve stops
+GAP_TOLERANCE = 1e-9       # |primal - dual| / (|primal| + |dual| + eps m_a m_b) at which it may
 MAX_ITER = 100_000
+MAX_SECONDS = 600.0        # wall clock of the iterations at the final eps (then not converged)
 WARM_START_ITERS = 30      # iterations per annealing stage of the warm start
+MAX_ANNEALING_LEVELS = 64  # eps halvings of the warm start (the refusal below bounds them to 52)
+WARM_START_SECONDS = 60.0  # wall clock of the warm start (then on to the final eps)
 OVER_RELAXATION = 1.5      # w of the over-relaxed updates (1 = plain Sinkhorn)
 CHECK_EVERY = 10           # iterations between two residual checks
 MAX_MATRIX_BYTES = 2 * 2**30   # the (N, M) cost and plan are stored: refuse beyond this
@@ -66,19 +86,18 @@ def solve_ot(a, C, b, eps: float, rho: float | None = None, *, tol: float = TOLE
     """OT_eps between weights a (N,) and b (M,) for the cost matrix C (N, M).
 
     ``iters``: exactly that many iterations at eps from zero potentials (no warm start,
-    no stopping rule), for timing the kernel; otherwise iterate until the residual is at
-    most ``tol`` times the mass or ``max_iter`` iterations.
+    no stopping rule), for timing the kernel; otherwise iterate until the stopping rule
+    of the module docstring holds, or ``max_iter`` iterations, or :data:`MAX_SECONDS`.
     """
     log_a, log_b = log_weights(a), log_weights(b)
     f = np.zeros_like(a)
     if iters is None and warm_start:
-        for coarse in _annealing(float(C.max()), eps):
-            f, _g, _ = _iterate(log_a, log_b, C, coarse, rho, f, WARM_START_ITERS, a, 0.0)
+        f = _warm_start(a, log_a, b, log_b, C, eps, rho, f)
     budget = int(iters) if iters is not None else int(max_iter)
-    stop = 0.0 if iters is not None else tol * float(a.sum())
-    f, g, (residual, done) = _iterate(log_a, log_b, C, eps, rho, f, budget, a, stop)
-    primal, dual, plan = _objectives(a, b, C, f, g, eps, rho)
-    return Solution(f, g, primal, dual, residual, done, residual <= tol * float(a.sum()), plan)
+    stop = None if iters is not None else tol * float(a.sum())
+    f, g, (residual, done) = _iterate(a, log_a, b, log_b, C, eps, rho, f, budget, stop,
+                                      time.monotonic() + MAX_SECONDS)
+    return _solution(a, b, C, f, g, eps, rho, residual, done, tol)
 
 
 def solve_symmetric_ot(a, C, eps: float, rho: float | None = None, *, tol: float = TOLERANCE,
@@ -86,56 +105,103 @@ def solve_symmetric_ot(a, C, eps: float, rho: float | None = None, *, tol: float
     """OT_eps(a, a) for a symmetric cost C: its optimal potentials are equal (f = g), the
     fixed point of f = T(f); the averaged iteration f <- (f + T(f)) / 2 reaches it in a
     few dozen steps where alternating updates need thousands (C_ii = 0 pins the plan
-    near the diagonal). Same stopping rule and objectives as :func:`solve_ot`."""
+    near the diagonal). Same stopping rule, bounds and objectives as :func:`solve_ot`."""
     log_a = log_weights(a)
     lam = 1.0 if rho is None else rho / (rho + eps)
     f = np.zeros_like(a)
     budget = int(iters) if iters is not None else int(max_iter)
-    stop = 0.0 if iters is not None else tol * float(a.sum())
+    stop = None if iters is not None else tol * float(a.sum())
+    deadline = time.monotonic() + MAX_SECONDS
     done = 0
     while True:
         lse = _lse(log_a[None, :] + (f[None, :] - C) / eps, axis=1)
         done += 1
-        target = a if rho is None else a * np.exp(-f / rho)
-        residual = float(np.abs(a * np.exp(f / eps + lse) - target).sum())
-        if residual <= stop or done >= budget:
+        residual = _residual(a, f, lse, eps, rho)
+        if (done >= budget or time.monotonic() > deadline
+                or _stops(a, a, C, f, f, eps, rho, residual, stop)):
             break
         f = 0.5 * (f - lam * eps * lse)
-    primal, dual, plan = _objectives(a, a, C, f, f, eps, rho)
-    return Solution(f, f, primal, dual, residual, done, residual <= tol * float(a.sum()), plan)
+    return _solution(a, a, C, f, f, eps, rho, residual, done, tol)
+
+
+def _solution(a, b, C, f, g, eps, rho, residual, done, tol) -> Solution:
+    primal, dual, plan = _objectives(a, b, C, f, g, eps, rho)
+    converged = (residual <= tol * float(a.sum())
+                 and _gap_closed(primal, dual, eps * float(a.sum() * b.sum())))
+    return Solution(f, g, primal, dual, residual, done, converged, plan)
+
+
+def _stops(a, b, C, f, g, eps, rho, residual, stop) -> bool:
+    """The stopping rule (``stop`` None: never): residual <= stop, then the gap closed."""
+    if stop is None or not residual <= stop:
+        return False
+    primal, dual, _plan = _objectives(a, b, C, f, g, eps, rho)
+    return _gap_closed(primal, dual, eps * float(a.sum() * b.sum()))
+
+
+def _gap_closed(primal: float, dual: float, entropic_scale: float) -> bool:
+    """|primal - dual| <= GAP_TOLERANCE (|primal| + |dual| + eps m_a m_b); False for an
+    infinite or NaN value."""
+    if not (math.isfinite(primal) and math.isfinite(dual)):
+        return False
+    return abs(primal - dual) <= GAP_TOLERANCE * (abs(primal) + abs(dual) + entropic_scale)
+
+
+def _residual(w, f, lse, eps, rho) -> float:
+    """|pi 1 - target|_1 for the marginal pi 1 = w e^{f/eps + lse} and its target w
+    (balanced) or w e^{-f/rho}, summed as target_i |e^{r_i} - 1| from the log-ratio r;
+    inf where anything is NaN or infinite."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        log_ratio = f / eps + lse if rho is None else f / eps + lse + f / rho
+        target = w if rho is None else w * np.exp(-f / rho)
+        value = float((target * np.abs(np.expm1(log_ratio))).sum())
+    return value if math.isfinite(value) else math.inf
+
+
+def _warm_start(a, log_a, b, log_b, C, eps, rho, f):
+    """f after a few iterations at each eps of the annealing, within WARM_START_SECONDS."""
+    deadline = time.monotonic() + WARM_START_SECONDS
+    for coarse in _annealing(float(C.max()), eps):
+        f, _g, _ = _iterate(a, log_a, b, log_b, C, coarse, rho, f, WARM_START_ITERS, None,
+                            deadline)
+        if time.monotonic() > deadline:
+            break
+    return f
 
 
 def _annealing(largest_cost: float, eps: float) -> list[float]:
+    """eps halved from the largest cost down to 2 eps: at most MAX_ANNEALING_LEVELS."""
     levels = []
     level = max(largest_cost, eps)
-    while level > 2 * eps:
+    while level > 2 * eps and len(levels) < MAX_ANNEALING_LEVELS:
         levels.append(level)
         level /= 2
     return levels
 
 
-def _iterate(log_a, log_b, C, eps, rho, f, budget, a, stop):
+def _iterate(a, log_a, b, log_b, C, eps, rho, f, budget, stop, deadline):
     """Over-relaxed alternating updates g <- (1 - w) g + w T(f), f <- (1 - w) f + w T(g)
     (w = :data:`OVER_RELAXATION`; the fixed point is the same as plain Sinkhorn's, reached
     several times faster). Every :data:`CHECK_EVERY` iterations, and at the last, g is the
     exact response to f (w = 1 for that step), so that the column marginal holds and the
     row residual is the whole optimality residual. Should the residual blow up, the
-    iteration falls back to plain Sinkhorn (w = 1) from the best state seen.
+    iteration falls back to plain Sinkhorn (w = 1) from the best state seen. Ends by the
+    stopping rule (``stop``: see :func:`_stops`), ``budget`` iterations or ``deadline``
+    (a time.monotonic() value), whichever first, at a check.
     Returns (f, g, (residual, iterations)), the residual that of (f, g)."""
     lam = 1.0 if rho is None else rho / (rho + eps)
     omega, done, g = OVER_RELAXATION, 0, None
     best = (math.inf, f)
     while True:
         done += 1
-        check = done % CHECK_EVERY == 0 or done >= budget or (stop > 0 and done == 1)
+        check = done % CHECK_EVERY == 0 or done >= budget or (stop is not None and done == 1)
         g_new = -lam * eps * _lse(log_a[:, None] + (f[:, None] - C) / eps, axis=0)
         g = g_new if g is None or check else (1 - omega) * g + omega * g_new
         row_lse = _lse(log_b[None, :] + (g[None, :] - C) / eps, axis=1)
         if check:
-            # pi 1 = a exp(f / eps + row_lse); the target marginal is a (balanced) or a e^{-f/rho}
-            target = a if rho is None else a * np.exp(-f / rho)
-            residual = float(np.abs(a * np.exp(f / eps + row_lse) - target).sum())
-            if residual <= stop or done >= budget:
+            residual = _residual(a, f, row_lse, eps, rho)
+            if (done >= budget or time.monotonic() > deadline
+                    or _stops(a, b, C, f, g, eps, rho, residual, stop)):
                 return f, g, (residual, done)
             if not residual < 1e3 * best[0] and omega != 1.0:   # diverging (or NaN)
                 omega, f, g = 1.0, best[1], None
@@ -181,6 +247,41 @@ def _check_size(N: int, M: int, debias: bool) -> None:
                                    "(full cost and plan matrices)", need, MAX_MATRIX_BYTES)
 
 
+def _power(name: str, value: float, p: int) -> float:
+    """value**p in float64, refused where it is 0 or overflows."""
+    with np.errstate(over="ignore", under="ignore"):
+        result = float(np.float64(value) ** p)
+    if not (0.0 < result < math.inf):
+        info = np.finfo(np.float64)
+        low, high = float(info.tiny) ** (1 / p), float(info.max) ** (1 / p)
+        raise KPBenchError(f"{name}={value!r} with p={p}: {name}^p = {result!r} is not a "
+                           f"positive float64; the float64 reference takes {name} between "
+                           f"{low:.3g} and {high:.3g}")
+    return result
+
+
+def _check_scales(x, y, p: int, blur: float, eps: float) -> None:
+    """Refuse clouds whose largest cost (diameter^p / p, bounding box of both clouds)
+    overflows float64, or dwarfs eps beyond float64's resolution (see the module docstring)."""
+    points = np.concatenate([x, y])
+    if not np.isfinite(points).all():
+        raise KPBenchError("the float64 Sinkhorn reference got coordinates that are NaN or "
+                           "infinite")
+    with np.errstate(over="ignore"):
+        extent = points.max(0) - points.min(0)
+        largest = float(np.linalg.norm(extent) ** p / p)
+    if not math.isfinite(largest):
+        raise KPBenchError(f"the clouds' largest cost |x - y|^{p}/{p} overflows float64 "
+                           f"(coordinates up to {float(np.abs(points).max()):.3g}); "
+                           "rescale the coordinates")
+    resolution = np.finfo(np.float64).eps
+    if largest > 0 and eps / largest < resolution:
+        raise KPBenchError(f"blur={blur!r} (eps = blur^{p} = {eps:.3g}) is {eps / largest:.3g} "
+                           f"times the clouds' largest cost {largest:.3g}, below float64's "
+                           f"resolution {resolution:.3g}: the float64 reference cannot solve it; "
+                           "rescale the coordinates or raise the blur")
+
+
 def np_sinkhorn(a, x, b, y, *, p: int, blur: float, reach=None, debias: bool = True,
                 iters=None, tol=None, max_iter: int | None = None, scaling=None,
                 gradient: bool = False):
@@ -198,8 +299,9 @@ def np_sinkhorn(a, x, b, y, *, p: int, blur: float, reach=None, debias: bool = T
     """
     a, x, b, y = as_float64(a), as_float64(x), as_float64(b), as_float64(y)
     _check_size(x.shape[0], y.shape[0], debias)
-    eps = blur**p
-    rho = None if reach is None else reach**p
+    eps = _power("blur", blur, p)
+    rho = None if reach is None else _power("reach", reach, p)
+    _check_scales(x, y, p, blur, eps)
     options = dict(tol=TOLERANCE if tol is None else float(tol),
                    max_iter=MAX_ITER if max_iter is None else max_iter, iters=iters)
     cross = solve_ot(a, cost_matrix(x, y, p), b, eps, rho, **options)
