@@ -34,7 +34,8 @@ def epsilon_schedule(diameter: float, blur: float, p: int, scaling: float,
     start of exp(arange(p log diameter, p log blur, p log scaling)), then blur**p -- the
     first eps runs twice. With it, :func:`kpbench.losses.sinkhorn` equals GeomLoss
     (tensorized, float64) to round-off in value and position gradient for balanced p=2
-    and p=1 without debias; unbalanced, the debiased value to round-off, the gradients
+    and p=1 without debias (for a raw value with total mass m != 1, ours adds
+    eps (m^2 - m): see :meth:`SinkhornSolver.value`); unbalanced, the debiased value to round-off, the gradients
     (rho + eps)/(rho + eps/2) times GeomLoss's (ours exact: its UnbalancedWeight backward
     is never called), the raw value (debias=False) plus eps (m_a m_b - (m_a + m_b)/2);
     p=1 debiased to ~4e-4 (GeomLoss tensorized clamps |x - y| >= 1e-4; its online
@@ -225,14 +226,19 @@ class SinkhornSolver:
 
     def value(self, final, eps):
         """Balanced: <a, f> + <b, g> of the extrapolated potentials (debiased: minus the
-        self terms), GeomLoss's formula. Unbalanced: see :meth:`_unbalanced_value`."""
+        self terms), GeomLoss's formula. The raw value (no debias) adds
+        eps (m_a m_b - (m_a + m_b) / 2), i.e. eps (m^2 - m) for total masses m: the dual of
+        <pi, C> + eps KL(pi | a x b) with a plan of mass m, as the reference and the
+        unbalanced value at reach -> inf have it (0 at m = 1, where GeomLoss agrees; it
+        cancels in the debiased value). Unbalanced: see :meth:`_unbalanced_value`."""
         f_ba, g_ab, f_aa, g_bb = final
         a, b = self.a, self.b
         if self.reach is not None:
             return self._unbalanced_value(final, eps)
         if self.debias:
             return (a * (f_ba - f_aa)).sum() + (b * (g_ab - g_bb)).sum()
-        return (a * f_ba).sum() + (b * g_ab).sum()
+        m_a, m_b = a.sum(), b.sum()
+        return (a * f_ba).sum() + (b * g_ab).sum() + eps * (m_a * m_b - (m_a + m_b) / 2)
 
     def _unbalanced_value(self, final, eps):
         """The unbalanced OT_eps / S_eps in GeomLoss's form (Sejourne et al. 2019, Prop. 12),

@@ -362,6 +362,23 @@ def test_unbalanced_value_equals_the_primal_with_unequal_masses(backend, debias)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mass", [0.5, 2.0])
+def test_balanced_raw_value_with_mass_m_is_the_primal_and_the_large_reach_limit(backend, mass):
+    """debias=False with total masses m != 1: the dual of <pi, C> + eps KL(pi | a x b), as
+    the reference's primal and the unbalanced value as reach -> inf (GeomLoss's <a, f> +
+    <b, g> is eps (m^2 - m) below: 0.125237 vs 0.145237 at m = 2, blur .1, before)."""
+    a, x, b, y = unequal_masses()
+    a, b = mass * a / a.sum(), mass * b / b.sum()
+    params = dict(p=2, blur=0.1, debias=False)
+    _, info = losses.sinkhorn(a, x, b, y, backend="numpy", return_info=True, **params)
+    value = float(losses.sinkhorn(*t64(a, x, b, y), backend=backend, tol=1e-12, max_iter=2000,
+                                  **params))
+    assert value == pytest.approx(info["primal"], rel=1e-9)
+    far = float(losses.sinkhorn(a, x, b, y, backend="numpy", reach=1e4, **params))
+    assert value == pytest.approx(far, rel=1e-6)   # the unbalanced limit: O(eps / rho) away
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_unbalanced_value_holds_off_convergence(backend, seed):
     """eps-scaling without tol stops far from convergence at small blur; the value must
