@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from .backends import Backend, get_backend
-from .backends.base import check_blur, check_kernel, check_p, check_pair, check_signal
+from .backends.base import (check_blur, check_flag, check_kernel, check_number, check_p,
+                            check_pair, check_signal, check_whole)
 from .errors import KPBenchError, UnsupportedCombination
 from .sinkhorn import (MAX_ITER, SCHEDULES, SinkhornSolver, check_solver_options, diameter,
                        epsilon_schedule, fixed_schedule)
@@ -249,7 +250,10 @@ def sinkhorn(a=None, x=None, b=None, y=None, *, p: int = 2, blur: float = 0.05,
     """
     p, blur = check_p(p), check_blur(blur)
     reach = _check_reach(reach)
-    check_solver_options(iters=iters, tol=tol, max_iter=max_iter)
+    iters, tol, max_iter = check_solver_options(iters=iters, tol=tol, max_iter=max_iter)
+    scaling = check_number(scaling, "scaling")
+    debias, potentials = check_flag(debias, "debias"), check_flag(potentials, "potentials")
+    return_info = check_flag(return_info, "return_info")
     if schedule not in SCHEDULES:
         raise KPBenchError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     bk, a, x, b, y = _prepare(a, x, b, y, backend, "sinkhorn")
@@ -292,12 +296,11 @@ def sinkhorn_multiplicative(a=None, x=None, b=None, y=None, *, p: int = 2, blur:
     purpose. Use :func:`sinkhorn` (log domain) for a stable computation.
     """
     p, blur = check_p(p), check_blur(blur)
-    if int(iters) < 1:
-        raise KPBenchError(f"iters must be >= 1, got {iters!r}")
+    iters, debias = check_whole(iters, "iters"), check_flag(debias, "debias")
     bk, a, x, b, y = _prepare(a, x, b, y, backend, "sinkhorn_multiplicative")
     _check_balanced(a, b, None)
     return _dispatch("sinkhorn_multiplicative", bk, a, x, b, y, p=p, blur=blur,
-                     iters=int(iters), debias=debias)
+                     iters=iters, debias=debias)
 
 
 def _sinkhorn_multiplicative(bk, a, x, b, y, *, p, blur, iters, debias):

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from kpbench.backends.base import check_blur, check_p
+from kpbench.backends.base import check_blur, check_number, check_p, check_whole
 from kpbench.errors import KPBenchError
 
 MAX_ITER = 1000   # default cap on iterations of the tol phase
@@ -65,15 +65,16 @@ def _geomloss_schedule(diameter: float, blur: float, p: int, scaling: float) -> 
     return [diameter**p] + [float(np.exp(e)) for e in exponents] + [blur**p]
 
 
-def check_solver_options(*, iters, tol, max_iter) -> None:
-    """Clear errors for the options of the solver (before any work is done)."""
-    if iters is not None and (isinstance(iters, bool) or int(iters) != iters or iters < 1):
-        raise KPBenchError(f"iters must be an integer >= 1, got {iters!r}")
-    if tol is not None and not (math.isfinite(tol) and tol >= 0):
-        raise KPBenchError(f"tol must be a finite number >= 0, got {tol!r}")
-    if max_iter is not None and (isinstance(max_iter, bool) or int(max_iter) != max_iter
-                                 or max_iter < 1):
-        raise KPBenchError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+def check_solver_options(*, iters, tol, max_iter) -> tuple:
+    """(iters, tol, max_iter) checked before any work is done: whole numbers >= 1 and a
+    finite tol >= 0, or None; strings, bools, NaN and 2.7 iterations are refused."""
+    iters = None if iters is None else check_whole(iters, "iters")
+    max_iter = None if max_iter is None else check_whole(max_iter, "max_iter")
+    if tol is not None:
+        tol = check_number(tol, "tol")
+        if not (math.isfinite(tol) and tol >= 0):
+            raise KPBenchError(f"tol must be a finite number >= 0, got {tol!r}")
+    return iters, tol, max_iter
 
 
 def fixed_schedule(blur: float, p: int, iters: int) -> list[float]:

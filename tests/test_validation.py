@@ -41,7 +41,28 @@ BAD_LOSS_CALLS = [
     ("scaling must be in", lambda: losses.sinkhorn(x=X, y=Y, scaling=1.5)),
     ("unknown backend 'tpu'", lambda: losses.sinkhorn(x=X, y=Y, backend="tpu")),
     ("x must have shape \\(N, D\\)", lambda: losses.mmd(x=X[0], y=Y)),
-    ("iters must be >= 1", lambda: losses.sinkhorn_multiplicative(x=X, y=Y, iters=0)),
+    ("iters must be a whole number >= 1", lambda: losses.sinkhorn_multiplicative(x=X, y=Y, iters=0)),
+    # option types: refused, never coerced (issue 23, item 8)
+    ("iters must be a whole number >= 1, got 2.7",
+     lambda: losses.sinkhorn_multiplicative(x=X, y=Y, iters=2.7)),
+    ("iters must be a number, got str 'x'", lambda: losses.sinkhorn(x=X, y=Y, iters="x")),
+    ("scaling must be a number, got str '0.5'", lambda: losses.sinkhorn(x=X, y=Y, scaling="0.5")),
+    ("tol must be a number, got str '1e-3'", lambda: losses.sinkhorn(x=X, y=Y, tol="1e-3")),
+    ("max_iter must be a whole number >= 1, got nan",
+     lambda: losses.sinkhorn(x=X, y=Y, tol=1e-3, max_iter=float("nan"))),
+    ("blur must be a number, got bool True", lambda: losses.sinkhorn(x=X, y=Y, blur=True)),
+    ("blur must be a number, got bool True", lambda: losses.mmd(x=X, y=Y, blur=True)),
+    ("debias must be True or False, got str 'no'", lambda: losses.sinkhorn(x=X, y=Y, debias="no")),
+    ("debias must be True or False", lambda: losses.sinkhorn_multiplicative(x=X, y=Y, debias=1)),
+    ("potentials must be True or False", lambda: losses.sinkhorn(x=X, y=Y, potentials="yes")),
+    # dtypes no backend computes in, and weights of another dtype than the points
+    ("x is float16: the backends compute in float32 or float64",
+     lambda: losses.sinkhorn(x=X.half(), y=Y.half())),
+    ("x is bfloat16", lambda: losses.kernel_product(X.bfloat16(), Y.bfloat16(), B.bfloat16())),
+    ("b must have the dtype and device of the points \\(float32, cpu\\), got float64",
+     lambda: losses.kernel_product(X.float(), Y.float(), B)),
+    ("h must have the dtype and device of the points",
+     lambda: losses.softmin(X.float(), Y.float(), B, eps=0.1)),
 ]
 
 
@@ -88,7 +109,7 @@ SOLVER_AND_SCALE_ERRORS = [
      lambda: losses.sinkhorn(x=torch.ones(5, 3, dtype=torch.int64), y=torch.ones(4, 3, dtype=torch.int64))),
     ("x must be floating point", lambda: losses.sinkhorn(x=[[1, 2], [3, 4]], y=[[1, 2], [3, 5]])),
     ("tol must be a finite number >= 0", lambda: losses.sinkhorn(x=X, y=Y, tol=-1e-3)),
-    ("max_iter must be an integer >= 1", lambda: losses.sinkhorn(x=X, y=Y, tol=1e-3, max_iter=0)),
+    ("max_iter must be a whole number >= 1", lambda: losses.sinkhorn(x=X, y=Y, tol=1e-3, max_iter=0)),
     ("unknown schedule 'fast'", lambda: losses.sinkhorn(x=X, y=Y, schedule="fast")),
     ("squared distances overflow float32", lambda: losses.sinkhorn(x=X.float() * 1e20, y=Y.float())),
     ("squared distances overflow float32", lambda: losses.sinkhorn(x=X.float() * 1e19, y=Y.float(), backend="keops")),

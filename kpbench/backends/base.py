@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from dataclasses import dataclass
 
 from kpbench.errors import (  # noqa: F401  (re-exported: the names backends raise)
@@ -31,6 +32,7 @@ KERNELS = ("gaussian", "laplacian", "energy")
 
 
 POWERS = (1, 2)
+DTYPES = ("float32", "float64")   # what every backend computes in (float16/bfloat16: none)
 
 
 @dataclass(frozen=True)
@@ -49,11 +51,32 @@ def check_kernel(kernel: str) -> str:
     return kernel
 
 
+def check_number(value, name: str) -> float:
+    """A real number as a float; a bool, a string or anything else is refused, not coerced
+    (``blur=True`` was read as 1.0, ``tol='1e-3'`` failed deep inside)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise KPBenchError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def check_whole(value, name: str, low: int = 1) -> int:
+    """A whole number >= ``low`` as an int (2.0 -> 2); 2.7, NaN, strings and bools are refused
+    (``iters=2.7`` was run as 2 iterations)."""
+    number = check_number(value, name)
+    if not math.isfinite(number) or number != int(number) or number < low:
+        raise KPBenchError(f"{name} must be a whole number >= {low}, got {value!r}")
+    return int(number)
+
+
+def check_flag(value, name: str) -> bool:
+    """True or False; ``debias='no'`` was read as True."""
+    if not (isinstance(value, bool) or type(value).__name__ == "bool_"):   # numpy's too
+        raise KPBenchError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def check_blur(blur: float, name: str = "blur") -> float:
-    try:
-        value = float(blur)
-    except (TypeError, ValueError):
-        raise KPBenchError(f"{name} must be a number, got {blur!r}") from None
+    value = check_number(blur, name)
     if not math.isfinite(value) or value <= 0:
         raise KPBenchError(f"{name} must be a finite number > 0, got {blur!r}")
     return value
@@ -90,6 +113,9 @@ def check_cloud(x, name: str):
     if not (x.dtype.is_floating_point if hasattr(x.dtype, "is_floating_point")
             else x.dtype.kind == "f"):
         raise KPBenchError(f"{name} must be floating point, got {_dtype_name(x)}")
+    if _dtype_name(x) not in DTYPES:
+        raise KPBenchError(f"{name} is {_dtype_name(x)}: the backends compute in "
+                           f"{' or '.join(DTYPES)} (convert it, e.g. x.float())")
     if not _is_finite(x):
         raise KPBenchError(f"{name} contains NaN or inf")
 
@@ -109,11 +135,17 @@ def check_pair(x, y):
 
 
 def check_signal(v, n_points: int, cloud: str, name: str, nonnegative: bool = False,
-                 allow_minus_inf: bool = False):
+                 allow_minus_inf: bool = False, like=None):
     """Check a per-point signal (weights b, or log-weights h) attached to a cloud.
 
-    Log-weights may be -inf (the log of a zero weight) when ``allow_minus_inf``.
+    Log-weights may be -inf (the log of a zero weight) when ``allow_minus_inf``. With
+    ``like`` (the points), the signal must have their dtype and device.
     """
+    if like is not None and (_dtype_name(v) != _dtype_name(like)
+                             or getattr(v, "device", None) != getattr(like, "device", None)):
+        raise KPBenchError(f"{name} must have the dtype and device of the points "
+                           f"({_dtype_name(like)}, {getattr(like, 'device', 'cpu')}), got "
+                           f"{_dtype_name(v)}, {getattr(v, 'device', 'cpu')}")
     if len(v.shape) not in (1, 2) or v.shape[0] != n_points:
         raise KPBenchError(
             f"{name} must have shape ({n_points},) or ({n_points}, K) to match "
@@ -176,7 +208,7 @@ class Backend:
         blur = check_blur(blur)
         if validate:
             check_pair(x, y)
-            check_signal(b, y.shape[0], "y", "b")
+            check_signal(b, y.shape[0], "y", "b", like=x)
             self.check_memory("kernel_product", x.shape[0], y.shape[0], x.shape[1], x)
         return functools.partial(self._kernel_product, x, y, b, kernel=kernel, blur=blur)
 
@@ -188,7 +220,7 @@ class Backend:
             check_pair(x, y)
             if len(h.shape) != 1:
                 raise KPBenchError(f"h must have shape ({y.shape[0]},), got {tuple(h.shape)}")
-            check_signal(h, y.shape[0], "y", "h", allow_minus_inf=True)
+            check_signal(h, y.shape[0], "y", "h", allow_minus_inf=True, like=x)
             self.check_memory("softmin", x.shape[0], y.shape[0], x.shape[1], x)
         return functools.partial(self._softmin, x, y, h, eps=eps, p=p)
 
