@@ -1,0 +1,177 @@
+"""What each stored row means, pinned from the outside: computations of known cost (the
+test ops ``_test_spin`` and ``_test_alloc``) swept through the real path (spec ->
+run_sweep -> measure -> Parquet store -> read back), and the row checked against what
+that cost must give. A measurement computed wrongly (per sample instead of per call, a
+quartile off, a setting lost by rerun, an input left out of the hash) fails here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from kpbench.results.fingerprint import input_hash
+from kpbench.results.schema import SWEEP_SCHEMA
+from kpbench.results.store import SWEEPS, ResultStore
+from kpbench.suite import workloads
+from kpbench.suite.measure import MIN_SAMPLE_S, MeasureSettings, run_point
+from kpbench.suite.rerun import rerun
+from kpbench.suite.spec import Point, spec_from_dict
+from kpbench.suite.sweep import RunOptions, run_sweep
+
+MiB = 1 << 20
+CALL_S = 0.001        # _test_spin: one call busy-waits exactly this long (plus a call's overhead)
+# calls per sample that calibration may pick for CALL_S: 10 (10 ms), or 5 when the
+# machine preempted the spinning process for 5 ms while 5 calls were being timed
+NUMBERS = (5, 10)
+ALLOC_MIB = 32        # _test_alloc: bytes written by one call
+
+
+def sweep(tmp_path, kind, op, blur, **settings):
+    """Run a one-point sweep of a test op inline into ``tmp_path``; its stored row."""
+    spec = spec_from_dict({"kind": kind, "ops": op, "backends": "numpy", "dtype": "float64",
+                           "N": "16", "blur": str(blur), **settings})
+    run_sweep(spec, RunOptions(executor="inline", out=str(tmp_path), progress=False))
+    rows = ResultStore(tmp_path).read(SWEEPS)
+    assert len(rows) == 1
+    return rows.iloc[0].to_dict()
+
+
+@pytest.fixture(scope="module")
+def spin_row(tmp_path_factory, test_ops):
+    return sweep(tmp_path_factory.mktemp("spin"), "speed", "_test_spin", CALL_S,
+                 repeats=12, warmup=2)
+
+
+def test_a_speed_row_stores_the_time_of_one_call(spin_row):
+    row = spin_row
+    assert row["status"] == "ok", row["error"]
+    samples = list(row["time_samples_s"])
+    assert row["repeats"] == len(samples) == 12 and row["warmup"] == 2
+    assert row["number"] in NUMBERS and row["timer"] == "perf_counter"
+    # every sample is the time of ONE call: at least the spin, never number times it
+    assert all(s >= CALL_S for s in samples), samples
+    assert CALL_S <= row["time_median_s"] < 2 * CALL_S
+    assert row["first_call_s"] >= CALL_S
+    # a sample of `number` calls lasted at least the calibration's target
+    assert row["number"] * row["time_median_s"] >= MIN_SAMPLE_S
+
+
+def test_the_statistics_of_a_row_are_those_of_its_samples(spin_row):
+    samples = np.array(spin_row["time_samples_s"], dtype=np.float64)
+    q1, median, q3 = np.percentile(samples, [25, 50, 75])
+    assert spin_row["time_median_s"] == median
+    assert spin_row["time_min_s"] == samples.min()
+    assert (spin_row["time_q1_s"], spin_row["time_q3_s"]) == (q1, q3)
+    assert spin_row["time_iqr_s"] == pytest.approx(q3 - q1, rel=1e-12, abs=0)
+    assert q1 < median < q3   # distinct quartiles: an IQR taken from the median would show
+
+
+def test_a_memory_row_stores_the_bytes_one_call_allocates(tmp_path, test_ops):
+    row = sweep(tmp_path, "memory", "_test_alloc", ALLOC_MIB)
+    assert row["status"] == "ok", row["error"]
+    if row["mem_method"] != "rss_delta":
+        pytest.skip("/proc/self/clear_refs is not writable here: no RSS peak to check")
+    # the array written, within the kernel's RSS bookkeeping (each thread's counters are
+    # synced every 64 page faults: 0.27 MiB short measured here) and a few pages of
+    # interpreter and NumPy overhead
+    assert (ALLOC_MIB - 1) * MiB <= row["peak_mem_bytes"] <= (ALLOC_MIB + 4) * MiB
+    assert row["time_median_s"] is None or math.isnan(row["time_median_s"])
+
+
+def test_a_calibrated_number_is_the_smallest_of_1_2_5_10_that_fills_a_sample(test_ops):
+    for seconds, numbers in ((0.0021, (5,)), (0.0004, (20, 50)), (0.012, (1,))):
+        pt = Point(op="_test_spin", backend="numpy", kernel="test", N=16, M=16, D=3,
+                   blur=seconds, p=None, reach=None, dtype="float64", device="cpu", seed=0,
+                   iters=None, scaling=None)
+        row = run_point(pt, "speed", MeasureSettings(repeats=3, warmup=0))
+        assert row["status"] == "ok" and row["number"] in numbers, (seconds, row["number"])
+
+
+# -- the stored types ------------------------------------------------------------------
+EXACT_FLOAT = 0.1 + 2**-40          # not a float32: a float32 column would round it
+EXACT_INT = 2**62 + 1               # not a float64: a float column would round it
+
+
+def test_every_measured_number_is_stored_as_written(tmp_path):
+    """float64 columns keep all 53 bits (the per-call samples included), int64 columns
+    all 63: a narrower type in the schema would round what was measured."""
+    row = {"key": "k", "status": "ok"}
+    for field in SWEEP_SCHEMA:
+        if pa.types.is_floating(field.type):
+            row[field.name] = EXACT_FLOAT
+        elif pa.types.is_integer(field.type):
+            row[field.name] = EXACT_INT
+    row["time_samples_s"] = [EXACT_FLOAT, 2 * EXACT_FLOAT]
+    store = ResultStore(tmp_path)
+    part = store.append(SWEEPS, [row])
+    read = store.read(SWEEPS).iloc[0]
+    for name, written in row.items():
+        stored = read[name]
+        assert (list(stored) if name == "time_samples_s" else stored) == written, name
+    schema = pq.read_schema(part)
+    assert schema.field("time_samples_s").type == pa.list_(pa.float64())
+    for name in ("time_median_s", "time_min_s", "time_q1_s", "time_q3_s", "time_iqr_s",
+                 "first_call_s", "rel_err", "value"):
+        assert schema.field(name).type == pa.float64(), name
+    for name in ("repeats", "number", "warmup", "peak_mem_bytes", "N", "M", "D", "seed"):
+        assert schema.field(name).type == pa.int64(), name
+
+
+# -- inputs, provably the same problem ---------------------------------------------------
+def test_the_input_hash_changes_with_every_generated_array():
+    data = workloads.make_data(Point(op="kernel_product", backend="torch", kernel="gaussian",
+                                     N=30, M=20, D=3, blur=0.1, p=None, reach=None,
+                                     dtype="float64", device="cpu", seed=0, iters=None,
+                                     scaling=None))
+    arrays = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
+    assert set(arrays) >= {"x", "y", "b", "h", "c"}
+    base = input_hash(list(arrays.values()), "float64")
+    for name, array in arrays.items():
+        nudged = array.copy()
+        nudged.flat[-1] = np.nextafter(nudged.flat[-1], np.inf)   # one ulp, one entry
+        changed = input_hash([nudged if n == name else a for n, a in arrays.items()], "float64")
+        assert changed != base, f"the hash does not see {name}"
+
+
+def test_a_row_hashes_every_generated_array_of_its_point():
+    pt = Point(op="kernel_product", backend="numpy", kernel="gaussian", N=30, M=20, D=3,
+               blur=0.1, p=None, reach=None, dtype="float64", device="cpu", seed=4,
+               iters=None, scaling=None)
+    row = run_point(pt, "accuracy", MeasureSettings(repeats=1, warmup=0))
+    data = workloads.make_data(pt)
+    every = [getattr(data, f.name) for f in dataclasses.fields(data)]
+    assert row["status"] == "ok", row["error"]
+    assert row["input_hash"] == input_hash(every, "float64")
+
+
+# -- rerun -------------------------------------------------------------------------------
+SETTINGS = dict(repeats=4, warmup=3, timeout_s=41.5, memory_budget=987654321)
+
+
+def test_rerun_measures_again_with_every_stored_setting(tmp_path, test_ops):
+    """Settings none of which is a default: repeats, warmup, threads, timeout, budget; the
+    calibrated number follows from the known cost again."""
+    old = tmp_path / "old"
+    for kind, op, blur in (("speed", "_test_spin", CALL_S), ("memory", "_test_alloc", 1)):
+        spec = spec_from_dict({"kind": kind, "ops": op, "backends": "numpy", "dtype": "float64",
+                               "N": "16", "blur": str(blur), **SETTINGS})
+        run_sweep(spec, RunOptions(executor="inline", out=str(old), progress=False,
+                                   threads=2, cpus_per_point=2), run_id="the-run")
+    old_id, new_id, _ = rerun(old, out=tmp_path / "new", executor="inline", progress=False)
+    before = ResultStore(old).read(SWEEPS).set_index("key")
+    after = ResultStore(tmp_path / "new").read(SWEEPS).set_index("key")
+    assert sorted(before.index) == sorted(after.index) and len(after) == 2
+    assert set(after["run_id"]) == {new_id} != {old_id}
+    for key, row in after.iterrows():
+        assert row["status"] == "ok", row["error"]
+        for column in ("warmup", "threads", "timeout_s", "memory_budget", "cxxflags", "sweep"):
+            assert row[column] == before.loc[key, column], column
+        assert row["threads"] == 2 and row["warmup"] == 3 and row["memory_budget"] == 987654321
+    speed = after[after["sweep"] == "speed"].iloc[0]
+    assert speed["repeats"] == len(speed["time_samples_s"]) == 4 and speed["timeout_s"] == 41.5
+    assert speed["number"] in NUMBERS
