@@ -18,7 +18,7 @@ from kpbench.results.fingerprint import input_hash
 from kpbench.results.schema import SWEEP_SCHEMA
 from kpbench.results.store import SWEEPS, ResultStore
 from kpbench.suite import workloads
-from kpbench.suite.measure import MIN_SAMPLE_S, MeasureSettings, run_point
+from kpbench.suite.measure import MeasureSettings, run_point
 from kpbench.suite.rerun import rerun
 from kpbench.suite.spec import Point, spec_from_dict
 from kpbench.suite.sweep import RunOptions, run_sweep
@@ -27,6 +27,7 @@ MiB = 1 << 20
 CALL_S = 0.001        # _test_spin: one call busy-waits exactly this long (plus a call's overhead)
 # calls per sample that calibration may pick for CALL_S: 10 (10 ms), or 5 when the
 # machine preempted the spinning process for 5 ms while 5 calls were being timed
+# (then a sample may last less than MIN_SAMPLE_S: calibration and samples are timed apart)
 NUMBERS = (5, 10)
 ALLOC_MIB = 32        # _test_alloc: bytes written by one call
 
@@ -55,10 +56,10 @@ def test_a_speed_row_stores_the_time_of_one_call(spin_row):
     assert row["number"] in NUMBERS and row["timer"] == "perf_counter"
     # every sample is the time of ONE call: at least the spin, never number times it
     assert all(s >= CALL_S for s in samples), samples
-    assert CALL_S <= row["time_median_s"] < 2 * CALL_S
+    # above it by what a loaded machine adds (preemption: 1.8x measured under a mutation
+    # run on 2 busy cores), below what `number` calls per sample would give
+    assert CALL_S <= row["time_median_s"] < 3 * CALL_S
     assert row["first_call_s"] >= CALL_S
-    # a sample of `number` calls lasted at least the calibration's target
-    assert row["number"] * row["time_median_s"] >= MIN_SAMPLE_S
 
 
 def test_the_statistics_of_a_row_are_those_of_its_samples(spin_row):
@@ -84,7 +85,9 @@ def test_a_memory_row_stores_the_bytes_one_call_allocates(tmp_path, test_ops):
 
 
 def test_a_calibrated_number_is_the_smallest_of_1_2_5_10_that_fills_a_sample(test_ops):
-    for seconds, numbers in ((0.0021, (5,)), (0.0004, (20, 50)), (0.012, (1,))):
+    # the next smaller number of calls too, where a preemption of 6 ms while calibrating
+    # is enough to reach 10 ms (2 busy cores shared by several jobs: seen under mutmut)
+    for seconds, numbers in ((0.0021, (2, 5)), (0.0004, (10, 20, 50)), (0.012, (1,))):
         pt = Point(op="_test_spin", backend="numpy", kernel="test", N=16, M=16, D=3,
                    blur=seconds, p=None, reach=None, dtype="float64", device="cpu", seed=0,
                    iters=None, scaling=None)
