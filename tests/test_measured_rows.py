@@ -7,7 +7,9 @@ quartile off, a setting lost by rerun, an input left out of the hash) fails here
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -18,17 +20,13 @@ from kpbench.results.fingerprint import input_hash
 from kpbench.results.schema import SWEEP_SCHEMA
 from kpbench.results.store import SWEEPS, ResultStore
 from kpbench.suite import workloads
-from kpbench.suite.measure import MeasureSettings, run_point
+from kpbench.suite.measure import MIN_SAMPLE_S, MeasureSettings, run_point
 from kpbench.suite.rerun import rerun
 from kpbench.suite.spec import Point, spec_from_dict
 from kpbench.suite.sweep import RunOptions, run_sweep
 
 MiB = 1 << 20
-CALL_S = 0.001        # _test_spin: one call busy-waits exactly this long (plus a call's overhead)
-# calls per sample that calibration may pick for CALL_S: 10 (10 ms), or 5 when the
-# machine preempted the spinning process for 5 ms while 5 calls were being timed
-# (then a sample may last less than MIN_SAMPLE_S: calibration and samples are timed apart)
-NUMBERS = (5, 10)
+CALL_S = 0.0002       # _test_spin: one call busy-waits this long (50 calls fill a 10 ms sample)
 ALLOC_MIB = 32        # _test_alloc: bytes written by one call
 
 
@@ -42,33 +40,75 @@ def sweep(tmp_path, kind, op, blur, **settings):
     return rows.iloc[0].to_dict()
 
 
+def spin_calls() -> list:
+    """(start, end) of every call of _test_spin so far, by the op's own clock."""
+    return sys.modules["kpbench_plugin_test_ops"].SPIN_CALLS
+
+
+def tried_numbers(number: int) -> list:
+    """The calls per sample calibration tries before it settles on ``number``."""
+    tried = [1]
+    for factor in itertools.cycle((2, 2.5, 2)):
+        if tried[-1] >= number:
+            return tried
+        tried.append(int(tried[-1] * factor))
+
+
 @pytest.fixture(scope="module")
 def spin_row(tmp_path_factory, test_ops):
-    return sweep(tmp_path_factory.mktemp("spin"), "speed", "_test_spin", CALL_S,
-                 repeats=12, warmup=2)
+    """The stored row of 12 samples of _test_spin after 2 warm-up calls, and its calls."""
+    spin_calls().clear()
+    row = sweep(tmp_path_factory.mktemp("spin"), "speed", "_test_spin", CALL_S,
+                repeats=12, warmup=2)
+    assert row["status"] == "ok", row["error"]
+    return row, list(spin_calls())
+
+
+def test_a_speed_row_makes_the_calls_it_says_it_made(spin_row):
+    """first call + warmup + calibration (1, 2, 5, ... calls) + repeats x number: the count
+    pins repeats, warmup and number whatever the load of the machine."""
+    row, calls = spin_row
+    assert row["repeats"] == len(row["time_samples_s"]) == 12 and row["warmup"] == 2
+    tried = tried_numbers(row["number"])
+    assert tried[-1] == row["number"] >= 2, tried   # 1, 2, 5, 10, 20, 50, ...
+    assert len(calls) == 1 + 2 + sum(tried) + 12 * row["number"]
+    assert row["timer"] == "perf_counter"
+
+
+def test_calibration_settles_on_the_first_number_of_calls_that_lasts_a_sample(spin_row):
+    row, calls = spin_row
+    tried, first = tried_numbers(row["number"]), 1 + 2
+    spans = []
+    for n in tried:
+        spans.append(calls[first + n - 1][1] - calls[first][0])
+        first += n
+    # the timer brackets the calls: shorter tries lasted less than a sample by its clock too
+    assert all(span < MIN_SAMPLE_S for span in spans[:-1]), spans
+    assert spans[-1] >= 0.9 * MIN_SAMPLE_S, spans
 
 
 def test_a_speed_row_stores_the_time_of_one_call(spin_row):
-    row = spin_row
-    assert row["status"] == "ok", row["error"]
-    samples = list(row["time_samples_s"])
-    assert row["repeats"] == len(samples) == 12 and row["warmup"] == 2
-    assert row["number"] in NUMBERS and row["timer"] == "perf_counter"
-    # every sample is the time of ONE call: at least the spin, never number times it
+    """Each sample is its timer's span of `number` calls divided by `number`: never below
+    the calls' own spans, above them by the loop's overhead only (not by `number` times)."""
+    row, calls = spin_row
+    number, samples = row["number"], list(row["time_samples_s"])
+    timed = calls[len(calls) - 12 * number:]
+    spans = [timed[i + number - 1][1] - timed[i][0] for i in range(0, len(timed), number)]
+    overheads = [sample * number - span for sample, span in zip(samples, spans)]
+    assert min(overheads) >= 0, overheads
+    assert np.median(overheads) < 1e-3, overheads
     assert all(s >= CALL_S for s in samples), samples
-    # above it by what a loaded machine adds (preemption: 1.8x measured under a mutation
-    # run on 2 busy cores), below what `number` calls per sample would give
-    assert CALL_S <= row["time_median_s"] < 3 * CALL_S
-    assert row["first_call_s"] >= CALL_S
+    assert row["first_call_s"] >= calls[0][1] - calls[0][0] >= CALL_S
 
 
 def test_the_statistics_of_a_row_are_those_of_its_samples(spin_row):
-    samples = np.array(spin_row["time_samples_s"], dtype=np.float64)
+    row, _ = spin_row
+    samples = np.array(row["time_samples_s"], dtype=np.float64)
     q1, median, q3 = np.percentile(samples, [25, 50, 75])
-    assert spin_row["time_median_s"] == median
-    assert spin_row["time_min_s"] == samples.min()
-    assert (spin_row["time_q1_s"], spin_row["time_q3_s"]) == (q1, q3)
-    assert spin_row["time_iqr_s"] == pytest.approx(q3 - q1, rel=1e-12, abs=0)
+    assert row["time_median_s"] == median
+    assert row["time_min_s"] == samples.min()
+    assert (row["time_q1_s"], row["time_q3_s"]) == (q1, q3)
+    assert row["time_iqr_s"] == pytest.approx(q3 - q1, rel=1e-12, abs=0)
     assert q1 < median < q3   # distinct quartiles: an IQR taken from the median would show
 
 
@@ -82,17 +122,6 @@ def test_a_memory_row_stores_the_bytes_one_call_allocates(tmp_path, test_ops):
     # interpreter and NumPy overhead
     assert (ALLOC_MIB - 1) * MiB <= row["peak_mem_bytes"] <= (ALLOC_MIB + 4) * MiB
     assert row["time_median_s"] is None or math.isnan(row["time_median_s"])
-
-
-def test_a_calibrated_number_is_the_smallest_of_1_2_5_10_that_fills_a_sample(test_ops):
-    # the next smaller number of calls too, where a preemption of 6 ms while calibrating
-    # is enough to reach 10 ms (2 busy cores shared by several jobs: seen under mutmut)
-    for seconds, numbers in ((0.0021, (2, 5)), (0.0004, (10, 20, 50)), (0.012, (1,))):
-        pt = Point(op="_test_spin", backend="numpy", kernel="test", N=16, M=16, D=3,
-                   blur=seconds, p=None, reach=None, dtype="float64", device="cpu", seed=0,
-                   iters=None, scaling=None)
-        row = run_point(pt, "speed", MeasureSettings(repeats=3, warmup=0))
-        assert row["status"] == "ok" and row["number"] in numbers, (seconds, row["number"])
 
 
 # -- the stored types ------------------------------------------------------------------
@@ -177,4 +206,43 @@ def test_rerun_measures_again_with_every_stored_setting(tmp_path, test_ops):
         assert row["threads"] == 2 and row["warmup"] == 3 and row["memory_budget"] == 987654321
     speed = after[after["sweep"] == "speed"].iloc[0]
     assert speed["repeats"] == len(speed["time_samples_s"]) == 4 and speed["timeout_s"] == 41.5
-    assert speed["number"] in NUMBERS
+    assert speed["number"] in tried_numbers(speed["number"])
+
+
+def test_a_tensor_that_requires_grad_hashes_like_its_values():
+    x = np.random.default_rng(0).random((4, 3))
+    tensor = __import__("torch").tensor(x, requires_grad=True)
+    assert input_hash([tensor], "float64") == input_hash([x], "float64")
+
+
+def hashed_rows(count: int, hashes: list):
+    import pandas as pd
+
+    from test_report import sweep_row
+
+    rows = [sweep_row(N=100 * (i + 1)) for i in range(count)]
+    return pd.DataFrame([{**row, "input_hash": h} for row, h in zip(rows, hashes)])
+
+
+@pytest.mark.parametrize("differ, limit, listed", [(3, 2, 2), (2, 2, 2), (11, None, 10)])
+def test_hash_mismatches_list_at_most_limit_points_then_count_the_rest(differ, limit, listed):
+    from kpbench.results.fingerprint import hash_mismatches
+
+    base = hashed_rows(12, [f"{i:016x}" for i in range(12)])
+    new = hashed_rows(12, [f"{i + 100 * (i < differ):016x}" for i in range(12)])
+    lines = hash_mismatches(base, new, **({} if limit is None else {"limit": limit}))
+    assert lines[0] == (f"inputs DIFFER: {differ} of 12 points have other input hashes (another "
+                        "data generator, NumPy or seed: these points did not solve the same problem)")
+    assert len(lines) == 1 + listed + (differ > listed)
+    assert lines[1] == f"  kernel_product torch gaussian D=3 blur=0.1 float32 cpu N=100: {0:016x} -> {100:016x}"
+    if differ > listed:
+        assert lines[-1] == f"  ... and {differ - listed} more"
+
+
+def test_a_point_without_a_hash_on_either_side_is_not_compared():
+    from kpbench.results.fingerprint import hash_mismatches
+
+    base = hashed_rows(3, ["a" * 16, "b" * 16, None])
+    new = hashed_rows(3, ["a" * 16, None, "c" * 16])
+    assert hash_mismatches(base, new) == [
+        "inputs: 1 points with matching input hashes (same generated data)"]

@@ -5,7 +5,9 @@ with SIGALRM blocked (as a long native call would be), ``_test_exit`` and ``_tes
 end their process. They need no backend, so they run on any device.
 
 Computations of known cost, whose rows the tests can predict: ``_test_spin`` busy-waits
-``blur`` seconds per call (no sleep: its wake-up latency would blur the figure);
+``blur`` seconds per call (no sleep: its wake-up latency would blur the figure) and
+appends the (start, end) of each call to ``SPIN_CALLS``: the calls the measurement made and
+how long each lasted by its own clock, whatever the load of the machine;
 ``_test_alloc`` allocates and writes ``blur`` MiB per call (the memory sweep's peak),
 ``_test_first_slow`` is a compile-then-run workload.
 """
@@ -20,6 +22,7 @@ from kpbench.suite.workloads import OpInfo, Prepared, Summary, register_op
 TEST_OPS = ("_test_raise", "_test_sleep", "_test_hang", "_test_exit", "_test_kill",
             "_test_spin", "_test_alloc")
 MiB = 1 << 20
+SPIN_CALLS: list[tuple[float, float]] = []
 FIRST_CALL_S, LATER_CALL_S = 0.3, 0.002   # "_test_first_slow": a compile-then-run workload
 
 
@@ -36,7 +39,9 @@ def _prepare(point, data) -> Prepared:
             finally:   # a pending alarm fires now, as after a native call returns
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
         elif point.op == "_test_spin":
+            start = time.perf_counter()
             spin(point.blur)
+            SPIN_CALLS.append((start, time.perf_counter()))
         elif point.op == "_test_alloc":   # every page written: resident, not just reserved
             return float(np.ones(int(point.blur * MiB) // 8).sum())
         elif point.op == "_test_exit":
