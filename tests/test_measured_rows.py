@@ -12,11 +12,13 @@ import math
 import sys
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
-from kpbench.results.fingerprint import input_hash
+from kpbench.results.fingerprint import hash_mismatches, input_hash
 from kpbench.results.schema import SWEEP_SCHEMA
 from kpbench.results.store import SWEEPS, ResultStore
 from kpbench.suite import workloads
@@ -24,6 +26,7 @@ from kpbench.suite.measure import MIN_SAMPLE_S, MeasureSettings, run_point
 from kpbench.suite.rerun import rerun
 from kpbench.suite.spec import Point, spec_from_dict
 from kpbench.suite.sweep import RunOptions, run_sweep
+from test_report import sweep_row
 
 MiB = 1 << 20
 CALL_S = 0.0002       # _test_spin: one call busy-waits this long (50 calls fill a 10 ms sample)
@@ -211,23 +214,17 @@ def test_rerun_measures_again_with_every_stored_setting(tmp_path, test_ops):
 
 def test_a_tensor_that_requires_grad_hashes_like_its_values():
     x = np.random.default_rng(0).random((4, 3))
-    tensor = __import__("torch").tensor(x, requires_grad=True)
+    tensor = torch.tensor(x, requires_grad=True)
     assert input_hash([tensor], "float64") == input_hash([x], "float64")
 
 
-def hashed_rows(count: int, hashes: list):
-    import pandas as pd
-
-    from test_report import sweep_row
-
+def hashed_rows(count: int, hashes: list) -> pd.DataFrame:
     rows = [sweep_row(N=100 * (i + 1)) for i in range(count)]
     return pd.DataFrame([{**row, "input_hash": h} for row, h in zip(rows, hashes)])
 
 
 @pytest.mark.parametrize("differ, limit, listed", [(3, 2, 2), (2, 2, 2), (11, None, 10)])
 def test_hash_mismatches_list_at_most_limit_points_then_count_the_rest(differ, limit, listed):
-    from kpbench.results.fingerprint import hash_mismatches
-
     base = hashed_rows(12, [f"{i:016x}" for i in range(12)])
     new = hashed_rows(12, [f"{i + 100 * (i < differ):016x}" for i in range(12)])
     lines = hash_mismatches(base, new, **({} if limit is None else {"limit": limit}))
@@ -240,8 +237,6 @@ def test_hash_mismatches_list_at_most_limit_points_then_count_the_rest(differ, l
 
 
 def test_a_point_without_a_hash_on_either_side_is_not_compared():
-    from kpbench.results.fingerprint import hash_mismatches
-
     base = hashed_rows(3, ["a" * 16, "b" * 16, None])
     new = hashed_rows(3, ["a" * 16, None, "c" * 16])
     assert hash_mismatches(base, new) == [
