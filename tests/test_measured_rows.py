@@ -57,12 +57,11 @@ def tried_numbers(number: int) -> list:
         tried.append(int(tried[-1] * factor))
 
 
-@pytest.fixture(scope="module")
-def spin_row(tmp_path_factory, test_ops):
+@pytest.fixture   # per test (0.2 s): mutmut maps a mutant to the tests that ran its code
+def spin_row(tmp_path, test_ops):
     """The stored row of 12 samples of _test_spin after 2 warm-up calls, and its calls."""
     spin_calls().clear()
-    row = sweep(tmp_path_factory.mktemp("spin"), "speed", "_test_spin", CALL_S,
-                repeats=12, warmup=2)
+    row = sweep(tmp_path, "speed", "_test_spin", CALL_S, repeats=12, warmup=2)
     assert row["status"] == "ok", row["error"]
     return row, list(spin_calls())
 
@@ -210,6 +209,14 @@ def test_rerun_measures_again_with_every_stored_setting(tmp_path, test_ops):
     speed = after[after["sweep"] == "speed"].iloc[0]
     assert speed["repeats"] == len(speed["time_samples_s"]) == 4 and speed["timeout_s"] == 41.5
     assert speed["number"] in tried_numbers(speed["number"])
+
+
+def test_a_long_error_is_cut_and_says_so():
+    from kpbench.suite.measure import ERROR_MAX_CHARS, error_text
+
+    assert error_text(ValueError("x" * (ERROR_MAX_CHARS - 12))) == "ValueError: " + "x" * (ERROR_MAX_CHARS - 12)
+    cut = error_text(ValueError("x" * ERROR_MAX_CHARS))
+    assert cut == ("ValueError: " + "x" * ERROR_MAX_CHARS)[:ERROR_MAX_CHARS] + " [...]"
 
 
 def test_a_tensor_that_requires_grad_hashes_like_its_values():
