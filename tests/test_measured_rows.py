@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from kpbench.backends.torch_dense import TorchBackend
 from kpbench.results.fingerprint import hash_mismatches, input_hash
 from kpbench.results.schema import SWEEP_SCHEMA
 from kpbench.results.store import SWEEPS, ResultStore
@@ -248,3 +249,52 @@ def test_a_point_without_a_hash_on_either_side_is_not_compared():
     new = hashed_rows(3, ["a" * 16, None, "c" * 16])
     assert hash_mismatches(base, new) == [
         "inputs: 1 points with matching input hashes (same generated data)"]
+
+
+# -- measure's own checks ------------------------------------------------------------------
+def test_a_speed_row_keeps_the_value_of_the_computation(spin_row):
+    row, _ = spin_row
+    assert row["value"] == CALL_S    # _test_spin returns its blur
+
+
+def test_proc_status_sizes_are_kibibytes():
+    from kpbench.suite.measure import _proc_status_bytes
+
+    with open("/proc/self/status") as f:   # the size of the mapped libraries: stable
+        kib = [int(line.split()[1]) for line in f if line.startswith("VmLib:")][0]
+    assert _proc_status_bytes("VmLib") == kib * 1024
+    with pytest.raises(RuntimeError, match="VmNothing not in /proc/self/status"):
+        _proc_status_bytes("VmNothing")
+
+
+def test_the_preflight_of_a_differentiated_softmin_loss_counts_its_kept_calls():
+    from kpbench.backends import get_backend
+    from kpbench.suite.measure import LOSS_CALLS_KEPT_FOR_BACKWARD, dense_estimate
+
+    flow = Point(op="flow_step", backend="torch", kernel="log_likelihood", N=300, M=500, D=3,
+                 blur=0.1, p=2, reach=None, dtype="float32", device="cpu", seed=0, iters=None,
+                 scaling=None)
+    per_call = get_backend("torch").memory_estimate("softmin", 500, 500, 3, 4, grad=True)
+    assert dense_estimate(flow) == LOSS_CALLS_KEPT_FOR_BACKWARD * per_call
+
+
+class LossesOnly(TorchBackend):
+    name = "losses-only-test"
+    capabilities = dataclasses.replace(TorchBackend.capabilities, primitives=False)
+
+
+@pytest.mark.parametrize("op", ["kernel_product", "softmin"])
+def test_a_backend_serving_losses_only_is_unsupported_for_the_primitives(op):
+    from kpbench import backends
+
+    backends.register_backend(LossesOnly.name, f"{__name__}:LossesOnly")
+    try:
+        pt = Point(op=op, backend=LossesOnly.name, kernel="gaussian", N=20, M=20, D=3, blur=0.1,
+                   p=2 if op == "softmin" else None, reach=None, dtype="float32", device="cpu",
+                   seed=0, iters=None, scaling=None)
+        row = run_point(pt, "accuracy", MeasureSettings(repeats=1, warmup=0))
+    finally:
+        backends._REGISTRY.pop(LossesOnly.name)
+        backends._INSTANCES.pop(LossesOnly.name, None)
+    assert row["status"] == "unsupported" and row["retryable"] is False
+    assert row["error"] == f"backend {LossesOnly.name!r} serves losses only (no {op})"
