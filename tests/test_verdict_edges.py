@@ -135,3 +135,138 @@ def test_rows_from_before_the_retryable_column_retry_exactly_the_failures(tmp_pa
     _, (point, _) = spin_points()
     ResultStore(tmp_path).append(SWEEPS, [stored(point, status, None, 1)])
     assert (point.key("speed") not in done_keys(ResultStore(tmp_path), retry_failed=True)) is retried
+
+
+# -- p exactly on the threshold: "different" needs p strictly below ------------------------
+def test_a_rank_test_p_equal_to_the_threshold_is_not_a_difference(tmp_path):
+    base = list(np.linspace(1.0, 1.06, 7))
+    new = [b * 1.2 for b in base]
+    base[-1], new[0] = new[0], base[-1]            # one pair crosses: U = 1, p = 4 / C(14, 7)
+    p = 4 / 3432
+    point = one_point(tmp_path, timed_row(samples=sorted(base)), timed_row(samples=sorted(new)),
+                      p_threshold=p)
+    assert point.noise == ["time"] and point.evidence == f"rank test p={p:.2g} (7 vs 7 samples)"
+    point = one_point(tmp_path / "b", timed_row(samples=sorted(base)), timed_row(samples=sorted(new)),
+                      p_threshold=np.nextafter(p, 1))
+    assert point.regressed == ["time"]
+
+
+def test_a_signed_rank_p_equal_to_the_threshold_is_not_a_difference(tmp_path):
+    base = np.linspace(1.0, 1.1, 11)
+    logs = np.array([-0.01] + [0.1 + 0.01 * i for i in range(10)])   # one round faster
+    rows = [timed_row(samples=base), timed_row(samples=base * np.exp(logs))]
+    for row in rows:
+        row["interleave_id"] = "session"
+    p = 4 / 2048                                   # the smallest |log| negative: T- = 1
+    point = one_point(tmp_path, *rows, p_threshold=p)
+    assert point.noise == ["time"]
+    assert point.evidence == f"paired over 11 interleaved rounds, signed-rank p={p:.2g}"
+    assert one_point(tmp_path / "b", *rows, p_threshold=np.nextafter(p, 1)).regressed == ["time"]
+
+
+def test_the_gate_s_p_threshold_reaches_the_rank_test(tmp_path):
+    base = np.linspace(1.0, 1.05, 5)    # 5 vs 5: p = 2 / 252 at best, decided only from 0.0079
+    point = one_point(tmp_path, timed_row(samples=base), timed_row(samples=base * 1.2),
+                      p_threshold=0.05)
+    assert point.evidence == "rank test p=0.0079 (5 vs 5 samples)" and point.regressed == ["time"]
+
+
+def test_paired_rounds_give_the_time_ratio_and_only_the_time_ratio(tmp_path):
+    """The same times, one round later: the ratio of the medians is 1, the median of the
+    per-round ratios (11/1, 1/2, 2/3, ... 10/11) is 6/7; the memory ratio stays the memory's."""
+    base = np.arange(1.0, 12.0)
+    rows = [timed_row(samples=base, mem=100 * MiB), timed_row(samples=np.roll(base, 1), mem=100 * MiB)]
+    for row in rows:
+        row["interleave_id"] = "session"
+    point = one_point(tmp_path, *rows)
+    assert point.ratios["time"] == pytest.approx(6 / 7) and point.ratios["mem"] == 1.0
+
+
+def test_identical_interleaved_rounds_are_the_same_distribution():
+    rows = [timed_row(samples=[1.0] * 10), timed_row(samples=[1.0] * 10)]
+    for row in rows:
+        row["interleave_id"] = "session"
+    assert compare.distributions_differ(*rows) == (
+        False, "paired over 10 interleaved rounds, signed-rank p=1")
+
+
+@pytest.mark.parametrize("new_err, compared", [(compare.ERR_FLOOR, False), (2e-12, True)])
+def test_the_new_error_must_be_above_the_floor_too(tmp_path, new_err, compared):
+    point = one_point(tmp_path, sweep_row(time=1.0, err=1e-6), sweep_row(time=1.0, err=new_err))
+    assert ("err" in point.ratios) is compared
+
+
+def test_a_zero_time_of_an_untimed_row_is_not_compared():
+    """Memory rows time nothing: a 0 there is no time to divide by (and no broken row)."""
+    base = sweep_row(time=0.0, mem=100 * MiB, sweep="memory")
+    new = sweep_row(time=1.0, mem=100 * MiB, sweep="memory")
+    for b, n in ((base, new), (new, base)):
+        [point] = compare.compare(frame(b), frame(n)).points
+        assert "time" not in point.ratios and point.ratios["mem"] == 1.0
+
+
+# -- refusals and what they say ------------------------------------------------------------
+def frame(*rows):
+    import pandas as pd
+
+    return pd.DataFrame(list(rows))
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(threshold=1.0), "threshold must be a finite number > 1"),
+    (dict(threshold=float("inf")), "threshold must be a finite number > 1"),
+    (dict(p_threshold=0.0), "p_threshold must be in \\(0, 1\\)"),
+    (dict(p_threshold=1.0), "p_threshold must be in \\(0, 1\\)"),
+])
+def test_gate_settings_out_of_range_are_refused(kw, message):
+    row = sweep_row(time=1.0)
+    with pytest.raises(compare.KPBenchError, match=message):
+        compare.compare(frame(row), frame(row), **kw)
+
+
+def test_each_side_is_named_when_it_has_no_rows_or_several_per_key():
+    row = sweep_row(time=1.0)
+    with pytest.raises(compare.KPBenchError, match="^the baseline has no sweep rows$"):
+        compare.compare(frame(), frame(row))
+    with pytest.raises(compare.KPBenchError, match="^the new has no sweep rows$"):
+        compare.compare(frame(row), frame())
+    with pytest.raises(compare.KPBenchError, match="^the new has several rows per point key; pick one run first$"):
+        compare.compare(frame(row), frame(row, row))
+
+
+def test_an_environment_mismatch_says_what_differed_and_how_to_compare_anyway():
+    base, new = sweep_row(time=1.0, host="a"), sweep_row(time=1.0, host="b")
+    with pytest.raises(compare.EnvironmentMismatch) as refused:
+        compare.compare(frame(base), frame(new))
+    assert str(refused.value) == (
+        "the two sides were measured in different environments: host: a -> b. Their timings are "
+        "not comparable; pass --allow-env-mismatch (allow_env_mismatch=True) to compare them anyway.")
+    assert compare.env_differences([({"host": ""}, {"host": "b"})]) == []   # "" is unknown
+
+
+@pytest.mark.parametrize("broken, listed", [(10, 10), (11, 10)])
+def test_broken_rows_are_listed_up_to_ten_then_counted(broken, listed):
+    base = [sweep_row(N=100 + i, time=1.0, run_id="r0", sweep="speed") for i in range(broken)]
+    new = [sweep_row(N=100 + i, time=float("nan"), run_id="r1", sweep="speed") for i in range(broken)]
+    with pytest.raises(compare.BrokenRows) as refused:
+        compare.compare(frame(*base), frame(*new))
+    text = str(refused.value)
+    assert text.startswith(f"{broken} ok row(s) without a usable time, a broken run: new run r1, key ")
+    assert text.count("time_median_s is missing or NaN") == listed
+    assert text.endswith(f"; ... and {broken - listed} more") is (broken > listed)
+    base[0]["time_median_s"] = 0.0
+    with pytest.raises(compare.BrokenRows, match="^2 ok row\\(s\\) without a usable time, a broken run: "
+                       "baseline run r0, key .*: time_median_s is 0 \\(not positive\\); new run r0, key "):
+        compare.compare(frame(base[0]), frame(base[0]))
+
+
+@pytest.mark.parametrize("row, problems", [
+    ({"sweep": "speed", "time_median_s": None}, ["time_median_s is missing or NaN"]),
+    ({"sweep": "speed", "time_median_s": float("inf")}, ["time_median_s is inf"]),
+    ({"sweep": "speed", "time_median_s": -1.0}, ["time_median_s is -1 (not positive)"]),
+    ({"sweep": "memory", "time_median_s": None}, []),
+    ({"sweep": "memory", "time_median_s": 1.0, "time_samples_s": [1.0, 0.0]},
+     ["time_samples_s holds 1 of 2 samples that are 0 (not positive)"]),
+])
+def test_timing_problems_name_each_unusable_value_exactly(row, problems):
+    assert compare.timing_problems(row) == problems
