@@ -157,6 +157,58 @@ def test_every_measured_number_is_stored_as_written(tmp_path):
         assert schema.field(name).type == pa.int64(), name
 
 
+def test_parts_are_named_by_their_utc_time_and_a_random_suffix(tmp_path):
+    import re
+
+    part = ResultStore(tmp_path).append(SWEEPS, [{"key": "k", "status": "ok"}])
+    assert re.fullmatch(r"part-\d{8}T\d{12}-[0-9a-f]{12}\.parquet", part.name), part.name
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"key": "k", "status": "done"}],
+     "bad status 'done' \\(one of ok, oom, timeout, unsupported, skipped, error\\) in row k"),
+])
+def test_a_sweeps_row_with_an_unknown_status_is_refused_naming_the_statuses(tmp_path, rows, message):
+    from kpbench.errors import KPBenchError
+
+    with pytest.raises(KPBenchError, match=message):
+        ResultStore(tmp_path).append(SWEEPS, rows)
+
+
+def test_rows_of_an_inferred_table_must_form_one_table(tmp_path):
+    from kpbench.errors import KPBenchError
+
+    with pytest.raises(KPBenchError, match="rows for table 'flows' do not form one table: "):
+        ResultStore(tmp_path).append("flows", [{"a": 1}, {"a": "one"}])
+
+
+@pytest.mark.parametrize("name", ["_private", ".hidden", "a/b", ""])
+def test_table_names_are_plain_folder_names(tmp_path, name):
+    from kpbench.errors import KPBenchError
+
+    with pytest.raises(KPBenchError, match="bad table name"):
+        ResultStore(tmp_path).table_dir(name)
+
+
+def test_a_damaged_part_is_named_with_the_store_to_check(tmp_path, capsys):
+    store = ResultStore(tmp_path)
+    store.append(SWEEPS, [{"key": "k", "status": "ok"}])
+    (tmp_path / SWEEPS / "part-0-damaged.parquet").write_bytes(b"not parquet")
+    assert len(store.read(SWEEPS)) == 1
+    assert f"'kpbench store check {tmp_path}' lists every one" in capsys.readouterr().err
+
+
+def test_a_part_of_another_type_names_the_type_cut_at_60_characters(tmp_path):
+    wide = pa.struct([(f"field_{i}", pa.int64()) for i in range(8)])
+    table = pa.table({"key": ["k"], "status": ["ok"],
+                      "value": pa.array([{f"field_{i}": i for i in range(8)}], type=wide)})
+    (tmp_path / SWEEPS).mkdir()
+    pq.write_table(table, tmp_path / SWEEPS / "part-0-wide.parquet")
+    [damaged] = ResultStore(tmp_path).damaged(SWEEPS)
+    shown = str(wide)[:57] + "..."
+    assert damaged.reason == f"another schema: column 'value' is {shown}, the sweeps schema's is double"
+
+
 # -- inputs, provably the same problem ---------------------------------------------------
 def test_the_input_hash_changes_with_every_generated_array():
     data = workloads.make_data(Point(op="kernel_product", backend="torch", kernel="gaussian",
