@@ -350,3 +350,24 @@ def test_a_backend_serving_losses_only_is_unsupported_for_the_primitives(op):
         backends._INSTANCES.pop(LossesOnly.name, None)
     assert row["status"] == "unsupported" and row["retryable"] is False
     assert row["error"] == f"backend {LossesOnly.name!r} serves losses only (no {op})"
+
+
+def test_a_rerun_runs_on_the_stored_executor_only_when_the_run_had_one():
+    from kpbench.suite.rerun import _stored_executor
+
+    assert _stored_executor(pd.DataFrame({"executor": ["inline", "inline"]})) == "inline"
+    assert _stored_executor(pd.DataFrame({"executor": ["inline", "ray"]})) == "ray"
+    assert _stored_executor(pd.DataFrame({"executor": [None]})) == "ray"
+    assert _stored_executor(pd.DataFrame({"key": ["k"]})) == "ray"
+
+
+def test_check_rerun_says_when_the_build_flags_differ(tmp_path):
+    from kpbench.suite.rerun import check_rerun
+    from test_report import write_sweeps
+
+    write_sweeps(tmp_path / "old", [sweep_row(time=1.0)], run_id="old", cxxflags="-O2")
+    write_sweeps(tmp_path / "new", [sweep_row(time=1.0)], run_id="new", cxxflags="-O3")
+    lines, differ = check_rerun(tmp_path / "old", "old", tmp_path / "new", "new")
+    assert not differ
+    assert ("build flags differ: CXXFLAGS ['-O2'] -> ['-O3'] (workers of an already running Ray "
+            "cluster keep their own environment)") in lines

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from kpbench.results import compare
@@ -207,9 +208,8 @@ def test_a_zero_time_of_an_untimed_row_is_not_compared():
 
 # -- refusals and what they say ------------------------------------------------------------
 def frame(*rows):
-    import pandas as pd
-
     return pd.DataFrame(list(rows))
+
 
 
 @pytest.mark.parametrize("kw, message", [
@@ -270,3 +270,83 @@ def test_broken_rows_are_listed_up_to_ten_then_counted(broken, listed):
 ])
 def test_timing_problems_name_each_unusable_value_exactly(row, problems):
     assert compare.timing_problems(row) == problems
+
+
+# -- which rows a comparison reads (kpbench.results.selection) -------------------------------
+def test_rows_are_read_from_a_store_its_sweeps_folder_a_parquet_folder_or_file(tmp_path):
+    from kpbench.results.selection import load_sweeps
+    from kpbench.results.store import SWEEPS
+    from test_report import write_sweeps
+
+    write_sweeps(tmp_path / "store", [sweep_row(time=1.0), sweep_row(N=2000, time=2.0)])
+    part = sorted((tmp_path / "store" / SWEEPS).glob("part-*.parquet"))[0]
+    (tmp_path / "exported").mkdir()
+    (tmp_path / "exported" / "rows.parquet").write_bytes(part.read_bytes())
+    for path in (tmp_path / "store", tmp_path / "store" / SWEEPS, tmp_path / "exported", part):
+        frame = load_sweeps(path)
+        assert sorted(frame["N"]) == [1000, 2000], path
+    (tmp_path / "empty").mkdir()
+    assert load_sweeps(tmp_path / "empty").empty
+
+
+def test_columns_a_parquet_file_lacks_are_read_as_nulls(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kpbench.results.schema import COLUMNS
+    from kpbench.results.selection import load_sweeps
+
+    pq.write_table(pa.table({"key": ["k"], "status": ["ok"]}), tmp_path / "old.parquet")
+    frame = load_sweeps(tmp_path / "old.parquet")
+    assert list(frame.columns[:2]) == ["key", "status"] and set(COLUMNS) <= set(frame.columns)
+    assert frame.drop(columns=["key", "status"]).isna().all().all()
+
+
+def test_a_file_that_is_not_parquet_is_refused_by_name(tmp_path):
+    from kpbench.results.selection import load_sweeps
+
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(compare.KPBenchError, match="notes.txt is neither a results directory nor a Parquet file"):
+        load_sweeps(tmp_path / "notes.txt")
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(compare.KPBenchError, match="cannot read .*broken.parquet as Parquet: .*[Pp]arquet"):
+        load_sweeps(tmp_path / "broken.parquet")
+
+
+def test_a_selected_run_is_indexed_afresh_and_an_ambiguous_prefix_is_named():
+    from kpbench.results.selection import select_run
+
+    rows = [sweep_row(N=1000 + i, time=1.0, run_id=f"run-{i}", started_at=pd_time(i)) for i in range(3)]
+    stored = frame(*rows).iloc[::-1]
+    picked = select_run(stored, "run-1")
+    assert list(picked.index) == [0] and "index" not in picked and picked["N"].tolist() == [1001]
+    with pytest.raises(compare.KPBenchError,
+                       match="^an ambiguous run id prefix 'run' in these results; runs: run-0, run-1, run-2$"):
+        select_run(stored, "run")
+
+
+def pd_time(minute: int):
+    return dt.datetime(2026, 1, 1, 0, minute, tzinfo=dt.timezone.utc)
+
+
+@pytest.mark.parametrize("row, expected", [
+    ({"time_samples_s": 1.0}, []),                                   # not a list: no samples
+    ({"time_samples_s": [1.0, float("nan"), None, 2.0]}, [1.0, 2.0]),
+])
+def test_samples_are_the_finite_values_of_a_list(row, expected):
+    from kpbench.results.selection import samples
+
+    assert samples(row) == expected
+
+
+@pytest.mark.parametrize("row, expected", [
+    ({"time_q1_s": 1.0, "time_q3_s": 3.0, "time_samples_s": [5.0, 6.0]}, (1.0, 3.0)),
+    ({"time_q1_s": 1.0, "time_q3_s": None, "time_samples_s": [1.0, 2.0, 3.0, 4.0, 5.0]}, (2.0, 4.0)),
+    ({"time_samples_s": [1.0, 2.0]}, (1.25, 1.75)),
+    ({"time_samples_s": [1.0], "time_median_s": 1.0, "time_iqr_s": 0.4}, (0.8, 1.2)),
+    ({"time_median_s": 1.0}, None),
+])
+def test_quartiles_come_from_the_row_then_its_samples_then_its_median_and_iqr(row, expected):
+    from kpbench.results.selection import quartiles
+
+    assert quartiles(row) == (pytest.approx(expected) if expected else None)
