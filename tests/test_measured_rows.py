@@ -240,17 +240,27 @@ def test_a_row_hashes_every_generated_array_of_its_point():
 SETTINGS = dict(repeats=4, warmup=3, timeout_s=41.5, memory_budget=987654321)
 
 
-def test_rerun_measures_again_with_every_stored_setting(tmp_path, test_ops):
+def test_rerun_measures_again_with_every_stored_setting(tmp_path, test_ops, capsys):
     """Settings none of which is a default: repeats, warmup, threads, timeout, budget; the
-    calibrated number follows from the known cost again."""
+    calibrated number follows from the known cost again. The run asked for is rerun, not
+    the latest."""
     old = tmp_path / "old"
     for kind, op, blur in (("speed", "_test_spin", CALL_S), ("memory", "_test_alloc", 1)):
         spec = spec_from_dict({"kind": kind, "ops": op, "backends": "numpy", "dtype": "float64",
                                "N": "16", "blur": str(blur), **SETTINGS})
         run_sweep(spec, RunOptions(executor="inline", out=str(old), progress=False,
                                    threads=2, cpus_per_point=2), run_id="the-run")
-    old_id, new_id, _ = rerun(old, out=tmp_path / "new", executor="inline", progress=False)
-    before = ResultStore(old).read(SWEEPS).set_index("key")
+    later = spec_from_dict({"kind": "speed", "ops": "_test_spin", "backends": "numpy",
+                            "dtype": "float64", "N": "16", "blur": "0.0003", "repeats": 1})
+    run_sweep(later, RunOptions(executor="inline", out=str(old), progress=False), run_id="later")
+    capsys.readouterr()
+    old_id, new_id, _ = rerun(old, "the-run", out=tmp_path / "new", executor="inline",
+                              progress=False)
+    assert old_id == "the-run"
+    out = capsys.readouterr().out
+    assert "sweep speed: 1 points, 1 run (1 ok)" in out and "sweep memory: 1 points" in out
+    stored = ResultStore(old).read(SWEEPS)
+    before = stored[stored["run_id"] == "the-run"].set_index("key")
     after = ResultStore(tmp_path / "new").read(SWEEPS).set_index("key")
     assert sorted(before.index) == sorted(after.index) and len(after) == 2
     assert set(after["run_id"]) == {new_id} != {old_id}
@@ -371,3 +381,44 @@ def test_check_rerun_says_when_the_build_flags_differ(tmp_path):
     assert not differ
     assert ("build flags differ: CXXFLAGS ['-O2'] -> ['-O3'] (workers of an already running Ray "
             "cluster keep their own environment)") in lines
+
+
+def rerun_rows(**changes) -> pd.DataFrame:
+    """The rows of a one-point speed run as rerun.plan reads them, with ``changes``."""
+    pt = Point(op="_test_spin", backend="numpy", kernel="test", N=16, M=16, D=3, blur=CALL_S,
+               p=None, reach=None, dtype="float64", device="cpu", seed=0, iters=None,
+               scaling=None)
+    row = {**pt.as_row(), "key": pt.key("speed"), "sweep": "speed", "repeats": 3, "warmup": 1,
+           "threads": 1, "timeout_s": 60.0, "memory_budget": None, "cxxflags": ""}
+    return pd.DataFrame([{**row, **changes}])
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(sweep=None), "^run R: 1 rows have no 'sweep' column \\(the kind of measure: speed \\| memory \\| accuracy\\)$"),
+    (dict(warmup=None), "^cannot rerun run R: column 'warmup' is empty in all 1 speed rows"),
+    (dict(N=None), "^row [0-9a-f]{20}: column 'N' is empty: cannot rerun it$"),
+    (dict(seed=5), "^row [0-9a-f]{20}: its point columns give the key [0-9a-f]{20} \\(speed\\)"),
+])
+def test_a_row_that_cannot_be_rerun_is_named_with_why(changes, message):
+    from kpbench.errors import KPBenchError
+    from kpbench.suite.rerun import plan
+
+    with pytest.raises(KPBenchError, match=message):
+        plan(rerun_rows(**changes), "R")
+
+
+def test_missing_columns_are_all_named():
+    from kpbench.errors import KPBenchError
+    from kpbench.suite.rerun import plan
+
+    with pytest.raises(KPBenchError, match="^cannot rerun: the rows lack the column\\(s\\) warmup, threads$"):
+        plan(rerun_rows().drop(columns=["warmup", "threads"]), "R")
+
+
+def test_rerun_groups_come_in_the_order_of_their_settings():
+    from kpbench.suite.rerun import plan
+
+    rows = pd.concat([rerun_rows(threads=2), rerun_rows(threads=1, seed=1)], ignore_index=True)
+    rows.loc[1, "key"] = Point(**{**rows.iloc[1][list(Point.__dataclass_fields__)].to_dict(),
+                                  "seed": 1}).key("speed")
+    assert [g.settings["threads"] for g in plan(rows, "R")] == [1, 2]
