@@ -249,3 +249,16 @@ def test_primitives_check_on_every_backend_exactly_like_the_losses():
             bk.kernel_product(x, y, at(b, math.inf), kernel="gaussian", blur=0.1)
         with pytest.raises(KPBenchError, match="y contains NaN or inf"):
             bk.softmin(x, at(y, -math.inf), b, eps=0.1, p=2)
+
+
+def test_softmin_names_the_cloud_its_log_weights_belong_to():
+    with pytest.raises(KPBenchError, match="^h must have shape \\(5,\\) or \\(5, K\\) to match y with 5 "
+                                           "points, got shape \\(4,\\)$"):
+        get_backend("torch").softmin(X, Y, torch.zeros(4, dtype=torch.float64), eps=0.1, p=2)
+
+
+def test_the_memory_check_names_the_primitive_it_refuses():
+    bk = Budgeted()
+    bk.shortfall = 1
+    with pytest.raises(MemoryBudgetExceeded, match="^budgeted softmin at N=6, M=5, D=2 needs"):
+        bk.softmin(X, Y, torch.zeros(5, dtype=torch.float64), eps=0.1, p=2)
