@@ -422,3 +422,50 @@ def test_rerun_groups_come_in_the_order_of_their_settings():
     rows.loc[1, "key"] = Point(**{**rows.iloc[1][list(Point.__dataclass_fields__)].to_dict(),
                                   "seed": 1}).key("speed")
     assert [g.settings["threads"] for g in plan(rows, "R")] == [1, 2]
+
+
+@pytest.mark.parametrize("op, error", [
+    ("_test_memory_error", "MemoryError: test op out of host memory"),
+    ("_test_cuda_oom", "OutOfMemoryError: test op out of CUDA memory"),
+    ("_test_raise", "RuntimeError: test op raised on purpose"),
+])
+def test_running_out_of_memory_is_an_oom_row_any_other_exception_an_error_row(op, error, test_ops):
+    pt = Point(op=op, backend="numpy", kernel="test", N=16, M=16, D=3, blur=0.1, p=None,
+               reach=None, dtype="float64", device="cpu", seed=0, iters=None, scaling=None)
+    row = run_point(pt, "speed", MeasureSettings(repeats=1, warmup=0))
+    assert (row["status"], row["error"], row["retryable"]) == (
+        "error" if op == "_test_raise" else "oom", error, True)
+
+
+def test_a_loss_a_backend_cannot_compute_is_unsupported_by_design_not_retryable():
+    from kpbench import backends
+
+    backends.register_backend(LossesOnly.name, f"{__name__}:LossesOnly")
+    try:
+        pt = Point(op="sinkhorn", backend=LossesOnly.name, kernel="sinkhorn", N=20, M=20, D=3,
+                   blur=0.1, p=2, reach=None, dtype="float32", device="cpu", seed=0, iters=3,
+                   scaling=None)
+        row = run_point(pt, "accuracy", MeasureSettings(repeats=1, warmup=0))
+    finally:
+        backends._REGISTRY.pop(LossesOnly.name)
+        backends._INSTANCES.pop(LossesOnly.name, None)
+    assert row["status"] == "unsupported" and row["retryable"] is False
+    assert row["error"] == f"{LossesOnly.name} has no sinkhorn (and no primitives)"
+
+
+def test_an_estimate_past_int64_is_left_out_of_its_column_and_given_in_the_refusal():
+    n = 2**31 - 1
+    pt = Point(op="kernel_product", backend="torch", kernel="gaussian", N=n, M=n, D=3, blur=0.1,
+               p=None, reach=None, dtype="float32", device="cpu", seed=0, iters=None, scaling=None)
+    row = run_point(pt, "speed", MeasureSettings(repeats=1, warmup=0))
+    assert row["status"] == "skipped" and row["mem_estimate_bytes"] is None
+    assert str(3 * n * n * 4) in row["error"]
+
+
+def test_a_rerun_refused_names_the_run(tmp_path):
+    from kpbench.errors import KPBenchError
+    from test_report import write_sweeps
+
+    write_sweeps(tmp_path, [sweep_row(time=1.0)], run_id="old-run")
+    with pytest.raises(KPBenchError, match="^cannot rerun run old-run: column 'warmup' is empty"):
+        rerun(tmp_path, executor="inline", progress=False)

@@ -287,6 +287,8 @@ def test_rows_are_read_from_a_store_its_sweeps_folder_a_parquet_folder_or_file(t
         assert sorted(frame["N"]) == [1000, 2000], path
     (tmp_path / "empty").mkdir()
     assert load_sweeps(tmp_path / "empty").empty
+    (tmp_path / "empty" / "notes.txt").write_text("no rows here")   # a folder without Parquet
+    assert load_sweeps(tmp_path / "empty").empty
 
 
 def test_columns_a_parquet_file_lacks_are_read_as_nulls(tmp_path):

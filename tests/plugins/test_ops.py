@@ -1,6 +1,7 @@
 """Test-only sweep ops, registered as a kpbench plugin (``plugins.use(<this file>)``).
 
-``_test_raise`` raises, ``_test_sleep`` sleeps ``blur`` seconds, ``_test_hang`` too but
+``_test_raise`` raises (``_test_memory_error`` a MemoryError, ``_test_cuda_oom`` torch's
+CUDA out-of-memory error), ``_test_sleep`` sleeps ``blur`` seconds, ``_test_hang`` too but
 with SIGALRM blocked (as a long native call would be), ``_test_exit`` and ``_test_kill``
 end their process. They need no backend, so they run on any device.
 
@@ -20,7 +21,7 @@ import numpy as np
 from kpbench.suite.workloads import OpInfo, Prepared, Summary, register_op
 
 TEST_OPS = ("_test_raise", "_test_sleep", "_test_hang", "_test_exit", "_test_kill",
-            "_test_spin", "_test_alloc")
+            "_test_spin", "_test_alloc", "_test_memory_error", "_test_cuda_oom")
 MiB = 1 << 20
 SPIN_CALLS: list[tuple[float, float]] = []
 FIRST_CALL_S, LATER_CALL_S = 0.3, 0.002   # "_test_first_slow": a compile-then-run workload
@@ -30,6 +31,12 @@ def _prepare(point, data) -> Prepared:
     def call():
         if point.op == "_test_raise":
             raise RuntimeError("test op raised on purpose")
+        if point.op == "_test_memory_error":
+            raise MemoryError("test op out of host memory")
+        if point.op == "_test_cuda_oom":   # the class exists in CPU builds of torch too
+            import torch
+
+            raise torch.cuda.OutOfMemoryError("test op out of CUDA memory")
         if point.op == "_test_sleep":
             time.sleep(point.blur)
         elif point.op == "_test_hang":   # like a long native call: deaf to the timeout alarm
