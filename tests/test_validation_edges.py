@@ -28,13 +28,14 @@ def at(t, value, index=-1):
 
 
 # -- scalars ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("blur", [0.0, -0.0, -TINY, math.inf, -math.inf, math.nan, "a", None, [1.0]])
+@pytest.mark.parametrize("blur", [0.0, -0.0, -TINY, math.inf, -math.inf, math.nan, "a", None, [1.0],
+                                  "0.5", True])   # strings and bools: refused, not coerced
 def test_blur_refuses_what_is_not_a_finite_positive_number(blur):
     with pytest.raises(KPBenchError, match="eps must be a"):
         base.check_blur(blur, "eps")
 
 
-@pytest.mark.parametrize("blur", [TINY, 1e308, 2, "0.5"])
+@pytest.mark.parametrize("blur", [TINY, 1e308, 2, np.float32(0.5)])
 def test_blur_takes_every_finite_positive_number(blur):
     assert base.check_blur(blur) == float(blur)
 
@@ -65,7 +66,7 @@ def test_reach_refuses_what_blur_refuses(reach):
 
 
 def test_iters_of_the_multiplicative_sinkhorn_start_at_one():
-    with pytest.raises(KPBenchError, match="iters must be >= 1"):
+    with pytest.raises(KPBenchError, match="iters must be a whole number >= 1"):
         losses.sinkhorn_multiplicative(x=X, y=Y, iters=0)
     assert math.isfinite(float(losses.sinkhorn_multiplicative(x=X, y=Y, iters=1, blur=1.0)))
 
