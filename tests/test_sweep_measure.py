@@ -222,9 +222,32 @@ def test_flow_step_value_is_the_loss_and_matches_numpy():
     assert row["value"] > 0 and 1e-4 < row["rel_err"] < 0.1
 
 
+def memory_row_in_a_fresh_process(pt: Point) -> dict:
+    """A memory row measured in a process of its own: the RSS high-water mark counts every
+    allocation of the process, and a pytest worker carries the state of the tests before it
+    (threads, a Ray driver, allocator arenas). Once, in a CI run, this 48 MB computation read
+    96,071,680 bytes (6.0 N x M buffers) inside a pytest worker; here it reads 3.0 buffers
+    every time, in a fresh process and in one hosting an idle Ray driver (16 runs). The cause
+    was not found: see the closing note of 2026-12-06."""
+    import dataclasses
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from kpbench.suite.measure import MeasureSettings, run_point; "
+            "from kpbench.suite.spec import Point; "
+            "row = run_point(Point(**json.loads(sys.argv[1])), 'memory', "
+            "MeasureSettings(repeats=3, warmup=1)); "
+            "print(json.dumps({k: row.get(k) for k in ('status', 'error', 'mem_method', "
+            "'peak_mem_bytes', 'mem_estimate_bytes')}))")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(dataclasses.asdict(pt))],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def test_memory_dense_torch_holds_a_matrix_keops_does_not():
     n = 2000
-    dense = run_point(point(N=n, M=n), "memory", QUICK)
+    dense = memory_row_in_a_fresh_process(point(N=n, M=n))
     assert dense["status"] == "ok" and dense["mem_method"] == "rss_delta"
     assert n * n * 4 <= dense["peak_mem_bytes"] <= 2 * dense["mem_estimate_bytes"]
     lazy = run_point(point(N=n, M=n, backend="keops"), "memory", QUICK)
