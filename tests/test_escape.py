@@ -59,6 +59,8 @@ def test_markdown_text_is_one_line_without_markup():
     ("a`b", "``a`b``"),
     ("a``b`", "``` a``b` ```"),
     (" lead", "`  lead `"),
+    ("`tick", "`` `tick ``"),
+    ("trail ", "` trail  `"),
     ("two\nlines", "`two lines`"),
 ])
 def test_markdown_code_fences_longer_than_any_backtick_run(text, expected):
