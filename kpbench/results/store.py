@@ -132,7 +132,7 @@ class ResultStore:
     def keys(self, table: str) -> set[str]:
         """The values of the ``key`` column in the readable parts of ``table``."""
         keys: set[str] = set()
-        for part in self._read_parts(table)[0]:
+        for part in self._read_parts(table, columns=["key"])[0]:
             if "key" in part.column_names:
                 keys.update(k for k in part.column("key").to_pylist() if k is not None)
         return keys
@@ -141,8 +141,10 @@ class ResultStore:
         """The parts of ``table`` that reads skip (named here, not on stderr)."""
         return self._read_parts(table, warn=False)[1]
 
-    def _read_parts(self, table: str, warn: bool = True) -> tuple[list[pa.Table], list[DamagedPart]]:
-        """(the readable parts as Arrow tables, the damaged ones), oldest first."""
+    def _read_parts(self, table: str, warn: bool = True, columns: list[str] | None = None
+                    ) -> tuple[list[pa.Table], list[DamagedPart]]:
+        """(the readable parts as Arrow tables, the damaged ones), oldest first; ``columns``:
+        only those of them a part has are read (a resumed sweep reads its keys alone)."""
         schema = _SCHEMAS.get(table)
         tables, damaged = [], []
         unified = schema
@@ -150,7 +152,8 @@ class ResultStore:
             try:
                 footer = pq.read_schema(path)      # the footer alone: cheap, first
                 candidate = _fitting(table, footer, unified)
-                tables.append(pq.read_table(path, schema=schema))
+                wanted = None if columns is None else [c for c in columns if c in footer.names]
+                tables.append(pq.read_table(path, schema=schema, columns=wanted))
                 unified = candidate
             except _OtherSchema as exc:
                 damaged.append(DamagedPart(path, f"another schema: {exc}"))
