@@ -345,19 +345,23 @@ class LossesOnly(TorchBackend):
     capabilities = dataclasses.replace(TorchBackend.capabilities, primitives=False)
 
 
-@pytest.mark.parametrize("op", ["kernel_product", "softmin"])
-def test_a_backend_serving_losses_only_is_unsupported_for_the_primitives(op):
+def losses_only_row(**fields) -> dict:
+    """The accuracy row of a point on LossesOnly, registered for this call alone."""
     from kpbench import backends
 
     backends.register_backend(LossesOnly.name, f"{__name__}:LossesOnly")
     try:
-        pt = Point(op=op, backend=LossesOnly.name, kernel="gaussian", N=20, M=20, D=3, blur=0.1,
-                   p=2 if op == "softmin" else None, reach=None, dtype="float32", device="cpu",
-                   seed=0, iters=None, scaling=None)
-        row = run_point(pt, "accuracy", MeasureSettings(repeats=1, warmup=0))
+        pt = Point(**{**dict(backend=LossesOnly.name, N=20, M=20, D=3, blur=0.1, reach=None,
+                             dtype="float32", device="cpu", seed=0, scaling=None), **fields})
+        return run_point(pt, "accuracy", MeasureSettings(repeats=1, warmup=0))
     finally:
         backends._REGISTRY.pop(LossesOnly.name)
         backends._INSTANCES.pop(LossesOnly.name, None)
+
+
+@pytest.mark.parametrize("op", ["kernel_product", "softmin"])
+def test_a_backend_serving_losses_only_is_unsupported_for_the_primitives(op):
+    row = losses_only_row(op=op, kernel="gaussian", p=2 if op == "softmin" else None, iters=None)
     assert row["status"] == "unsupported" and row["retryable"] is False
     assert row["error"] == f"backend {LossesOnly.name!r} serves losses only (no {op})"
 
@@ -438,17 +442,7 @@ def test_running_out_of_memory_is_an_oom_row_any_other_exception_an_error_row(op
 
 
 def test_a_loss_a_backend_cannot_compute_is_unsupported_by_design_not_retryable():
-    from kpbench import backends
-
-    backends.register_backend(LossesOnly.name, f"{__name__}:LossesOnly")
-    try:
-        pt = Point(op="sinkhorn", backend=LossesOnly.name, kernel="sinkhorn", N=20, M=20, D=3,
-                   blur=0.1, p=2, reach=None, dtype="float32", device="cpu", seed=0, iters=3,
-                   scaling=None)
-        row = run_point(pt, "accuracy", MeasureSettings(repeats=1, warmup=0))
-    finally:
-        backends._REGISTRY.pop(LossesOnly.name)
-        backends._INSTANCES.pop(LossesOnly.name, None)
+    row = losses_only_row(op="sinkhorn", kernel="sinkhorn", p=2, iters=3)
     assert row["status"] == "unsupported" and row["retryable"] is False
     assert row["error"] == f"{LossesOnly.name} has no sinkhorn (and no primitives)"
 
