@@ -14,8 +14,8 @@ from kpbench.errors import format_bytes
 
 # What, besides op, backend and N, makes two rows the same benchmark configuration.
 # "M" enters as M_rel ("M=N" or the value of M) so that the usual M = N sweep is one group.
-CONFIG_COLUMNS = ["kernel", "M_rel", "D", "blur", "p", "reach", "iters", "scaling", "tol", "dtype",
-                  "device"]
+CONFIG_COLUMNS = ["kernel", "M_rel", "D", "blur", "p", "reach", "iters", "scaling", "tol", "offset",
+                  "scale", "dtype", "device"]
 BACKEND_ORDER = ("numpy", "torch", "keops", "cuda")
 
 

@@ -16,10 +16,7 @@ from matplotlib.figure import Figure
 from kpbench.results.escape import figure_text
 from kpbench.results.files import save_figure
 from kpbench.results.format import CONFIG_COLUMNS, backend_sort_key, config_label
-from kpbench.results.selection import config_dict
-
-# errors are measured against this float64 backend: its own error is 0 by definition
-REFERENCE_BACKEND = "numpy"
+from kpbench.results.selection import REFERENCE_BACKEND, config_dict, offset_errors
 
 BACKEND_COLORS = {"numpy": "tab:blue", "torch": "tab:orange", "keops": "tab:green", "cuda": "tab:red"}
 LINESTYLES = ("-", "--", ":", "-.")
@@ -37,6 +34,9 @@ def sweep_figures(frame: pd.DataFrame, out_dir: pathlib.Path) -> list[tuple[path
          lambda path: plot_error_vs_blur(ok, path)),
         ("error_vs_dtype.png", "Max. relative error vs the float64 numpy reference, per dtype",
          lambda path: plot_error_vs_dtype(ok, path)),
+        ("error_vs_offset.png", "Max. relative error vs the float64 truth on the same (rounded) "
+         "inputs, vs the offset of both clouds, per backend and dtype",
+         lambda path: plot_error_vs_offset(ok, path)),
     ]
     figures = []
     for name, caption, draw in wanted:
@@ -110,6 +110,30 @@ def plot_error_vs_blur(frame: pd.DataFrame, path: pathlib.Path):
             ax.plot(series.index, series.values, marker="o", label=figure_text(f"{backend} {dtype}"),
                     color=BACKEND_COLORS.get(backend), linestyle=LINESTYLES[i % len(LINESTYLES)])
         ax.set(xscale="log", yscale="log", xlabel="blur", ylabel="max rel. error", title=figure_text(op))
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="small")
+    return save_figure(fig, path)
+
+
+def plot_error_vs_offset(frame: pd.DataFrame, path: pathlib.Path):
+    """Max rel. error vs offset (symmetric log axis: 0 included); lines per backend and dtype;
+    panel per op measured at two offsets or more (selection.offset_errors)."""
+    data = offset_errors(frame)
+    if data.empty:
+        return None
+    data = data.assign(rel_err=data["rel_err"].clip(lower=1e-17))   # an exact 0 on a log axis
+    nonzero = data["offset"].abs()[data["offset"] != 0]
+    ops = sorted(data["op"].unique())
+    fig, axes = _panels(len(ops))
+    for ax, op in zip(axes, ops):
+        of_op = data[data["op"] == op]
+        lines = sorted(of_op.groupby(["backend", "dtype"]), key=lambda kv: backend_sort_key(kv[0][0]))
+        for i, ((backend, dtype), group) in enumerate(lines):
+            group = group.sort_values("offset")
+            ax.plot(group["offset"], group["rel_err"], marker="o", label=figure_text(f"{backend} {dtype}"),
+                    color=BACKEND_COLORS.get(backend), linestyle=LINESTYLES[i % len(LINESTYLES)])
+        ax.set_xscale("symlog", linthresh=float(nonzero.min()) if len(nonzero) else 1.0)
+        ax.set(yscale="log", xlabel="offset", ylabel="max rel. error", title=figure_text(op))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")
     return save_figure(fig, path)

@@ -23,6 +23,8 @@ from kpbench.results.store import READ_ERRORS, SWEEPS, ResultStore, latest_per_k
 
 # The dense backend: the one a user has without installing anything else.
 DEFAULT_BASELINE = "torch"
+# errors are measured against this float64 backend: its own error is 0 by definition
+REFERENCE_BACKEND = "numpy"
 
 
 def load_sweeps(path: str | os.PathLike) -> pd.DataFrame:
@@ -171,11 +173,31 @@ def quartiles(row: dict) -> tuple[float, float] | None:
     return None
 
 
+def offset_errors(frame: pd.DataFrame) -> pd.DataFrame:
+    """The largest relative error (over N, seeds and the other axes) per op, backend, dtype
+    and offset, for the ops whose ok rows were measured at two offsets or more (the
+    reference backend, the truth itself, left out): columns op, backend, dtype, offset,
+    rel_err, rows (how many rows the maximum is over)."""
+    columns = ["op", "backend", "dtype", "offset", "rel_err", "rows"]
+    if "offset" not in frame or frame.empty:
+        return pd.DataFrame(columns=columns)
+    data = frame.assign(rel_err=pd.to_numeric(frame["rel_err"], errors="coerce"),
+                        offset=pd.to_numeric(frame["offset"], errors="coerce"))
+    data = data[(data["status"] == "ok") & data["rel_err"].notna() & data["offset"].notna()
+                & (data["backend"] != REFERENCE_BACKEND)]
+    data = data[data.groupby("op")["offset"].transform("nunique") > 1]
+    if data.empty:
+        return pd.DataFrame(columns=columns)
+    grouped = data.groupby(["op", "backend", "dtype", "offset"])["rel_err"]
+    return grouped.agg(rel_err="max", rows="size").reset_index()[columns]
+
+
 def sweep_frame(results_dir: pathlib.Path) -> pd.DataFrame:
     """The rows a report shows: latest per point key, with their config."""
     frame = latest_per_key(load_sweeps(results_dir))
     return with_config(frame) if not frame.empty else frame
 
 
-__all__ = ["DEFAULT_BASELINE", "Cell", "cells", "config_dict", "load_sweeps", "load_table", "quartiles",
+__all__ = ["DEFAULT_BASELINE", "REFERENCE_BACKEND", "Cell", "cells", "config_dict", "load_sweeps",
+           "load_table", "offset_errors", "quartiles",
            "runs_in_order", "samples", "select_run", "sweep_frame", "with_config"]

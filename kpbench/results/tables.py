@@ -15,7 +15,7 @@ from kpbench.results.format import (
     fmt_seconds, text, value,
 )
 from kpbench.results.schema import STATUSES
-from kpbench.results.selection import DEFAULT_BASELINE, Cell, cells, config_dict
+from kpbench.results.selection import DEFAULT_BASELINE, Cell, cells, config_dict, offset_errors
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,19 @@ def unconverged_truths(frame: pd.DataFrame) -> list[str]:
         lines.append(f"{op}: {len(group)} accuracy row(s), N up to {fmt_n(group['N'].max())}; "
                      f"the truth's marginal error up to {fmt_err(worst)}")
     return lines
+
+
+def offset_table(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): one row per op, backend and dtype, the max relative error at each
+    offset (the numbers of the error-vs-offset figure); no rows when no op has two offsets."""
+    data = offset_errors(frame)
+    offsets = sorted(data["offset"].unique())
+    header = ["op", "backend", "dtype", *(f"offset {o:g}" for o in offsets)]
+    rows = []
+    for (op, backend, dtype), group in data.groupby(["op", "backend", "dtype"]):
+        errors = dict(zip(group["offset"], group["rel_err"]))
+        rows.append([op, backend, dtype, *(fmt_err(errors.get(o)) for o in offsets)])
+    return header, sorted(rows, key=lambda r: (r[0], backend_sort_key(r[1]), r[2]))
 
 
 # (Cell attribute, metric name, formatter); the speed-up's name gets the baseline.
