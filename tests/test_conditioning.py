@@ -108,7 +108,8 @@ def test_the_float64_truth_of_a_moved_point_is_on_its_own_rounded_inputs():
     product by ~1e-2 at blur .1, which is not the backend's error); float64 right after it at
     the same offset: its own truth, not the float32 one kept for the first."""
     errors = {}
-    for name, point in (("float32", moved(KP, offset=1e4)), ("float64", moved(KP, dtype="float64", offset=1e4)),
+    for name, point in (("float32", moved(KP, offset=1e4)),
+                        ("float64", moved(KP, dtype="float64", offset=1e4)),
                         ("scaled", moved(KP, dtype="float64", scale=4.0))):
         row = measure.run_point(point, "accuracy")
         assert row["status"] == "ok", row["error"]
@@ -137,11 +138,11 @@ def test_the_report_draws_and_tabulates_error_vs_offset(tmp_path):
     assert 'alt="Max. relative error vs the float64 truth on the same (rounded) inputs, vs the offset' \
         in html.read_text()
     markdown = (html.parent / "report.md").read_text()
-    header = "| op | backend | dtype | offset 0 | offset 100 | offset 10000 |"
+    header = "| op | setting | backend | dtype | device | offset 0 | offset 100 | offset 10000 |"
     table = markdown[markdown.index(header):].splitlines()
     row = table[2]
-    assert row.startswith("| kernel_product | torch | float32 |") and not table[3]   # numpy: the truth
-    errors = [float(cell) for cell in row.strip("| ").split(" | ")[3:]]
+    assert row.startswith("| kernel_product | - | torch | float32 | cpu |") and not table[3]   # numpy: truth
+    errors = [float(cell) for cell in row.strip("| ").split(" | ")[5:]]
     assert len(errors) == 3 and all(0 < e < 1e-5 for e in errors)
 
 

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from kpbench.results.escape import figure_text
 from kpbench.results.files import save_figure
-from kpbench.results.format import CONFIG_COLUMNS, backend_sort_key, config_label
+from kpbench.results.format import CONFIG_COLUMNS, backend_label, backend_sort_key, config_label
 from kpbench.results.selection import REFERENCE_BACKEND, config_dict, offset_errors
 
 BACKEND_COLORS = {"numpy": "tab:blue", "torch": "tab:orange", "keops": "tab:green", "cuda": "tab:red"}
@@ -116,8 +116,8 @@ def plot_error_vs_blur(frame: pd.DataFrame, path: pathlib.Path):
 
 
 def plot_error_vs_offset(frame: pd.DataFrame, path: pathlib.Path):
-    """Max rel. error vs offset (symmetric log axis: 0 included); lines per backend and dtype;
-    panel per op measured at two offsets or more (selection.offset_errors)."""
+    """Max rel. error vs offset (symmetric log axis: 0 included); lines per backend, dtype and
+    setting; panel per op measured at two offsets or more (selection.offset_errors)."""
     data = offset_errors(frame)
     if data.empty:
         return None
@@ -127,10 +127,13 @@ def plot_error_vs_offset(frame: pd.DataFrame, path: pathlib.Path):
     fig, axes = _panels(len(ops))
     for ax, op in zip(axes, ops):
         of_op = data[data["op"] == op]
-        lines = sorted(of_op.groupby(["backend", "dtype"]), key=lambda kv: backend_sort_key(kv[0][0]))
-        for i, ((backend, dtype), group) in enumerate(lines):
+        lines = sorted(of_op.groupby(["backend", "dtype", "device", "setting"]),
+                       key=lambda kv: backend_sort_key(kv[0][0]))
+        for i, ((backend, dtype, device, setting), group) in enumerate(lines):
             group = group.sort_values("offset")
-            ax.plot(group["offset"], group["rel_err"], marker="o", label=figure_text(f"{backend} {dtype}"),
+            shown = "" if setting == "-" else f" {setting}"
+            label = figure_text(f"{backend_label(backend, device)} {dtype}{shown}")
+            ax.plot(group["offset"], group["rel_err"], marker="o", label=label,
                     color=BACKEND_COLORS.get(backend), linestyle=LINESTYLES[i % len(LINESTYLES)])
         ax.set_xscale("symlog", linthresh=float(nonzero.min()) if len(nonzero) else 1.0)
         ax.set(yscale="log", xlabel="offset", ylabel="max rel. error", title=figure_text(op))

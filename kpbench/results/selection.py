@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from kpbench.errors import KPBenchError
-from kpbench.results.format import CONFIG_COLUMNS, iterations_text, number, row_config, value
+from kpbench.results.format import (CONFIG_COLUMNS, iterations_text, number, row_config, setting_label,
+                                    value)
 from kpbench.results.schema import COLUMNS
 from kpbench.results.store import READ_ERRORS, SWEEPS, ResultStore, latest_per_key, printable
 
@@ -174,11 +175,14 @@ def quartiles(row: dict) -> tuple[float, float] | None:
 
 
 def offset_errors(frame: pd.DataFrame) -> pd.DataFrame:
-    """The largest relative error (over N, seeds and the other axes) per op, backend, dtype
+    """The largest relative error (over N and seeds) per op, setting, backend, dtype, device
     and offset, for the ops whose ok rows were measured at two offsets or more (the
-    reference backend, the truth itself, left out): columns op, backend, dtype, offset,
-    rel_err, rows (how many rows the maximum is over)."""
-    columns = ["op", "backend", "dtype", "offset", "rel_err", "rows"]
+    reference backend, the truth itself, left out). ``setting`` names the configuration
+    fields that take several values within the op (e.g. 'tol=none' / 'tol=1e-06': a Sinkhorn
+    error with and without its tolerance phase are not maxed together). Columns: op,
+    setting, backend, dtype, device, offset, rel_err, rows (how many rows the maximum is
+    over). The cuda backend on device cpu is its host execution (KPBENCH_CUDA_HOST=1)."""
+    columns = ["op", "setting", "backend", "dtype", "device", "offset", "rel_err", "rows"]
     if "offset" not in frame or frame.empty:
         return pd.DataFrame(columns=columns)
     data = frame.assign(rel_err=pd.to_numeric(frame["rel_err"], errors="coerce"),
@@ -188,8 +192,21 @@ def offset_errors(frame: pd.DataFrame) -> pd.DataFrame:
     data = data[data.groupby("op")["offset"].transform("nunique") > 1]
     if data.empty:
         return pd.DataFrame(columns=columns)
-    grouped = data.groupby(["op", "backend", "dtype", "offset"])["rel_err"]
+    data = data.assign(setting=_setting_labels(data))
+    grouped = data.groupby(["op", "setting", "backend", "dtype", "device", "offset"])["rel_err"]
     return grouped.agg(rel_err="max", rows="size").reset_index()[columns]
+
+
+def _setting_labels(data: pd.DataFrame) -> list[str]:
+    """Per row, its configuration fields that vary within its op (offset, dtype, device apart)."""
+    configs = [row_config(row) for row in data.to_dict("records")]
+    seen: dict[str, dict[str, set]] = {}
+    for op, config in zip(data["op"], configs):
+        for name, v in config.items():
+            seen.setdefault(op, {}).setdefault(name, set()).add(v)
+    varying = {op: [name for name in CONFIG_COLUMNS if len(fields[name]) > 1
+                    and name not in ("offset", "dtype", "device")] for op, fields in seen.items()}
+    return [setting_label(config, varying[op]) for op, config in zip(data["op"], configs)]
 
 
 def sweep_frame(results_dir: pathlib.Path) -> pd.DataFrame:
