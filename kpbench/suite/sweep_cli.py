@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                     "iterations; the row's `converged` says which); 'none' = no such phase")
     axes.add_argument("--offset", help="accuracy sweeps: move both clouds by offset*(1,...,1), e.g. "
                                        "0,1e2,5e2,1e4 (inputs rounded to dtype, the float64 truth on the "
-                                       "same numbers); 'none' = not moved")
+                                       "same numbers); 'none' = not moved; negative: --offset=-100,...")
     axes.add_argument("--scale", help="accuracy sweeps: multiply coordinates, blur and reach alike (the "
                                       "same problem at another scale); 'none' = not scaled")
     how = parser.add_argument_group("measurement")
