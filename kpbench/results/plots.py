@@ -125,21 +125,33 @@ def plot_error_vs_offset(frame: pd.DataFrame, path: pathlib.Path):
     nonzero = data["offset"].abs()[data["offset"] != 0]
     ops = sorted(data["op"].unique())
     fig, axes = _panels(len(ops))
+    colors = _backend_colors(data["backend"].unique())
     for ax, op in zip(axes, ops):
         of_op = data[data["op"] == op]
+        styles = sorted(of_op.groupby(["dtype", "setting"]).groups)   # line style: dtype and setting
         lines = sorted(of_op.groupby(["backend", "dtype", "device", "setting"]),
                        key=lambda kv: backend_sort_key(kv[0][0]))
-        for i, ((backend, dtype, device, setting), group) in enumerate(lines):
+        for (backend, dtype, device, setting), group in lines:
             group = group.sort_values("offset")
             shown = "" if setting == "-" else f" {setting}"
             label = figure_text(f"{backend_label(backend, device)} {dtype}{shown}")
-            ax.plot(group["offset"], group["rel_err"], marker="o", label=label,
-                    color=BACKEND_COLORS.get(backend), linestyle=LINESTYLES[i % len(LINESTYLES)])
+            style = LINESTYLES[styles.index((dtype, setting)) % len(LINESTYLES)]
+            ax.plot(group["offset"], group["rel_err"], marker="o", label=label, color=colors[backend],
+                    linestyle=style)
         ax.set_xscale("symlog", linthresh=float(nonzero.min()) if len(nonzero) else 1.0)
         ax.set(yscale="log", xlabel="offset", ylabel="max rel. error", title=figure_text(op))
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return save_figure(fig, path)
+
+
+OTHER_COLORS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+
+
+def _backend_colors(backends) -> dict:
+    """A colour per backend: the usual ones for ours, then distinct ones for the peers."""
+    others = sorted(b for b in backends if b not in BACKEND_COLORS)
+    return {**{b: OTHER_COLORS[i % len(OTHER_COLORS)] for i, b in enumerate(others)}, **BACKEND_COLORS}
 
 
 def plot_error_vs_dtype(frame: pd.DataFrame, path: pathlib.Path):

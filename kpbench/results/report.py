@@ -143,7 +143,8 @@ def _add_offsets(doc: Document, frame: pd.DataFrame) -> None:
             Para(["Both clouds moved by offset·(1, …, 1) (", Code("--offset"), "); every input rounded "
                   "to the row's dtype, and the float64 truth computed on those same numbers, so the "
                   "error is the arithmetic's, not the rounding of the coordinates'. Max. relative "
-                  "error over N, seeds and the other axes; the truth backend left out (figure ",
+                  "error over N and seeds; rows apart where another axis varies (setting); the "
+                  "truth backend (numpy, float64: 0 by definition) left out (figure ",
                   Code("error_vs_offset.png"), " below)."]),
             Table(header, rows))
 
