@@ -158,3 +158,15 @@ def test_rerun_reproduces_a_moved_point(tmp_path, capsys):
     again = load_sweeps(tmp_path / "b").set_index("key").sort_index()
     assert again["offset"].tolist() == [500.0, 500.0]
     assert again["value"].tolist() == rows.set_index("key").sort_index()["value"].tolist()
+
+
+def test_cuda_host_execution_is_labelled_in_rows_and_tables(monkeypatch):
+    from kpbench.backends.cuda.backend import CudaBackend
+    from kpbench.results.format import backend_label
+
+    monkeypatch.setenv("KPBENCH_CUDA_HOST", "1")
+    assert CudaBackend().settings() == {"execution": "host execution: correctness only (KPBENCH_CUDA_HOST=1)"}
+    monkeypatch.delenv("KPBENCH_CUDA_HOST")
+    assert CudaBackend().settings() == {"execution": "gpu"}
+    assert backend_label("cuda", "cpu") == "cuda (host execution)"
+    assert backend_label("cuda", "cuda") == "cuda" and backend_label("torch", "cpu") == "torch"
