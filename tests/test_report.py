@@ -35,7 +35,7 @@ def sweep_row(op="kernel_product", backend="torch", N=1000, status="ok", time=No
                reach=None, dtype=dtype, device="cpu", seed=0, iters=None, scaling=None,
                tol=None)
     row.update(overrides)
-    row["key"] = "|".join(f"{c}={row[c]}" for c in POINT_COLUMNS)
+    row["key"] = "|".join(f"{c}={row.get(c)}" for c in POINT_COLUMNS)
     row.update(status=status, time_median_s=time, time_min_s=time, repeats=3 if time else None,
                peak_mem_bytes=None if mem is None else round(mem), rel_err=err,
                error=None if status == "ok" else f"{status} at N={N}")

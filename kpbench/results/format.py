@@ -14,8 +14,8 @@ from kpbench.errors import format_bytes
 
 # What, besides op, backend and N, makes two rows the same benchmark configuration.
 # "M" enters as M_rel ("M=N" or the value of M) so that the usual M = N sweep is one group.
-CONFIG_COLUMNS = ["kernel", "M_rel", "D", "blur", "p", "reach", "iters", "scaling", "tol", "dtype",
-                  "device"]
+CONFIG_COLUMNS = ["kernel", "M_rel", "D", "blur", "p", "reach", "iters", "scaling", "tol", "offset",
+                  "scale", "dtype", "device"]
 BACKEND_ORDER = ("numpy", "torch", "keops", "cuda")
 
 
@@ -91,6 +91,12 @@ def backend_sort_key(name: str):
     return (BACKEND_ORDER.index(name) if name in BACKEND_ORDER else len(BACKEND_ORDER), name)
 
 
+def backend_label(backend: str, device) -> str:
+    """The backend's name, marked when the cuda backend ran on the host (device cpu:
+    KPBENCH_CUDA_HOST=1, correctness only) so it never passes for a GPU figure."""
+    return f"{backend} (host execution)" if backend == "cuda" and device == "cpu" else str(backend)
+
+
 def row_config(row) -> dict:
     """The CONFIG_COLUMNS of a row (a dict or a pandas row), nulls as None."""
     config = {name: value(row.get(name)) for name in CONFIG_COLUMNS if name != "M_rel"}
@@ -111,6 +117,12 @@ def config_label(config: dict, only: list[str] | None = None, op: str | None = N
             continue
         parts.append(_config_part(name, v))
     return " ".join(p for p in parts if p)
+
+
+def setting_label(config: dict, names: list[str]) -> str:
+    """'scaling=0.99 tol=none': the ``names`` fields of a config, a null written as none."""
+    return " ".join(f"{name}=none" if config.get(name) is None else _config_part(name, config[name])
+                    for name in names) or "-"
 
 
 def _config_part(name: str, v) -> str:
@@ -145,6 +157,6 @@ def point_label(row) -> str:
     return label + (f" ({kind})" if kind else "")
 
 
-__all__ = ["CONFIG_COLUMNS", "BACKEND_ORDER", "missing", "value", "number", "text", "fmt_n", "fmt_seconds",
-           "fmt_bytes", "fmt_err", "fmt_ratio", "fmt_number", "backend_sort_key", "row_config",
-           "config_label", "iterations_text", "point_label"]
+__all__ = ["CONFIG_COLUMNS", "BACKEND_ORDER", "backend_label", "missing", "value", "number", "text", "fmt_n",
+           "fmt_seconds", "fmt_bytes", "fmt_err", "fmt_ratio", "fmt_number", "backend_sort_key", "row_config",
+           "config_label", "setting_label", "iterations_text", "point_label"]

@@ -15,11 +15,8 @@ from matplotlib.figure import Figure
 
 from kpbench.results.escape import figure_text
 from kpbench.results.files import save_figure
-from kpbench.results.format import CONFIG_COLUMNS, backend_sort_key, config_label
-from kpbench.results.selection import config_dict
-
-# errors are measured against this float64 backend: its own error is 0 by definition
-REFERENCE_BACKEND = "numpy"
+from kpbench.results.format import CONFIG_COLUMNS, backend_label, backend_sort_key, config_label
+from kpbench.results.selection import REFERENCE_BACKEND, config_dict, offset_errors
 
 BACKEND_COLORS = {"numpy": "tab:blue", "torch": "tab:orange", "keops": "tab:green", "cuda": "tab:red"}
 LINESTYLES = ("-", "--", ":", "-.")
@@ -37,6 +34,9 @@ def sweep_figures(frame: pd.DataFrame, out_dir: pathlib.Path) -> list[tuple[path
          lambda path: plot_error_vs_blur(ok, path)),
         ("error_vs_dtype.png", "Max. relative error vs the float64 numpy reference, per dtype",
          lambda path: plot_error_vs_dtype(ok, path)),
+        ("error_vs_offset.png", "Max. relative error vs the float64 truth on the same (rounded) "
+         "inputs, vs the offset of both clouds, per backend and dtype",
+         lambda path: plot_error_vs_offset(ok, path)),
     ]
     figures = []
     for name, caption, draw in wanted:
@@ -113,6 +113,45 @@ def plot_error_vs_blur(frame: pd.DataFrame, path: pathlib.Path):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")
     return save_figure(fig, path)
+
+
+def plot_error_vs_offset(frame: pd.DataFrame, path: pathlib.Path):
+    """Max rel. error vs offset (symmetric log axis: 0 included); lines per backend, dtype and
+    setting; panel per op measured at two offsets or more (selection.offset_errors)."""
+    data = offset_errors(frame)
+    if data.empty:
+        return None
+    data = data.assign(rel_err=data["rel_err"].clip(lower=1e-17))   # an exact 0 on a log axis
+    nonzero = data["offset"].abs()[data["offset"] != 0]
+    ops = sorted(data["op"].unique())
+    fig, axes = _panels(len(ops))
+    colors = _backend_colors(data["backend"].unique())
+    for ax, op in zip(axes, ops):
+        of_op = data[data["op"] == op]
+        styles = sorted(of_op.groupby(["dtype", "setting"]).groups)   # line style: dtype and setting
+        lines = sorted(of_op.groupby(["backend", "dtype", "device", "setting"]),
+                       key=lambda kv: backend_sort_key(kv[0][0]))
+        for (backend, dtype, device, setting), group in lines:
+            group = group.sort_values("offset")
+            shown = "" if setting == "-" else f" {setting}"
+            label = figure_text(f"{backend_label(backend, device)} {dtype}{shown}")
+            style = LINESTYLES[styles.index((dtype, setting)) % len(LINESTYLES)]
+            ax.plot(group["offset"], group["rel_err"], marker="o", label=label, color=colors[backend],
+                    linestyle=style)
+        ax.set_xscale("symlog", linthresh=float(nonzero.min()) if len(nonzero) else 1.0)
+        ax.set(yscale="log", xlabel="offset", ylabel="max rel. error", title=figure_text(op))
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return save_figure(fig, path)
+
+
+OTHER_COLORS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+
+
+def _backend_colors(backends) -> dict:
+    """A colour per backend: the usual ones for ours, then distinct ones for the peers."""
+    others = sorted(b for b in backends if b not in BACKEND_COLORS)
+    return {**{b: OTHER_COLORS[i % len(OTHER_COLORS)] for i, b in enumerate(others)}, **BACKEND_COLORS}
 
 
 def plot_error_vs_dtype(frame: pd.DataFrame, path: pathlib.Path):

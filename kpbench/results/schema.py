@@ -29,6 +29,12 @@ POINT_FIELDS = [
     # move less than tol (at most 1000 iterations; `converged` says which stopped it);
     # null = no tolerance phase. In the key only when set (older keys stay valid).
     pa.field("tol", pa.float64()),
+    # accuracy sweeps, conditioning: the clouds x, y become scale * x + offset * (1, ..., 1) and
+    # blur, reach scale * blur, scale * reach (the same problem, moved and magnified; the blur,
+    # reach and eps columns keep the unscaled values), all inputs rounded to dtype; null = not
+    # moved (in the key only when set, like tol). Accuracy sweeps only.
+    pa.field("offset", pa.float64()),
+    pa.field("scale", pa.float64()),
 ]
 
 RESULT_FIELDS = [

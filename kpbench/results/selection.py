@@ -17,12 +17,15 @@ import numpy as np
 import pandas as pd
 
 from kpbench.errors import KPBenchError
-from kpbench.results.format import CONFIG_COLUMNS, iterations_text, number, row_config, value
+from kpbench.results.format import (CONFIG_COLUMNS, iterations_text, number, row_config, setting_label,
+                                    value)
 from kpbench.results.schema import COLUMNS
 from kpbench.results.store import READ_ERRORS, SWEEPS, ResultStore, latest_per_key, printable
 
 # The dense backend: the one a user has without installing anything else.
 DEFAULT_BASELINE = "torch"
+# errors are measured against this float64 backend: its own error is 0 by definition
+REFERENCE_BACKEND = "numpy"
 
 
 def load_sweeps(path: str | os.PathLike) -> pd.DataFrame:
@@ -171,11 +174,47 @@ def quartiles(row: dict) -> tuple[float, float] | None:
     return None
 
 
+def offset_errors(frame: pd.DataFrame) -> pd.DataFrame:
+    """The largest relative error (over N and seeds) per op, setting, backend, dtype, device
+    and offset, for the ops whose ok rows were measured at two offsets or more (the
+    reference backend, the truth itself, left out). ``setting`` names the configuration
+    fields that take several values within the op (e.g. 'tol=none' / 'tol=1e-06': a Sinkhorn
+    error with and without its tolerance phase are not maxed together). Columns: op,
+    setting, backend, dtype, device, offset, rel_err, rows (how many rows the maximum is
+    over). The cuda backend on device cpu is its host execution (KPBENCH_CUDA_HOST=1)."""
+    columns = ["op", "setting", "backend", "dtype", "device", "offset", "rel_err", "rows"]
+    if "offset" not in frame or frame.empty:
+        return pd.DataFrame(columns=columns)
+    data = frame.assign(rel_err=pd.to_numeric(frame["rel_err"], errors="coerce"),
+                        offset=pd.to_numeric(frame["offset"], errors="coerce"))
+    data = data[(data["status"] == "ok") & data["rel_err"].notna() & data["offset"].notna()
+                & (data["backend"] != REFERENCE_BACKEND)]
+    data = data[data.groupby("op")["offset"].transform("nunique") > 1]
+    if data.empty:
+        return pd.DataFrame(columns=columns)
+    data = data.assign(setting=_setting_labels(data))
+    grouped = data.groupby(["op", "setting", "backend", "dtype", "device", "offset"])["rel_err"]
+    return grouped.agg(rel_err="max", rows="size").reset_index()[columns]
+
+
+def _setting_labels(data: pd.DataFrame) -> list[str]:
+    """Per row, its configuration fields that vary within its op (offset, dtype, device apart)."""
+    configs = [row_config(row) for row in data.to_dict("records")]
+    seen: dict[str, dict[str, set]] = {}
+    for op, config in zip(data["op"], configs):
+        for name, v in config.items():
+            seen.setdefault(op, {}).setdefault(name, set()).add(v)
+    varying = {op: [name for name in CONFIG_COLUMNS if len(fields[name]) > 1
+                    and name not in ("offset", "dtype", "device")] for op, fields in seen.items()}
+    return [setting_label(config, varying[op]) for op, config in zip(data["op"], configs)]
+
+
 def sweep_frame(results_dir: pathlib.Path) -> pd.DataFrame:
     """The rows a report shows: latest per point key, with their config."""
     frame = latest_per_key(load_sweeps(results_dir))
     return with_config(frame) if not frame.empty else frame
 
 
-__all__ = ["DEFAULT_BASELINE", "Cell", "cells", "config_dict", "load_sweeps", "load_table", "quartiles",
+__all__ = ["DEFAULT_BASELINE", "REFERENCE_BACKEND", "Cell", "cells", "config_dict", "load_sweeps",
+           "load_table", "offset_errors", "quartiles",
            "runs_in_order", "samples", "select_run", "sweep_frame", "with_config"]

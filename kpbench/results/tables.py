@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import pandas as pd
 
 from kpbench.results.format import (
-    backend_sort_key, config_label, fmt_bytes, fmt_err, fmt_n, fmt_number, fmt_ratio,
+    backend_label, backend_sort_key, config_label, fmt_bytes, fmt_err, fmt_n, fmt_number, fmt_ratio,
     fmt_seconds, text, value,
 )
 from kpbench.results.schema import STATUSES
-from kpbench.results.selection import DEFAULT_BASELINE, Cell, cells, config_dict
+from kpbench.results.selection import DEFAULT_BASELINE, Cell, cells, config_dict, offset_errors
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,23 @@ def unconverged_truths(frame: pd.DataFrame) -> list[str]:
         lines.append(f"{op}: {len(group)} accuracy row(s), N up to {fmt_n(group['N'].max())}; "
                      f"the truth's marginal error up to {fmt_err(worst)}")
     return lines
+
+
+def offset_table(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): one row per op, setting, backend, dtype and device, the max relative
+    error at each offset (the numbers of the error-vs-offset figure); no rows when no op has
+    two offsets. The cuda backend on device cpu is named as its host execution."""
+    data = offset_errors(frame)
+    offsets = sorted(data["offset"].unique())
+    header = ["op", "setting", "backend", "dtype", "device", *(f"offset {o:g}" for o in offsets)]
+    lines = sorted(data.groupby(["op", "setting", "backend", "dtype", "device"]),
+                   key=lambda kv: (*kv[0][:2], backend_sort_key(kv[0][2]), *kv[0][3:]))
+    rows = []
+    for (op, setting, backend, dtype, device), group in lines:
+        errors = dict(zip(group["offset"], group["rel_err"]))
+        rows.append([op, setting, backend_label(backend, device), dtype, device,
+                     *(fmt_err(errors.get(o)) for o in offsets)])
+    return header, rows
 
 
 # (Cell attribute, metric name, formatter); the speed-up's name gets the baseline.

@@ -4,7 +4,7 @@
     kpbench rerun results --run-id 3fa2 --out elsewhere --executor inline
 
 Everything a point needs is read from its row: the point columns (op, backend, kernel,
-N, M, D, blur, p, reach, dtype, device, seed, iters, scaling, tol; the data generator is
+N, M, D, blur, p, reach, dtype, device, seed, iters, scaling, tol, offset, scale; the data generator is
 fixed per op and seeded, see kpbench.results.fingerprint), the kind of measure (the
 ``sweep`` column) and the settings of the run (repeats for speed, warmup, threads,
 timeout_s, memory_budget, and the KeOps/CUDA build flags ``cxxflags``, set as
@@ -41,8 +41,9 @@ from kpbench.results.schema import POINT_COLUMNS
 from kpbench.results.store import store_root
 
 INT_POINT_COLUMNS = ("N", "M", "D", "seed", "p", "iters")
-FLOAT_POINT_COLUMNS = ("blur", "reach", "scaling", "tol")
-NULLABLE_POINT_COLUMNS = ("p", "reach", "iters", "scaling", "tol")    # null: the op does not use it
+FLOAT_POINT_COLUMNS = ("blur", "reach", "scaling", "tol", "offset", "scale")
+# null: the op does not use it (offset, scale: the point is not moved)
+NULLABLE_POINT_COLUMNS = ("p", "reach", "iters", "scaling", "tol", "offset", "scale")
 # settings of the run: (column, needed for these kinds; None = every kind)
 SETTINGS = (("repeats", ("speed",)), ("warmup", None), ("threads", None), ("timeout_s", None),
             ("memory_budget", None), ("cxxflags", None))

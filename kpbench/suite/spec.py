@@ -19,7 +19,8 @@ flag, the value and what is allowed): N, M, D and iters are whole numbers from 1
 2**31-1 (the CUDA kernels and KeOps index with 32-bit ints); seeds from 0 to 2**32-1
 (numpy's seeds); a range expression gives at most 10,000 values and a sweep at most
 10,000 points (both counted without materialising them); memory_budget at most 2**63-1
-bytes, timeout_s at most a week, repeats and warmup at most 10,000. TOML values must
+bytes, timeout_s at most a week, repeats and warmup at most 10,000; offsets within
++-1e30 and scales from 1e-30 to 1e30, accuracy sweeps only (see ``Point.offset``). TOML values must
 have the key's type (a list of words, or of numbers, or a comma string; no booleans).
 
 A point's key is a hash of the measurement kind (speed | memory | accuracy) and the
@@ -49,8 +50,8 @@ from kpbench.results.schema import POINT_COLUMNS
 from kpbench.results.store import SWEEPS
 from kpbench.suite import workloads
 from kpbench.suite.executors import EXECUTORS
-from kpbench.suite.limits import (MAX_BYTES, MAX_CPUS, MAX_POINTS, MAX_REPEATS, MAX_SECONDS, MAX_SIZE,
-                                  MAX_VALUES, SEED_LIMIT)
+from kpbench.suite.limits import (MAX_BYTES, MAX_CPUS, MAX_OFFSET, MAX_POINTS, MAX_REPEATS, MAX_SCALE,
+                                  MAX_SECONDS, MAX_SIZE, MAX_VALUES, MIN_SCALE, SEED_LIMIT)
 
 KINDS = ("speed", "memory", "accuracy")
 REFERENCE_BACKEND, REFERENCE_DTYPE = "numpy", "float64"
@@ -78,6 +79,8 @@ class Point:
     iters: int | None
     scaling: float | None
     tol: float | None = None
+    offset: float | None = None   # conditioning (accuracy): x -> scale * x + offset, blur and
+    scale: float | None = None    # reach times scale; None: not moved (workloads.make_data)
 
     def as_row(self) -> dict:
         return dataclasses.asdict(self)
@@ -92,7 +95,7 @@ class Point:
 
 # point columns added after rows were stored: left out of the key when null, so that the
 # keys of those rows (and of every point that does not use the column) stay what they were
-KEY_ONLY_WHEN_SET = ("tol",)
+KEY_ONLY_WHEN_SET = ("tol", "offset", "scale")
 
 
 def _unset(v) -> bool:
@@ -130,6 +133,8 @@ class SweepSpec:
     iters: list[int | None] = field(default_factory=lambda: [10, None])  # None: the eps-scaling schedule
     scaling: list[float] = field(default_factory=lambda: [0.5])
     tol: list[float | None] = field(default_factory=lambda: [None])   # with the eps-scaling schedule
+    offsets: list[float | None] = field(default_factory=lambda: [None])  # accuracy only: where the
+    scales: list[float | None] = field(default_factory=lambda: [None])   # clouds sit, their scale
     # how to measure (not part of a point's key)
     repeats: int = 10
     warmup: int = 1
@@ -143,6 +148,7 @@ class SweepSpec:
         """Every field within its type and limits, then the number of points (KPBenchError)."""
         for name, check in FIELD_CHECKS.items():
             check(getattr(self, name))
+        _check_conditioning(self)
         points = count_points(self)
         if points > MAX_POINTS:
             raise KPBenchError(
@@ -162,14 +168,20 @@ def expand(spec: SweepSpec) -> list[Point]:
                             for blur in spec.blur:
                                 for dtype in _dtypes(backend, spec):
                                     for device in spec.device:
-                                        for seed in spec.seed:
+                                        for seed, offset, scale in itertools.product(
+                                                spec.seed, spec.offsets, spec.scales):
                                             point = Point(
                                                 op=op, backend=backend, N=int(N), M=int(M),
                                                 D=int(D), blur=float(blur), dtype=dtype,
                                                 device=device, seed=int(seed), **variant,
+                                                offset=_float_or_none(offset), scale=_float_or_none(scale),
                                             )
                                             points[point] = None
     return list(points)
+
+
+def _float_or_none(v) -> float | None:
+    return None if v is None else float(v)
 
 
 def _dtypes(backend: str, spec: SweepSpec) -> list[str]:
@@ -218,7 +230,8 @@ def count_points(spec: SweepSpec) -> int:
         return len(set(values))
 
     per_variant = distinct(spec.N) * (1 if spec.M == "same" else distinct(spec.M)) * distinct(spec.D) \
-        * distinct(spec.blur) * distinct(spec.device) * distinct(spec.seed)
+        * distinct(spec.blur) * distinct(spec.device) * distinct(spec.seed) \
+        * distinct(spec.offsets) * distinct(spec.scales)
     total = 0
     for op in dict.fromkeys(spec.ops):
         variants = 0
@@ -381,7 +394,7 @@ def _bound(n: int) -> str:
 def _non_empty(name: str, values) -> None:
     if not values:
         raise KPBenchError(f"no {name} values given" + (
-            " (use 'none' for none)" if name in ("reach", "iters", "tol") else ""))
+            " (use 'none' for none)" if name in ("reach", "iters", "tol", "offsets", "scales") else ""))
 
 
 def _scalings(values) -> None:
@@ -393,6 +406,39 @@ def _scalings(values) -> None:
 def _seconds(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_SECONDS:
         raise KPBenchError(f"{name} must be seconds in (0, {MAX_SECONDS}] (a week), got {value!r}")
+
+
+def _offsets(values) -> None:
+    _non_empty("offsets", values)
+    for v in values:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v)
+                              or abs(v) > MAX_OFFSET):
+            raise KPBenchError(f"offsets must be finite numbers from -{MAX_OFFSET:g} to {MAX_OFFSET:g} "
+                               f"(or 'none': not moved), got {v!r}")
+
+
+def _scales(values) -> None:
+    _non_empty("scales", values)
+    for v in values:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v)
+                              or not MIN_SCALE <= v <= MAX_SCALE):
+            raise KPBenchError(f"scales must be numbers from {MIN_SCALE:g} to {MAX_SCALE:g} "
+                               f"(or 'none': not scaled), got {v!r}")
+
+
+def _check_conditioning(spec: SweepSpec) -> None:
+    """Offsets and scales: accuracy sweeps only; blur and reach stay finite and > 0 once scaled."""
+    scales = [s for s in spec.scales if s is not None]
+    if spec.kind != "accuracy" and (scales or any(o is not None for o in spec.offsets)):
+        raise KPBenchError(
+            f"offsets/scales (--offset/--scale) apply to accuracy sweeps only, got kind {spec.kind!r}: "
+            "they move the problem, not the work, so a speed or memory point would measure again "
+            "what the unmoved point measured")
+    for name, values in (("blur", spec.blur), ("reach", spec.reach)):
+        for v, s in itertools.product(values, scales):
+            if v is not None and not 0 < v * s < math.inf:
+                raise KPBenchError(f"{name} {v!r} times scale {s!r} is {v * s!r}: it must stay a "
+                                   "finite number > 0 (use a smaller scale or another blur/reach)")
 
 
 # Each field's check (SweepSpec.validate, and spec_from_dict key by key, naming the key).
@@ -414,6 +460,8 @@ FIELD_CHECKS: dict[str, Callable[[Any], None]] = {
     "iters": lambda v: _whole_numbers("iters", v, 1, MAX_SIZE, allow_none=True),
     "scaling": _scalings,
     "tol": lambda v: _positive_numbers("tol", v, allow_none=True),
+    "offsets": _offsets,
+    "scales": _scales,
     "repeats": lambda v: _whole_numbers("repeats", [v], 1, MAX_REPEATS),
     "warmup": lambda v: _whole_numbers("warmup", [v], 0, MAX_REPEATS),
     "timeout_s": lambda v: _seconds("timeout_s", v),
@@ -431,6 +479,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "device": parse_words, "seed": parse_ints,
     "iters": lambda v: parse_ints(v, allow_none=True), "scaling": parse_floats,
     "tol": lambda v: parse_floats(v, allow_none=True),
+    "offsets": lambda v: parse_floats(v, allow_none=True),
+    "scales": lambda v: parse_floats(v, allow_none=True),
     "M": lambda v: "same" if isinstance(v, str) and v.strip().lower() == "same" else parse_sizes(v, "M"),
     "repeats": lambda v: _single(parse_ints(v)), "warmup": lambda v: _single(parse_ints(v)),
     "timeout_s": lambda v: _single(parse_floats(v)), "memory_budget": parse_bytes, "kind": str,
@@ -448,7 +498,7 @@ WORDS, NUMBERS, WHOLE = (str,), (str, int, float), (str, int)
 AXIS_TYPES = {"ops": WORDS, "backends": WORDS, "kernels": WORDS, "losses": WORDS, "dtype": WORDS,
               "device": WORDS, "N": NUMBERS, "M": NUMBERS, "D": NUMBERS, "blur": NUMBERS,
               "p": NUMBERS, "reach": NUMBERS, "seed": NUMBERS, "iters": NUMBERS,
-              "scaling": NUMBERS, "tol": NUMBERS}
+              "scaling": NUMBERS, "tol": NUMBERS, "offsets": NUMBERS, "scales": NUMBERS}
 SCALAR_TYPES = {"kind": WORDS, "repeats": WHOLE, "warmup": WHOLE, "timeout_s": NUMBERS,
                 "memory_budget": NUMBERS}
 TYPE_NAMES = {WORDS: "a string", NUMBERS: "a number or a string", WHOLE: "an integer or a string",

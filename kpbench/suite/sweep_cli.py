@@ -29,8 +29,8 @@ SPEC_FLAGS = {
     "ops": "ops", "backends": "backends", "kernels": "kernels", "losses": "losses",
     "N": "N", "M": "M", "D": "D", "blur": "blur", "p": "p", "reach": "reach",
     "dtype": "dtype", "device": "device", "seed": "seed", "iters": "iters",
-    "scaling": "scaling", "tol": "tol", "repeats": "repeats", "warmup": "warmup", "timeout": "timeout_s",
-    "memory_budget": "memory_budget",
+    "scaling": "scaling", "tol": "tol", "offset": "offsets", "scale": "scales", "repeats": "repeats",
+    "warmup": "warmup", "timeout": "timeout_s", "memory_budget": "memory_budget",
 }
 RUN_FLAGS = ("executor", "out", "address", "num_cpus", "cpus_per_point", "gpus_per_point",
              "threads", "resume", "retry_failed", "wait")
@@ -74,6 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     axes.add_argument("--tol", help="Sinkhorn tolerances (for iters=scaling): after the schedule, iterate at "
                                     "the final eps until the potentials move less than tol (at most 1000 "
                                     "iterations; the row's `converged` says which); 'none' = no such phase")
+    axes.add_argument("--offset", help="accuracy sweeps: move both clouds by offset*(1,...,1), e.g. "
+                                       "0,1e2,5e2,1e4 (inputs rounded to dtype, the float64 truth on the "
+                                       "same numbers); 'none' = not moved; negative: --offset=-100,...")
+    axes.add_argument("--scale", help="accuracy sweeps: multiply coordinates, blur and reach alike (the "
+                                      "same problem at another scale); 'none' = not scaled")
     how = parser.add_argument_group("measurement")
     how.add_argument("--repeats", type=int, help="timed samples per point (default 10)")
     how.add_argument("--warmup", type=int, help="untimed calls after the first (default 1)")

@@ -15,6 +15,7 @@ flow_step              one Euler step of a gradient flow on a loss           the
 
 Inputs are generated once per point in float64 (x: uniform cube, y: Gaussian blobs,
 seeded) and cast to the point's dtype/device, so the reference sees the same numbers.
+Accuracy points may be moved (``offset``) and magnified (``scale``): see :func:`conditioned`.
 The reference (:func:`reference`) is the independent float64 code of
 :mod:`kpbench.reference`: what the point computed is compared with the converged
 truth, so a Sinkhorn point's ``rel_err`` includes what its eps-scaling or its
@@ -100,13 +101,50 @@ def make_data(point) -> Data:
     from kpbench.datasets import gaussian_blobs, uniform_cube
 
     rng = np.random.default_rng([point.seed, 7])
-    return Data(
+    return conditioned(point, Data(
         x=uniform_cube(point.N, point.D, seed=point.seed),
         y=gaussian_blobs(point.M, point.D, seed=point.seed + 1),
         b=rng.uniform(0.5, 1.5, point.M),
         h=np.log(1.0 / point.M) + 0.1 * rng.standard_normal(point.M),
         c=rng.standard_normal(point.N),
-    )
+    ))
+
+
+# -- conditioning (accuracy sweeps: offset, scale) ------------------------------------
+# The same problem moved and magnified: x, y -> scale * x + offset * (1, ..., 1), blur and
+# reach (distances, as in GeomLoss: rho = reach**p) times scale. Exact relations to the
+# unmoved problem: an offset changes nothing; a scale s leaves kernel products unchanged,
+# divides their x-gradient by s, multiplies softmin outputs and S_eps by s**p and their
+# x-gradient by s**(p-1) (likewise the losses of flow_step: Sinkhorn and hausdorff s**p, gaussian
+# MMD unchanged, energy s; its Euler step has a fixed learning rate, so the moved x is not equivalent).
+def moved(point) -> bool:
+    return point.offset is not None or point.scale is not None
+
+
+def conditioned(point, data: Data) -> Data:
+    """``data`` moved by the point's offset and scale, then every input rounded to the point's
+    dtype (kept in float64): the float64 truth sees exactly the numbers the backend gets, so
+    ``rel_err`` judges the arithmetic, not the rounding of the coordinates (at offset 500 a
+    float32 coordinate is off by up to 3e-5). Unmoved points keep their inputs as they were."""
+    if not moved(point):
+        return data
+    scale = 1.0 if point.scale is None else point.scale
+    offset = 0.0 if point.offset is None else point.offset
+
+    def rounded(v: np.ndarray) -> np.ndarray:
+        return v.astype(point.dtype).astype(np.float64)
+
+    return Data(x=rounded(scale * data.x + offset), y=rounded(scale * data.y + offset),
+                b=rounded(data.b), h=rounded(data.h), c=rounded(data.c))
+
+
+def at_scale(point):
+    """``point`` with blur and reach times its scale: what its op computes with. The result's
+    scale is None, so that applying this twice (prepare inside the reference) scales once."""
+    if point.scale is None:
+        return point
+    reach = None if point.reach is None else point.reach * point.scale
+    return dataclasses.replace(point, blur=point.blur * point.scale, reach=reach, scale=None)
 
 
 def cast(array: np.ndarray, backend, dtype: str, device: str):
@@ -158,6 +196,7 @@ def prepare(point, data: Data, backend_name: str | None = None, dtype: str | Non
 
     name = backend_name or point.backend
     dtype, device = dtype or point.dtype, device or point.device
+    point = at_scale(point)
     family = OPS[point.op].family
     if family == "custom":
         return _CUSTOM_PREPARE[point.op](point, data)
@@ -280,11 +319,13 @@ def reference(point, data: Data) -> Summary:
                                 iters=None if sinkhorn else point.iters,
                                 scaling=None if sinkhorn else point.scaling,
                                 tol=None if sinkhorn else point.tol)
-    if truth not in _TRUTHS:
+    # a moved point's inputs are rounded to its dtype: its truth is that dtype's own
+    kept = (truth, point.dtype if moved(point) else None)
+    if kept not in _TRUTHS:
         if len(_TRUTHS) >= TRUTHS_KEPT:
             _TRUTHS.pop(next(iter(_TRUTHS)))
-        _TRUTHS[truth] = _reference_of(truth, data)
-    return _TRUTHS[truth]
+        _TRUTHS[kept] = _reference_of(truth, data)
+    return _TRUTHS[kept]
 
 
 TRUTHS_KEPT = 16
@@ -294,6 +335,7 @@ _TRUTHS: dict = {}
 def _reference_of(point, data: Data) -> Summary:
     from kpbench import reference as ref
 
+    point = at_scale(point)
     if point.op == "flow_step":
         return Summary(float(flow_loss(point, "numpy")(None, data.x, None, data.y)))
     if point.op == "kernel_product_grad":
@@ -323,6 +365,7 @@ def grad_fd_error(point, data: Data) -> float | None:
     from kpbench.backends import get_backend
     from kpbench.gradcheck import fd_gradient_error
 
+    point = at_scale(point)
     converged = dataclasses.replace(point, iters=None, scaling=None, tol=None)
     if point.op == "sinkhorn_grad":
         loss = functools.partial(losses.sinkhorn, **_sinkhorn_kwargs(point))

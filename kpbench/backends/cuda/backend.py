@@ -27,6 +27,10 @@ class CudaBackend(Backend):
             return True, host.LABEL
         return self._gpu_available()
 
+    def settings(self) -> dict:
+        """Where the kernels ran, recorded with each row (backend_settings)."""
+        return {"execution": f"{host.LABEL} ({host.ENV}=1)" if host.enabled() else "gpu"}
+
     def timing_refusal(self) -> str | None:
         """Why speed/memory figures of this backend would be meaningless, or None."""
         if host.enabled():
