@@ -75,14 +75,19 @@ def _interpreted() -> bool:
     ``autotune=False`` (its default block sizes: autotuning needs a GPU driver)."""
     if gpu_visible():
         return False
-    os.environ[INTERPRET_ENV] = "1"
+    if os.environ.get(INTERPRET_ENV) != "1":
+        if "triton" in sys.modules:   # its standard library is then compiled-only
+            raise BackendUnavailable(
+                f"triton was imported before kpbench could set {INTERPRET_ENV}=1 (no CUDA "
+                f"device here): run with {INTERPRET_ENV}=1 in the environment")
+        os.environ[INTERPRET_ENV] = "1"
     return True
 
 
 def _library():
     """The ``flash_sinkhorn`` module, imported under the interpreter where there is no GPU."""
-    interpreted = _interpreted()
     imported_before = "flash_sinkhorn" in sys.modules
+    interpreted = _interpreted()
     import flash_sinkhorn
     from flash_sinkhorn.kernels import sinkhorn_flashstyle_sqeuclid as kernels
     from triton.runtime.interpreter import InterpretedFunction
