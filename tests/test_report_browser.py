@@ -63,3 +63,34 @@ def test_report_screenshot_is_not_blank(report_page, tmp_path):
     non_white = sum(n for n, rgb in colors if min(rgb) < 235)
     assert len(colors) > 200 and non_white / (charts.width * charts.height) > 0.02
     shutil.copy(shot, report_page.with_name("screenshot.png"))   # kept beside the report
+
+
+@pytest.fixture(scope="module")
+def peers_page(tmp_path_factory):
+    import report_store
+
+    from kpbench.backends import availability
+
+    missing = [b for b in report_store.PEERS if not availability()[b][0]]
+    if missing:
+        pytest.skip(f"peers not available here: {', '.join(missing)}")
+    root = report_store.make_peers_store(tmp_path_factory.mktemp("peers") / "results")
+    return write_report(root)
+
+
+def test_libraries_side_by_side_renders_with_every_peer(peers_page):
+    """The side-by-side view of a real sweep of every peer: one table naming each of them
+    (FlashSinkhorn's interpreted speed refusal in its note) and its time-vs-error chart,
+    drawn by Chromium without a console message."""
+    result = chromium(peers_page, "--dump-dom")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert console_lines(result.stderr) == []
+    view = result.stdout.split("<h2>Libraries side by side</h2>")[1].split("<h2>")[0]
+    assert "<h3>sinkhorn at N=60 on cpu</h3>" in view
+    table = view.split("<table>")[1].split("</table>")[0]
+    import report_store
+
+    for backend in report_store.PEERS:
+        assert f"<td>{backend}</td>" in table, backend
+    assert "interpreted: correctness only" in table
+    assert '<img src="data:image/png;base64,' in view and "yes" in table   # a Pareto front
