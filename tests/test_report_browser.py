@@ -94,3 +94,21 @@ def test_libraries_side_by_side_renders_with_every_peer(peers_page):
         assert f"<td>{backend}</td>" in table, backend
     assert "interpreted: correctness only" in table
     assert '<img src="data:image/png;base64,' in view and "yes" in table   # a Pareto front
+
+
+def test_who_wins_where_map_compares_across_dtype_and_counts_singles(tmp_path):
+    """A store where numpy ran float64 and torch float32 only: the map draws one cell
+    compared across dtypes (saying so) instead of grey 'only X' cells, and its title counts
+    the configurations where one backend alone was timed."""
+    from test_report import sweep_row, write_sweeps
+
+    write_sweeps(tmp_path, [
+        sweep_row(backend="numpy", N=1000, time=0.010, dtype="float64"),
+        sweep_row(backend="torch", N=1000, time=0.002, dtype="float32"),
+        sweep_row(backend="torch", N=1000, time=0.002, dtype="float32", blur=0.5)])
+    result = chromium(write_report(tmp_path), "--dump-dom")
+    assert result.returncode == 0 and console_lines(result.stderr) == [], result.stderr[-2000:]
+    wins = re.search('<div id="kp-wins"[^>]*>(.*?)</div></div>', result.stdout, re.S).group(1)
+    assert "torch 5.00x (float32 vs numpy float64, across dtypes)" in wins
+    assert "1 configuration(s) and 1 cell(s) had a single backend timed: not drawn" in wins
+    assert "only torch" not in wins and "only numpy" not in wins
