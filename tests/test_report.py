@@ -184,7 +184,8 @@ def test_report_files_html_images_and_markdown(mixed_store, tmp_path):
 
     parser = _Collector()
     parser.feed(html_path.read_text(encoding="utf-8"))
-    assert len(parser.images) == 4  # three plots + the reproduction figure
+    assert len(parser.images) == 5  # three plots, the side-by-side chart, the reproduction figure
+    assert (out / "side_by_side_0.png").read_bytes().startswith(PNG_MAGIC)
     for src in parser.images:
         assert src.startswith("data:image/png;base64,")
         raw = base64.b64decode(src.split(",", 1)[1], validate=True)
