@@ -25,8 +25,8 @@ from kpbench.results import tables
 from kpbench.results.document import Raw
 from kpbench.results.escape import plotly_text, script_code, script_json
 from kpbench.results.format import (
-    CONFIG_COLUMNS, backend_sort_key, config_label, fmt_bytes, fmt_err, fmt_n, fmt_seconds, iterations_text,
-    point_label, row_config, text, value,
+    CONFIG_COLUMNS, backend_sort_key, config_label, fmt_bytes, fmt_err, fmt_n, fmt_seconds,
+    iterations_text, point_label, row_config, text, value,
 )
 from kpbench.results.schema import STATUSES
 from kpbench.results.selection import cells, config_dict, quartiles

@@ -53,7 +53,8 @@ def view(frame: pd.DataFrame, op: str, device: str, N: int) -> list[dict]:
                      "setting": config_label(config_dict(config), op=op, only=_varying(here)),
                      "time": cell.time, "err": cell.err, "grad": cell.grad_fd, "mem": cell.mem,
                      "iterations": cell.iterations,
-                     "first": cell.first if cell.first is not None else _first_call(here, backend, config),
+                     "first": (cell.first if cell.first is not None
+                               else _first_call(here, backend, config)),
                      "status": cell.status, "note": notes or cell.error})
     front = pareto_front([(r["time"], r["err"]) for r in rows])
     for row, on_front in zip(rows, front):

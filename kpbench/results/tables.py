@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from kpbench.results.format import (
-    CONFIG_COLUMNS, backend_sort_key, config_label, fmt_bytes, fmt_err, fmt_n, fmt_number, fmt_ratio,
-    fmt_seconds, text, value,
+    CONFIG_COLUMNS, backend_sort_key, config_label, fmt_bytes, fmt_err, fmt_n, fmt_number,
+    fmt_ratio, fmt_seconds, text, value,
 )
 from kpbench.results.schema import STATUSES
 from kpbench.results.selection import DEFAULT_BASELINE, Cell, cells, config_dict
