@@ -116,8 +116,8 @@ def _sinkhorn(bk, a, x, b, y, *, p, blur, scaling, reach, debias, potentials, it
     refuse(not bk.interpreted and not x.is_cuda, bk,
            "CPU tensors where a GPU is visible (its kernels run on CUDA tensors: --device cuda)")
     for name, w in (("a", a), ("b", b)):
-        refuse(abs(float(w.sum()) - 1.0) > MASS_TOL, bk,
-               f"weights {name} of total {float(w.sum()):.6g} (probability weights only)")
+        refuse(abs(float(w.detach().sum()) - 1.0) > MASS_TOL, bk,
+               f"weights {name} of total {float(w.detach().sum()):.6g} (probability weights only)")
     eps_list = (epsilon_schedule(diameter(x, y, blur, p), blur, p, scaling, schedule)
                 if iters is None else fixed_schedule(blur, p, iters))
     loss = _library().SamplesLoss(
