@@ -26,3 +26,19 @@ def make_store(out: pathlib.Path) -> pathlib.Path:
         run_sweep(SweepSpec(**{**COMMON, **values}),
                   RunOptions(executor="inline", out=str(out), progress=False))
     return out
+
+
+PEERS = ["torch", "geomloss-tensorized", "pot", "ott", "ott-online", "flash-sinkhorn",
+         "flash-sinkhorn-no-tf32"]
+PEER_SPECS = (   # FlashSinkhorn without a GPU: its speed rows are `unsupported` (interpreted)
+    dict(kind="speed", ops=["sinkhorn"], N=[60], blur=[0.1], iters=[None], repeats=2, warmup=0),
+    dict(kind="accuracy", ops=["sinkhorn"], N=[60], blur=[0.1], iters=[None]),
+)
+
+
+def make_peers_store(out: pathlib.Path) -> pathlib.Path:
+    """Every peer beside torch at one small point (no KeOps: its compilation would dominate)."""
+    for values in PEER_SPECS:
+        run_sweep(SweepSpec(**{**COMMON, "backends": PEERS, **values}),
+                  RunOptions(executor="inline", out=str(out), progress=False))
+    return out

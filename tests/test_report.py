@@ -184,7 +184,8 @@ def test_report_files_html_images_and_markdown(mixed_store, tmp_path):
 
     parser = _Collector()
     parser.feed(html_path.read_text(encoding="utf-8"))
-    assert len(parser.images) == 4  # three plots + the reproduction figure
+    assert len(parser.images) == 5  # three plots, the side-by-side chart, the reproduction figure
+    assert (out / "side_by_side_0.png").read_bytes().startswith(PNG_MAGIC)
     for src in parser.images:
         assert src.startswith("data:image/png;base64,")
         raw = base64.b64decode(src.split(",", 1)[1], validate=True)
@@ -302,3 +303,28 @@ def test_report_cli_baseline_option(mixed_store, tmp_path):
     assert run_cli(report_cli, ["report", str(mixed_store), "--out", str(tmp_path / "r"), "--baseline", "keops"]) == 0
     md = (tmp_path / "r" / "report.md").read_text()
     assert "speed-up vs keops" in md and "speed-up vs torch" not in md
+
+
+def test_who_wins_where_compares_across_dtype_when_one_backend_per_dtype_was_timed(tmp_path):
+    """numpy timed in float64 only, torch in float32 only (a `--backends numpy,torch` sweep):
+    each dtype alone compares nothing (single cells, folded), but across dtypes torch wins
+    by 5x, and the record says which dtype each ran in; where a dtype had two backends
+    timed, no cross-dtype record is made."""
+    from kpbench.results import interactive
+    from kpbench.results.selection import sweep_frame
+
+    write_sweeps(tmp_path, [
+        sweep_row(backend="numpy", N=1000, time=0.010, dtype="float64"),
+        sweep_row(backend="torch", N=1000, time=0.002, dtype="float32"),
+        sweep_row(backend="numpy", N=100, time=0.001, dtype="float64", blur=0.5),
+        sweep_row(backend="torch", N=100, time=0.002, dtype="float64", blur=0.5),
+        sweep_row(backend="torch", N=100, time=0.001, dtype="float32", blur=0.5)])
+    wins = interactive.payload_of(sweep_frame(tmp_path))["wins"]
+    [across] = [w for w in wins if w["dtype"] is None]
+    assert (across["winner"], across["runner_up"], across["dtypes"]) == ("torch", "numpy",
+                                                                         ["float32", "float64"])
+    assert across["margin"] == pytest.approx(5.0) and across["blur"] == 0.1
+    singles = [w for w in wins if w["single"]]
+    assert {(w["winner"], w["folded"]) for w in singles} == {
+        ("numpy", True), ("torch", True), ("torch", False)}    # blur .5 float32: not folded
+    assert ["dtype", "float64"] in next(w for w in wins if w["dtype"] == "float64")["parts"]

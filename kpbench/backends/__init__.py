@@ -19,6 +19,10 @@ _REGISTRY = {
     "geomloss-online": "kpbench.peers.geomloss:GeomLossOnline",
     "geomloss-multiscale": "kpbench.peers.geomloss:GeomLossMultiscale",
     "pot": "kpbench.peers.pot:PotBackend",
+    "ott": "kpbench.peers.ott:OttBackend",
+    "ott-online": "kpbench.peers.ott:OttOnline",
+    "flash-sinkhorn": "kpbench.peers.flash_sinkhorn:FlashSinkhorn",
+    "flash-sinkhorn-no-tf32": "kpbench.peers.flash_sinkhorn:FlashSinkhornNoTF32",
 }
 _INSTANCES: dict[str, Backend] = {}
 

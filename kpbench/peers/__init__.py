@@ -12,4 +12,9 @@ and how they relate to ours (stored with every row).
   ``SamplesLoss`` on dense torch tensors / KeOps / KeOps with clustering (:mod:`.geomloss`).
 * ``pot``: POT's ``ot.solve_sample`` (log-domain Sinkhorn on the dense cost, its torch
   backend), :mod:`.pot`.
+* ``flash-sinkhorn`` / ``flash-sinkhorn-no-tf32``: FlashSinkhorn's Triton ``SamplesLoss``
+  with TF32 dot products on / off; without a GPU through Triton's interpreter, for
+  accuracy only (:mod:`.flash_sinkhorn`).
+* ``ott`` / ``ott-online``: OTT-JAX's ``sinkhorn_divergence`` on a ``PointCloud``, jit-compiled,
+  with the cost matrices / ``batch_size`` rows at a time (:mod:`.ott`).
 """

@@ -92,30 +92,50 @@
     "no timed points for these filters");
   }
 
+  // A row of the map: its configuration without the axes a filter pins (they are the same on
+  // every row), so rows differing only in such an axis fold into one.
+  function winRow(w) {
+    return w.parts.filter(function (p) { return !(p[0] in state) || state[p[0]] === "all"; })
+      .map(function (p) { return p[1]; }).join(" ") || "(default)";
+  }
+
+  function winText(w) {
+    const margin = w.winner + " " + w.margin.toFixed(2) + "x";
+    return w.dtypes ? margin + " (" + w.dtypes[0] + " vs " + w.runner_up + " " + w.dtypes[1] + ", across dtypes)" : margin;
+  }
+
   function drawWins() {
-    const wins = selected(data.wins);
+    // cells where one backend alone was timed compare nothing: counted in the title, not drawn;
+    // with dtype "all", one backend per dtype is compared across dtypes (a record without dtype)
+    const chosen = selected(data.wins).filter(function (w) { return !(w.folded && state.dtype === "all"); });
+    const singles = chosen.filter(function (w) { return w.single; });
+    const wins = chosen.filter(function (w) { return !w.single; });
     const ns = distinct(wins.map(function (w) { return w.N; }));
-    const configs = distinct(wins.map(function (w) { return w.config; }));
+    const configs = distinct(wins.map(winRow));
+    const singleRows = distinct(singles.map(winRow)).filter(function (c) { return configs.indexOf(c) < 0; });
     const index = {}; data.backends.forEach(function (b, i) { index[b] = i; });
-    const alone = data.backends.length;
     const z = configs.map(function () { return ns.map(function () { return null; }); });
     const text = configs.map(function () { return ns.map(function () { return ""; }); });
     wins.forEach(function (w) {
-      const i = configs.indexOf(w.config), j = ns.indexOf(w.N);
-      z[i][j] = w.runner_up ? index[w.winner] : alone;
-      text[i][j] = esc(w.runner_up ? w.winner + " " + w.margin.toFixed(2) + "x" : "only " + w.winner);
+      const i = configs.indexOf(winRow(w)), j = ns.indexOf(w.N);
+      z[i][j] = index[w.winner];
+      text[i][j] = esc(winText(w));
     });
     const scale = [];
-    const colors = data.backends.map(color).concat(["#dddddd"]);
+    const colors = data.backends.map(color);
     colors.forEach(function (c, i) {
       scale.push([i / colors.length, c]); scale.push([(i + 1) / colors.length, c]);
     });
+    const note = singles.length ? "<br><sub>" + singleRows.length + " configuration(s) and " + singles.length
+      + " cell(s) had a single backend timed: not drawn</sub>" : "";
     const traces = wins.length ? [{ type: "heatmap", x: ns.map(String), y: configs.map(esc), z: z, text: text,
       texttemplate: "%{text}", zmin: -0.5, zmax: colors.length - 0.5, colorscale: scale, showscale: false,
       hovertemplate: "%{y}<br>N=%{x}: %{text}<extra></extra>", xgap: 2, ygap: 2 }] : [];
-    draw("kp-wins", traces, { title: { text: "who wins where: fastest backend and its margin over the runner-up" },
+    draw("kp-wins", traces, { title: { text: "who wins where: fastest backend and its margin over the runner-up" + note },
       xaxis: { title: { text: "N" }, type: "category" }, yaxis: { automargin: true, type: "category" },
-      height: Math.max(300, 60 + 40 * configs.length) }, "no configuration timed on this selection");
+      height: Math.max(300, 80 + 40 * configs.length) },
+      singles.length ? "one backend per configuration here: nothing compared (" + singles.length + " cell(s))"
+        : "no configuration timed on this selection");
   }
 
   function paretoFront(points) {

@@ -25,8 +25,8 @@ from kpbench.results import tables
 from kpbench.results.document import Raw
 from kpbench.results.escape import plotly_text, script_code, script_json
 from kpbench.results.format import (
-    backend_sort_key, config_label, fmt_bytes, fmt_err, fmt_n, fmt_seconds, iterations_text,
-    point_label, row_config, text, value,
+    CONFIG_COLUMNS, backend_sort_key, config_label, fmt_bytes, fmt_err, fmt_n, fmt_seconds,
+    iterations_text, point_label, row_config, text, value,
 )
 from kpbench.results.schema import STATUSES
 from kpbench.results.selection import cells, config_dict, quartiles
@@ -148,11 +148,27 @@ def _config_record(op: str, config: tuple) -> dict:
 
 
 def win_records(frame: pd.DataFrame) -> list[dict]:
-    """tables.wins as records: the configuration label (op and N apart) and the margin."""
-    return [{**_config_record(w.op, w.config), "N": int(w.N),
-             "config": config_label(config_dict(w.config), op=w.op) or "(default)",
-             "winner": w.winner, "runner_up": w.runner_up, "margin": w.margin, "time": w.time}
-            for w in tables.wins(cells(frame))]
+    """tables.wins and tables.dtype_wins as records: the configuration (its label and its
+    parts, op and N apart), the winner and its margin. ``single``: one backend alone was
+    timed there (counted, not drawn); ``folded``: a single whose cell is compared across
+    dtypes instead (a record with dtype None) when the dtype filter is "all"."""
+    table = cells(frame)
+    across = tables.dtype_wins(table)
+    dtype_at = CONFIG_COLUMNS.index("dtype")
+    folded_keys = {(w.op, w.config, w.N) for w in across}
+    records = []
+    for w in tables.wins(table) + across:
+        config = config_dict(w.config)
+        key = (w.op, w.config[:dtype_at] + (None,) + w.config[dtype_at + 1:], w.N)
+        records.append({
+            **_config_record(w.op, w.config), "N": int(w.N),
+            "config": config_label(config, op=w.op) or "(default)",
+            "parts": [[name, config_label(config, only=[name], op=w.op)]
+                      for name in CONFIG_COLUMNS if config_label(config, only=[name], op=w.op)],
+            "winner": w.winner, "runner_up": w.runner_up, "margin": w.margin, "time": w.time,
+            "single": w.runner_up is None, "dtypes": list(w.dtypes) if w.dtypes else None,
+            "folded": w.runner_up is None and w.dtypes is None and key in folded_keys})
+    return records
 
 
 def cell_records(frame: pd.DataFrame) -> list[dict]:

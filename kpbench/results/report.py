@@ -30,7 +30,7 @@ import pathlib
 import pandas as pd
 
 from kpbench.errors import KPBenchError
-from kpbench.results import files, plots, regret, tables
+from kpbench.results import files, plots, regret, side_by_side, tables
 from kpbench.results.document import (
     Bold, Code, Details, Document, Heading, Image, Lines, Para, Table, render_html, render_markdown,
 )
@@ -110,6 +110,7 @@ def _add_sweep_sections(doc: Document, frame: pd.DataFrame, out_dir: pathlib.Pat
                  "configuration, where two or more backends were timed; the lead changes where "
                  "a new backend is named."),
             Lines(tables.crossover_lines(frame)))
+    _add_side_by_side(doc, frame, out_dir)
     doc.add(Heading("OOM frontier"),
             Para("Largest N each backend completed, and the first N where it was refused (memory "
                  "pre-flight: status skipped) or ran out of memory (oom), or timed out; per op, "
@@ -147,6 +148,27 @@ def _add_offsets(doc: Document, frame: pd.DataFrame) -> None:
                   "truth backend (numpy, float64: 0 by definition) left out (figure ",
                   Code("error_vs_offset.png"), " below)."]),
             Table(header, rows))
+
+
+def _add_side_by_side(doc: Document, frame: pd.DataFrame, out_dir: pathlib.Path) -> None:
+    """Libraries side by side (:mod:`kpbench.results.side_by_side`), one view per op and
+    device, at the N where the most backends have results."""
+    chosen = side_by_side.choices(frame)
+    if not chosen:
+        return
+    doc.add(Heading("Libraries side by side"),
+            Para("Every backend and peer library at one op, N and device (the N where the most "
+                 "of them have results): median time, relative error vs the converged float64 "
+                 "truth, gradient error vs finite differences, peak memory, iterations, first "
+                 "call (compilation); 'Pareto' marks the rows no other row beats in both time "
+                 "and error."))
+    for index, (op, device, n) in enumerate(chosen):   # op and device are data: not in names
+        rows = side_by_side.view(frame, op, device, n)
+        doc.add(Heading(side_by_side.title(op, device, n), 3),
+                Table(side_by_side.HEADER, side_by_side.table_rows(rows)))
+        path = side_by_side.plot(rows, op, device, n, out_dir / f"side_by_side_{index}.png")
+        if path is not None:
+            doc.add(Image(path, f"Median time vs relative error, {side_by_side.title(op, device, n)}"))
 
 
 def _add_reproductions(doc: Document, results_dir: pathlib.Path, out_dir: pathlib.Path) -> None:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from kpbench.results.format import (
-    backend_label, backend_sort_key, config_label, fmt_bytes, fmt_err, fmt_n, fmt_number, fmt_ratio,
-    fmt_seconds, text, value,
+    CONFIG_COLUMNS, backend_label, backend_sort_key, config_label, fmt_bytes, fmt_err, fmt_n,
+    fmt_number, fmt_ratio, fmt_seconds, text, value,
 )
 from kpbench.results.schema import STATUSES
 from kpbench.results.selection import DEFAULT_BASELINE, Cell, cells, config_dict, offset_errors
@@ -28,6 +28,7 @@ class Win:
     time: float
     runner_up: str | None       # None: only the winner was timed here
     margin: float | None        # runner-up time / winner time
+    dtypes: tuple | None = None  # across dtypes (config without dtype): (winner's, runner-up's)
 
 
 def wins(table: dict[tuple, Cell]) -> list[Win]:
@@ -42,6 +43,30 @@ def wins(table: dict[tuple, Cell]) -> list[Win]:
         (t, best), rest = entries[0], entries[1:]
         result.append(Win(op, config, n, best, t, rest[0][1] if rest else None,
                           rest[0][0] / t if rest else None))
+    return sorted(result, key=lambda w: (w.op, str(w.config), w.N))
+
+
+def dtype_wins(table: dict[tuple, Cell]) -> list[Win]:
+    """Across dtypes, where a dtype alone compares nothing: per (op, configuration without
+    its dtype, N) where every dtype had exactly one backend timed, and two or more different
+    backends were (numpy in float64, torch in float32), the fastest of them and its margin;
+    ``config`` has dtype None, ``dtypes`` says which dtype each ran in."""
+    dtype_at = CONFIG_COLUMNS.index("dtype")
+    timed: dict[tuple, dict] = {}
+    for (op, config, backend, n), cell in table.items():
+        if cell.status == "ok" and cell.time is not None:
+            folded = config[:dtype_at] + (None,) + config[dtype_at + 1:]
+            timed.setdefault((op, folded, n), {}).setdefault(config[dtype_at], []).append(
+                (cell.time, backend))
+    result = []
+    for (op, config, n), per_dtype in timed.items():
+        if len(per_dtype) < 2 or any(len(entries) != 1 for entries in per_dtype.values()):
+            continue
+        entries = sorted((entries[0] + (dtype,)) for dtype, entries in per_dtype.items())
+        if len({backend for _, backend, _ in entries}) < 2:
+            continue
+        (t, best, best_dtype), (t2, second, second_dtype) = entries[0], entries[1]
+        result.append(Win(op, config, n, best, t, second, t2 / t, (best_dtype, second_dtype)))
     return sorted(result, key=lambda w: (w.op, str(w.config), w.N))
 
 
