@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from kpbench.results.format import (
-    backend_sort_key, config_label, fmt_bytes, fmt_err, fmt_n, fmt_number, fmt_ratio,
+    backend_sort_key, config_label, fmt_bytes, fmt_err, fmt_n, fmt_number, fmt_percent, fmt_ratio,
     fmt_seconds, text, value,
 )
 from kpbench.results.schema import STATUSES
@@ -160,7 +160,8 @@ def unconverged_truths(frame: pd.DataFrame) -> list[str]:
 METRIC_ROWS = (("time", "median time", fmt_seconds), ("iqr", "IQR", fmt_seconds),
                ("first", "first call", fmt_seconds), ("speedup", "speed-up vs {baseline}", fmt_ratio),
                ("mem", "peak memory", fmt_bytes), ("err", "max rel. error", fmt_err),
-               ("grad_fd", "grad vs finite diff.", fmt_err), ("iterations", "iterations", str))
+               ("grad_fd", "grad vs finite diff.", fmt_err), ("iterations", "iterations", str),
+               ("limit", "% of the machine's limit", fmt_percent))
 
 
 def op_tables(frame: pd.DataFrame, op: str, baseline: str = DEFAULT_BASELINE

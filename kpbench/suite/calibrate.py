@@ -108,10 +108,39 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", default="cpu", help="devices (default cpu)")
     parser.add_argument("--repeats", default="5", help="timed samples per point (default 5)")
     parser.add_argument("--executor", choices=("inline", "ray"), default="inline")
+    parser.add_argument("--limits", action="store_true",
+                        help="instead: measure this machine's limits (exp/s, FMA/s, GB/s; 1 thread "
+                             "and all threads; a few seconds), cache them per host (speed rows' "
+                             "limit_s reads them) and print them with the GPU's device table entry")
     parser.set_defaults(func=run)
 
 
+def run_limits() -> int:
+    from kpbench import devices
+    from kpbench.results.meta import gpu_name
+    from kpbench.suite import machine
+
+    limits = machine.measure()
+    try:
+        path = machine.save(limits)
+    except OSError as exc:
+        print(f"kpbench calibrate: error: cannot cache the limits ({exc})", file=sys.stderr)
+        return 2
+    print("\n".join(machine.lines(limits)))
+    gpu = gpu_name()
+    if gpu:
+        device = devices.find(gpu)
+        print(f"GPU {gpu}: " + (f"device table {device.name}: {device.sms} SMs at "
+                                f"{device.clock_hz / 1e9:.2f} GHz, FMA {device.fma_per_s:.3g}/s, "
+                                f"exp {device.exp_per_s:.3g}/s, {device.bandwidth / 1e9:.0f} GB/s"
+                                if device else "not in the device table (no limit for its rows)"))
+    print(f"machine limits: {path}")
+    return 0
+
+
 def run(args) -> int:
+    if args.limits:
+        return run_limits()
     from kpbench.errors import KPBenchError
     from kpbench.results.selection import load_sweeps, select_run
     from kpbench.suite.spec import spec_from_dict

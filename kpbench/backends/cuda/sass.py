@@ -32,12 +32,16 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kpbench.devices import DEVICES
+
 from . import launcher
 
-SMS, CLOCK_HZ = 132, 1.98e9
+H100 = DEVICES["H100"]     # SMs, clock and lanes: the one device table (kpbench.devices)
+SMS, CLOCK_HZ = H100.sms, H100.clock_hz
 GROUP = 8                  # pairs per group: softmin_lse and the run-time-D path (kernels.cu)
-RATES = {"issue": 4.0, "fp32": 4.0, "mufu": 0.5, "fp64": 2.0, "alu": 2.0, "lds": 1.0,
-         "gmem": 1.0}
+# warp-instructions per SM per clock: the arithmetic pipes from the device's lanes
+RATES = {"issue": 4.0, "fp32": H100.fp32_lanes / 32, "mufu": H100.mufu_lanes / 32,
+         "fp64": H100.fp64_lanes / 32, "alu": 2.0, "lds": 1.0, "gmem": 1.0}
 PIPES = ("fp32", "mufu", "lds", "fp64", "gmem", "alu")
 NVCC_OPTIONS = (*launcher.NVRTC_OPTIONS, "-ftz=true")
 REGISTERS_PER_SM, MAX_THREADS_PER_SM, SMEM_PER_SM = 65536, 2048, 228 * 1024
