@@ -58,9 +58,14 @@ if [ -n "$FETCH" ]; then
     mkdir -p "$FETCH" || die "cannot create $FETCH"
     # source-only on the index: built here into pure-Python wheels
     "$PYTHON" -m pip wheel -q --no-deps -w "$FETCH" pykeops==2.3 keopscore==2.3 || exit 1
+    # the versions installed here (those the CPU suite ran with), else the index's newest
+    specs=$("$PYTHON" -c 'import importlib.metadata as m, sys
+for name in sys.argv[1:]:
+    try: print(f"{name}=={m.version(name)}")
+    except m.PackageNotFoundError: print(name)' geomloss pot plotly flash-sinkhorn pybind11)
+    # shellcheck disable=SC2086  # one requirement per word
     "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-        --platform manylinux_2_28_x86_64 -d "$FETCH" \
-        geomloss pot plotly flash-sinkhorn pybind11 || exit 1
+        --platform manylinux_2_28_x86_64 -d "$FETCH" $specs || exit 1
     ls -l "$FETCH"
     code=$(git -C "$ROOT" ls-files -z | (cd "$ROOT" && xargs -0 du -cb) | tail -1 | cut -f1)
     wheels=$(du -sb "$FETCH" | cut -f1)

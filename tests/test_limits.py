@@ -115,7 +115,19 @@ def test_limit_columns():
     assert costs.limit_columns(_row(status="timeout", time_median_s=None), RATES, False) == {}
     assert costs.limit_columns(_row(device="cuda", gpu="NVIDIA H100 PCIe"), RATES, False) == {}
     assert costs.limit_columns(_row(op="sinkhorn", p=2, iterations=math.nan), RATES, False) == {}
-    assert costs.limit_columns(_row(op="sinkhorn", p=2, iterations=5), RATES, False)["limit_s"] > 0
+    five = costs.limit_columns(_row(op="sinkhorn", p=2, iterations=5), RATES, False)["limit_s"]
+    # a peer that does not report its iterations, at a fixed count: the count of the point
+    assert costs.limit_columns(_row(op="sinkhorn", p=2, iterations=None, iters=5), RATES, False) \
+        == costs.limit_columns(_row(op="sinkhorn", p=2, iterations=5), RATES, False)
+    assert five > 0
+
+
+def test_all_threads_never_below_one_thread():
+    rates = {"rates": {"1": {n: 2e9 for n in machine.RATE_NAMES},
+                       "all": {**{n: 4e9 for n in machine.RATE_NAMES}, "exp_float32": 1e7}}}
+    two = costs.cpu_rates(rates, "float32", 2)
+    assert (two.fma, two.exp) == (4e9, 2e9)      # the exp measured while the CPUs were busy
+    assert costs.cpu_rates(rates, "float32", 1).fma == 2e9
 
 
 def test_device_table_is_the_sass_predictors():

@@ -9,6 +9,11 @@ the crossovers read from them, and the machine it was measured on. It is written
 :func:`kpbench.backends.auto.table_path` (``$KPBENCH_CALIBRATION``, else
 ``~/.cache/kpbench/calibration.json``) or ``--table``, and copied to
 ``<out>/calibration/calibration.json`` so that the report can show auto's regret.
+
+``kpbench calibrate --limits`` measures instead this machine's limits (exp/s, FMA/s,
+memory bandwidth; one thread and all threads; a few seconds) and caches them per host
+(:mod:`kpbench.suite.machine`): every speed row's ``limit_s``/``limit_frac`` are read from
+them (a speed sweep on a machine without them measures them first).
 """
 from __future__ import annotations
 

@@ -29,8 +29,9 @@ sinkhorn_grad                sinkhorn + the backward of the    +1    on NM + N^2
 ===========================  ================================  ====  ===========================
 
 The same formulas as the SASS predictor's minimal counts (kpbench.backends.cuda.sass).
-Sinkhorn needs its iteration count (the row's ``iterations``); a row without one (a peer
-that does not say), a flow step or a custom op has no limit.
+Sinkhorn needs its iteration count (the row's ``iterations``, else the point's fixed
+``iters``); a row without either (a peer that does not say how many its eps-scaling ran),
+a flow step or a custom op has no limit.
 
 ``limit_s = max(fma / FMA rate, exp / exp rate, bytes / bandwidth)``: the work overlapped
 perfectly. CPU rates from :mod:`kpbench.suite.machine` (one thread for a row pinned to one,
@@ -115,6 +116,8 @@ def op_cost(row: dict, dense: bool) -> Cost | None:
     if info.family == "softmin":
         return softmin_cost(int(row["p"]), N, M, D, itemsize, dense)
     iterations = row.get("iterations")
+    if iterations is None or _missing(iterations):   # a peer that does not say: the fixed count
+        iterations = row.get("iters")
     if iterations is None or _missing(iterations):
         return None
     return sinkhorn_cost(int(row["p"]), N, M, D, itemsize, int(iterations), info.grad, dense)
@@ -133,7 +136,11 @@ class Rates:
 
 
 def cpu_rates(limits: dict, dtype: str, threads) -> Rates:
-    r = limits["rates"]["1" if threads == 1 else "all"]
+    """The measured rates for a row run on ``threads`` threads: one thread's, else all
+    threads', never below one thread's (a machine can always run on one; an all-thread rate
+    below it was measured while other work held the CPUs)."""
+    one = limits["rates"]["1"]
+    r = one if threads == 1 else {k: max(v, one[k]) for k, v in limits["rates"]["all"].items()}
     return Rates(r[f"fma_{dtype}"], r[f"exp_{dtype}"], r["copy"], "measured cpu")
 
 

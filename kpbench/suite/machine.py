@@ -28,7 +28,6 @@ import os
 import pathlib
 import re
 import statistics
-import time
 
 from kpbench.errors import KPBenchError
 
@@ -46,22 +45,14 @@ THREADINGS = ("1", "all")
 
 # -- measuring ------------------------------------------------------------------------
 def _median_rate(call, work: float) -> float:
-    """``work`` units per call / the median seconds per call, over REPEATS samples."""
+    """``work`` units per call / the median seconds per call, over REPEATS samples (the
+    calls per sample calibrated as the sweep's are)."""
+    from kpbench.suite.measure import WallTimer, calibrate_number
+
+    timer = WallTimer()
     call()
-    number = 1
-    while True:
-        start = time.perf_counter()
-        for _ in range(number):
-            call()
-        if time.perf_counter() - start >= SAMPLE_S:
-            break
-        number *= 2
-    samples = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        for _ in range(number):
-            call()
-        samples.append((time.perf_counter() - start) / number)
+    number = calibrate_number(call, timer, SAMPLE_S)
+    samples = [timer.time_many(call, number) / number for _ in range(REPEATS)]
     return work / statistics.median(samples)
 
 
@@ -208,4 +199,8 @@ def lines(limits: dict) -> list[str]:
                    f"{r['exp_float64']:.3g}/s (f64); FMA {r['fma_float32']:.3g}/s (f32), "
                    f"{r['fma_float64']:.3g}/s (f64); read {r['read'] / 1e9:.1f} GB/s, "
                    f"copy (read+write) {r['copy'] / 1e9:.1f} GB/s")
+    slower = sorted(k for k, v in limits["rates"]["all"].items() if v < limits["rates"]["1"][k])
+    if slower:
+        out.append(f"  warning: all threads measured slower than one for {', '.join(slower)}: other "
+                   "work shared the CPUs (rows on several threads use the one-thread rate there)")
     return out

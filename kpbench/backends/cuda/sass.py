@@ -12,8 +12,9 @@ x ceil(D / DCHUNK)) / 8.
 
 The prediction is per SM: each pipe p takes count_p / rate_p clocks per warp of 32 pairs,
 issue takes total / 4; the largest is the time (no latency, perfect occupancy assumed), at
-H100 SXM rates: 132 SMs, 1.98 GHz boost, per SM per clock 4 warp-instructions issued, 128
-FP32 lanes (4 warp-FFMA), 16 MUFU lanes (0.5 warp-MUFU), 64 FP64 and 64 INT32 lanes, one
+H100 SXM rates (SMs, clock and arithmetic lanes from the device table, kpbench.devices):
+132 SMs, 1.98 GHz boost, per SM per clock 4 warp-instructions issued, 128 FP32 lanes
+(4 warp-FFMA), 16 MUFU lanes (0.5 warp-MUFU), 64 FP64 and 64 INT32 lanes, one
 shared-memory wavefront (a broadcast LDS.128 is one). The physical limit is the larger of
 the FP32-bound and MUFU-bound times at the minimal operation count of the formula.
 Used by scripts/cuda_sass_report.py and tests/test_cuda_sass.py. The float32 instances
