@@ -124,7 +124,8 @@ environment() {
     "$PYTHON" - <<'EOF'
 import platform, shutil, subprocess
 import torch
-print("python", platform.python_version())
+import kpbench
+print("python", platform.python_version(), "kpbench from", kpbench.__file__)
 print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
 if torch.cuda.is_available():
     p = torch.cuda.get_device_properties(0)
