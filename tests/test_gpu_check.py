@@ -30,6 +30,7 @@ def test_gpu_check_dry_run(tmp_path):
     cpu_rows = [line.split() for line in summary.splitlines() if line.split()[2:3] == ["cpu"]]
     assert cpu_rows and all(0 < float(row[-2]) < 100 for row in cpu_rows), summary
     assert (out / "limits.json").is_file() and (out / "report" / "report.html").is_file()
+    assert (out / "report" / "time_vs_n_limit.png").is_file()   # the limit line drawn
 
 
 def test_gpu_check_refuses_a_bad_flag(tmp_path):
