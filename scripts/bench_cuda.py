@@ -27,7 +27,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-MUFU_EXP2_PER_CLOCK_PER_SM = 16   # CUDA C Programming Guide, arithmetic instruction throughput (cc 8.x, 9.0)
 
 
 def parse_args(argv=None):
@@ -69,10 +68,16 @@ def timed(fn, repeats: int):
 
 
 def exp_floor_seconds(pairs: float) -> float | None:
-    """N M exponentials at the special-function units' rate, if the clock can be read."""
+    """N M exponentials at the special-function units' rate: the device table's (kpbench.devices)
+    for a GPU it knows, else its MUFU lanes at the clock the device reports, if it can be read."""
     import torch
 
+    from kpbench import devices
+
     props = torch.cuda.get_device_properties(0)
+    known = devices.find(props.name)
+    if known is not None:
+        return pairs / known.exp_per_s
     clock_khz = getattr(props, "clock_rate", None)
     if not clock_khz:
         try:
@@ -81,7 +86,8 @@ def exp_floor_seconds(pairs: float) -> float | None:
             clock_khz = cupy.cuda.runtime.getDeviceProperties(0)["clockRate"]
         except Exception:
             return None
-    rate = props.multi_processor_count * MUFU_EXP2_PER_CLOCK_PER_SM * clock_khz * 1e3
+    # 16 MUFU lanes per SM on every GPU of the table (compute capability 8.0 to 9.0)
+    rate = props.multi_processor_count * devices.DEVICES["H100"].mufu_lanes * clock_khz * 1e3
     return pairs / rate
 
 

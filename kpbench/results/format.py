@@ -80,6 +80,10 @@ def fmt_ratio(r) -> str:
     return "-" if missing(r) else f"{float(r):.3g}x"
 
 
+def fmt_percent(r) -> str:
+    return "-" if missing(r) else f"{100 * float(r):.3g} %"
+
+
 def fmt_number(v) -> str:
     v = value(v)
     if v is None:

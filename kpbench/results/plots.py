@@ -28,6 +28,9 @@ def sweep_figures(frame: pd.DataFrame, out_dir: pathlib.Path) -> list[tuple[path
     wanted = [
         ("time_vs_n.png", "Median time vs N (log-log), one panel per op",
          lambda path: plot_vs_n(ok, "time_median_s", "median time [s]", path)),
+        ("time_vs_n_limit.png", "Median time vs N (solid) and the time the machine's limits allow "
+         "(dotted, limit_s: measured CPU rates or the GPU's device table)",
+         lambda path: plot_vs_n(ok, "time_median_s", "median time [s]", path, limit_column="limit_s")),
         ("memory_vs_n.png", "Peak memory vs N (log-log), one panel per op",
          lambda path: plot_vs_n(ok, "peak_mem_bytes", "peak memory [bytes]", path)),
         ("error_vs_blur.png", "Max. relative error vs the float64 numpy reference, vs blur",
@@ -65,9 +68,14 @@ def _varying(frame: pd.DataFrame) -> list[str]:
     return [name for name in CONFIG_COLUMNS if len({c[name] for c in configs}) > 1]
 
 
-def plot_vs_n(frame: pd.DataFrame, column: str, ylabel: str, path: pathlib.Path):
-    """``column`` (median over seeds) vs N, log-log; lines per backend and configuration."""
+def plot_vs_n(frame: pd.DataFrame, column: str, ylabel: str, path: pathlib.Path,
+              limit_column: str | None = None):
+    """``column`` (median over seeds) vs N, log-log; lines per backend and configuration;
+    with ``limit_column`` (limit_s) its line too, dotted, and only where it has values."""
     data = frame[pd.to_numeric(frame[column], errors="coerce") > 0]
+    if limit_column is not None:
+        data = data[pd.to_numeric(data.get(limit_column), errors="coerce") > 0] \
+            if limit_column in data else data.iloc[:0]
     if data.empty:
         return None
     ops = sorted(data["op"].unique())
@@ -79,8 +87,13 @@ def plot_vs_n(frame: pd.DataFrame, column: str, ylabel: str, path: pathlib.Path)
             for backend, group in sorted(by_config.groupby("backend"), key=lambda kv: backend_sort_key(kv[0])):
                 series = pd.to_numeric(group[column]).groupby(group["N"]).median().sort_index()
                 label = " ".join(filter(None, [backend, config_label(config_dict(config), varying)]))
-                ax.plot(series.index, series.values, marker="o", label=figure_text(label),
-                        color=BACKEND_COLORS.get(backend), linestyle=LINESTYLES[i % len(LINESTYLES)])
+                (line,) = ax.plot(series.index, series.values, marker="o", label=figure_text(label),
+                                  color=BACKEND_COLORS.get(backend),
+                                  linestyle=LINESTYLES[i % len(LINESTYLES)])
+                if limit_column is not None:
+                    limit = pd.to_numeric(group[limit_column]).groupby(group["N"]).median().sort_index()
+                    ax.plot(limit.index, limit.values, linestyle=":", color=line.get_color(),
+                            label=figure_text(f"{label} limit"))
         ax.set(xscale="log", yscale="log", xlabel="N", ylabel=ylabel, title=figure_text(op))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")

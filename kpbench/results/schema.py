@@ -88,6 +88,10 @@ RESULT_FIELDS = [
     pa.field("interleave_id", pa.string()),       # interleaved sweep: the session shared by the
                                                   # variants whose samples alternated (compare pairs them)
     pa.field("interleave_variants", pa.string()), # the variants of that session, comma-separated
+    # -- the machine's limit (speed rows; kpbench.suite.costs) --
+    pa.field("limit_s", pa.float64()),            # the least time the machine's rates allow for the point
+    pa.field("limit_frac", pa.float64()),         # limit_s / time_median_s (1 = at the limit)
+    pa.field("limit_source", pa.string()),        # "measured cpu" | "device table H100" ...
 ]
 
 META_FIELDS = [

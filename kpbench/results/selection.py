@@ -114,6 +114,7 @@ class Cell:
     grad_fd: float | None = None     # gradient vs finite differences of the converged value
     iterations: str | None = None    # Sinkhorn: how many iterations ran, and if a cap stopped them
     speedup: float | None = None     # baseline time / this time, same op, config and N
+    limit: float | None = None       # median limit_frac: the machine's limit / the time
     error: str | None = None         # an error message of a failed row
 
 
@@ -147,6 +148,7 @@ def _cell(group: pd.DataFrame) -> Cell:
         err=value(pd.to_numeric(ok["rel_err"]).max()),
         grad_fd=value(pd.to_numeric(ok["grad_fd_rel_err"]).max()),
         iterations=iterations_text(ok["iterations"], ok["converged"]),
+        limit=value(pd.to_numeric(ok["limit_frac"]).median()) if "limit_frac" in ok else None,
     )
 
 

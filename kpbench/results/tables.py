@@ -12,7 +12,7 @@ import pandas as pd
 
 from kpbench.results.format import (
     CONFIG_COLUMNS, backend_label, backend_sort_key, config_label, fmt_bytes, fmt_err, fmt_n,
-    fmt_number, fmt_ratio, fmt_seconds, text, value,
+    fmt_number, fmt_percent, fmt_ratio, fmt_seconds, text, value,
 )
 from kpbench.results.schema import STATUSES
 from kpbench.results.selection import DEFAULT_BASELINE, Cell, cells, config_dict, offset_errors
@@ -202,7 +202,8 @@ def offset_table(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 METRIC_ROWS = (("time", "median time", fmt_seconds), ("iqr", "IQR", fmt_seconds),
                ("first", "first call", fmt_seconds), ("speedup", "speed-up vs {baseline}", fmt_ratio),
                ("mem", "peak memory", fmt_bytes), ("err", "max rel. error", fmt_err),
-               ("grad_fd", "grad vs finite diff.", fmt_err), ("iterations", "iterations", str))
+               ("grad_fd", "grad vs finite diff.", fmt_err), ("iterations", "iterations", str),
+               ("limit", "% of the machine's limit", fmt_percent))
 
 
 def op_tables(frame: pd.DataFrame, op: str, baseline: str = DEFAULT_BASELINE

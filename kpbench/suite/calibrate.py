@@ -9,6 +9,11 @@ the crossovers read from them, and the machine it was measured on. It is written
 :func:`kpbench.backends.auto.table_path` (``$KPBENCH_CALIBRATION``, else
 ``~/.cache/kpbench/calibration.json``) or ``--table``, and copied to
 ``<out>/calibration/calibration.json`` so that the report can show auto's regret.
+
+``kpbench calibrate --limits`` measures instead this machine's limits (exp/s, FMA/s,
+memory bandwidth; one thread and all threads; a few seconds) and caches them per host
+(:mod:`kpbench.suite.machine`): every speed row's ``limit_s``/``limit_frac`` are read from
+them (a speed sweep on a machine without them measures them first).
 """
 from __future__ import annotations
 
@@ -108,10 +113,39 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", default="cpu", help="devices (default cpu)")
     parser.add_argument("--repeats", default="5", help="timed samples per point (default 5)")
     parser.add_argument("--executor", choices=("inline", "ray"), default="inline")
+    parser.add_argument("--limits", action="store_true",
+                        help="instead: measure this machine's limits (exp/s, FMA/s, GB/s; 1 thread "
+                             "and all threads; a few seconds), cache them per host (speed rows' "
+                             "limit_s reads them) and print them with the GPU's device table entry")
     parser.set_defaults(func=run)
 
 
+def run_limits() -> int:
+    from kpbench import devices
+    from kpbench.results.meta import gpu_name
+    from kpbench.suite import machine
+
+    limits = machine.measure()
+    try:
+        path = machine.save(limits)
+    except OSError as exc:
+        print(f"kpbench calibrate: error: cannot cache the limits ({exc})", file=sys.stderr)
+        return 2
+    print("\n".join(machine.lines(limits)))
+    gpu = gpu_name()
+    if gpu:
+        device = devices.find(gpu)
+        print(f"GPU {gpu}: " + (f"device table {device.name}: {device.sms} SMs at "
+                                f"{device.clock_hz / 1e9:.2f} GHz, FMA {device.fma_per_s:.3g}/s, "
+                                f"exp {device.exp_per_s:.3g}/s, {device.bandwidth / 1e9:.0f} GB/s"
+                                if device else "not in the device table (no limit for its rows)"))
+    print(f"machine limits: {path}")
+    return 0
+
+
 def run(args) -> int:
+    if args.limits:
+        return run_limits()
     from kpbench.errors import KPBenchError
     from kpbench.results.selection import load_sweeps, select_run
     from kpbench.suite.spec import spec_from_dict

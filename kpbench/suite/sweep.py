@@ -32,6 +32,7 @@ from kpbench.results.lock import store_lock
 from kpbench.results.meta import record_environment, run_metadata
 from kpbench.results.schema import POINT_COLUMNS
 from kpbench.results.store import SWEEPS, ResultStore, latest_per_key
+from kpbench.suite import costs
 from kpbench.suite.executors import HARD_TIMEOUT_GRACE_S, ExecutorOptions, run_points
 from kpbench.suite.measure import MeasureSettings, error_text
 from kpbench.suite.spec import SweepSpec, check_run_options, check_writable, expand
@@ -199,6 +200,10 @@ def done_keys(store: ResultStore, retry_failed: bool = False) -> set[str]:
     return set(rows.loc[~retry.astype(bool), "key"])
 
 
+def _warn(message: str) -> None:
+    print(f"kpbench sweep: {message}", file=sys.stderr)
+
+
 def run_sweep(spec: SweepSpec, options: RunOptions = RunOptions(), run_id: str | None = None,
               points: list | None = None) -> SweepResult:
     """Measure every point of ``spec`` (or the given ``points``) not already stored."""
@@ -236,8 +241,10 @@ def _run_sweep(spec, options, run_id, points) -> SweepResult:
     )
     try:
         if todo:
+            annotate = costs.annotator(spec.kind, todo, warn=_warn)
             run_points(options.executor, todo, spec.kind, settings, executor_options,
-                       recorder.add, recorder.add_final)
+                       lambda row: recorder.add(annotate(row)),
+                       lambda row: recorder.add_final(annotate(row)))
     finally:
         recorder.close()
         result.counts = dict(recorder.counts)

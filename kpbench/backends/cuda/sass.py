@@ -12,8 +12,9 @@ x ceil(D / DCHUNK)) / 8.
 
 The prediction is per SM: each pipe p takes count_p / rate_p clocks per warp of 32 pairs,
 issue takes total / 4; the largest is the time (no latency, perfect occupancy assumed), at
-H100 SXM rates: 132 SMs, 1.98 GHz boost, per SM per clock 4 warp-instructions issued, 128
-FP32 lanes (4 warp-FFMA), 16 MUFU lanes (0.5 warp-MUFU), 64 FP64 and 64 INT32 lanes, one
+H100 SXM rates (SMs, clock and arithmetic lanes from the device table, kpbench.devices):
+132 SMs, 1.98 GHz boost, per SM per clock 4 warp-instructions issued, 128 FP32 lanes
+(4 warp-FFMA), 16 MUFU lanes (0.5 warp-MUFU), 64 FP64 and 64 INT32 lanes, one
 shared-memory wavefront (a broadcast LDS.128 is one). The physical limit is the larger of
 the FP32-bound and MUFU-bound times at the minimal operation count of the formula.
 Used by scripts/cuda_sass_report.py and tests/test_cuda_sass.py. The float32 instances
@@ -32,12 +33,16 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kpbench.devices import DEVICES
+
 from . import launcher
 
-SMS, CLOCK_HZ = 132, 1.98e9
+H100 = DEVICES["H100"]     # SMs, clock and lanes: the one device table (kpbench.devices)
+SMS, CLOCK_HZ = H100.sms, H100.clock_hz
 GROUP = 8                  # pairs per group: softmin_lse and the run-time-D path (kernels.cu)
-RATES = {"issue": 4.0, "fp32": 4.0, "mufu": 0.5, "fp64": 2.0, "alu": 2.0, "lds": 1.0,
-         "gmem": 1.0}
+# warp-instructions per SM per clock: the arithmetic pipes from the device's lanes
+RATES = {"issue": 4.0, "fp32": H100.fp32_lanes / 32, "mufu": H100.mufu_lanes / 32,
+         "fp64": H100.fp64_lanes / 32, "alu": 2.0, "lds": 1.0, "gmem": 1.0}
 PIPES = ("fp32", "mufu", "lds", "fp64", "gmem", "alu")
 NVCC_OPTIONS = (*launcher.NVRTC_OPTIONS, "-ftz=true")
 REGISTERS_PER_SM, MAX_THREADS_PER_SM, SMEM_PER_SM = 65536, 2048, 228 * 1024
