@@ -31,7 +31,7 @@ from kpbench.results.format import (
 from kpbench.results.schema import STATUSES
 from kpbench.results.selection import cells, config_dict, quartiles
 
-FILTERS = ("op", "dtype", "device", "blur", "D")
+FILTERS = ("op", "dtype", "device", "blur", "D", "data")
 COLORS = {"numpy": "#1f77b4", "torch": "#ff7f0e", "keops": "#2ca02c", "cuda": "#d62728"}
 STATUS_COLORS = {"ok": "#2ca02c", "oom": "#9467bd", "timeout": "#8c564b", "unsupported": "#bbbbbb",
                  "skipped": "#17becf", "error": "#d62728"}

@@ -29,6 +29,9 @@ POINT_FIELDS = [
     # move less than tol (at most 1000 iterations; `converged` says which stopped it);
     # null = no tolerance phase. In the key only when set (older keys stay valid).
     pa.field("tol", pa.float64()),
+    # the data source (kpbench.datasets.sources: a name or file:PATH); null = the default
+    # pair (x uniform cube, y Gaussian blobs). In the key only when set.
+    pa.field("data", pa.string()),
 ]
 
 RESULT_FIELDS = [
@@ -82,6 +85,10 @@ RESULT_FIELDS = [
     pa.field("interleave_id", pa.string()),       # interleaved sweep: the session shared by the
                                                   # variants whose samples alternated (compare pairs them)
     pa.field("interleave_variants", pa.string()), # the variants of that session, comma-separated
+    # -- where the data came from (kpbench.datasets.sources) --
+    pa.field("data_hash", pa.string()),           # file: sources: sha256 of the file's bytes (16 hex digits)
+    pa.field("data_size_bytes", pa.int64()),      # file: sources: the file's size
+    pa.field("data_replaced", pa.bool_()),        # a cloud was sampled with replacement (too few points)
 ]
 
 META_FIELDS = [

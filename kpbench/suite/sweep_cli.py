@@ -29,7 +29,7 @@ SPEC_FLAGS = {
     "ops": "ops", "backends": "backends", "kernels": "kernels", "losses": "losses",
     "N": "N", "M": "M", "D": "D", "blur": "blur", "p": "p", "reach": "reach",
     "dtype": "dtype", "device": "device", "seed": "seed", "iters": "iters",
-    "scaling": "scaling", "tol": "tol", "repeats": "repeats", "warmup": "warmup", "timeout": "timeout_s",
+    "scaling": "scaling", "tol": "tol", "data": "data", "repeats": "repeats", "warmup": "warmup", "timeout": "timeout_s",
     "memory_budget": "memory_budget",
 }
 RUN_FLAGS = ("executor", "out", "address", "num_cpus", "cpus_per_point", "gpus_per_point",
@@ -74,6 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     axes.add_argument("--tol", help="Sinkhorn tolerances (for iters=scaling): after the schedule, iterate at "
                                     "the final eps until the potentials move less than tol (at most 1000 "
                                     "iterations; the row's `converged` says which); 'none' = no such phase")
+    axes.add_argument("--data", help="data sources of the pair (x, y): default (x uniform cube, y Gaussian "
+                                     "blobs), cube, blobs, sphere, swiss_roll, intervals_1d, image_2d, digits, "
+                                     "breast_cancer (and _raw), or file:PATH (.npy .npz .csv .ply .xyz); a "
+                                     "real data set or a file fixes D")
     how = parser.add_argument_group("measurement")
     how.add_argument("--repeats", type=int, help="timed samples per point (default 10)")
     how.add_argument("--warmup", type=int, help="untimed calls after the first (default 1)")
