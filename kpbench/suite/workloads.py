@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 
@@ -95,7 +95,9 @@ class Data:
     b: np.ndarray
     h: np.ndarray
     c: np.ndarray
-    clouds: object = None   # kpbench.datasets.sources.Clouds: the weights and the origin of x, y
+    # kpbench.datasets.sources.Clouds: the source's weights (hashed with the arrays where
+    # given) and where x, y came from; not a field: the fields are the generated arrays
+    clouds: ClassVar[object] = None
 
     def weights(self, N: int, M: int) -> tuple[np.ndarray, np.ndarray]:
         """The Sinkhorn weights (a, b): the source's, else uniform."""
@@ -109,13 +111,14 @@ def make_data(point) -> Data:
 
     clouds = make_clouds(getattr(point, "data", None), point.N, point.M, point.D, point.seed)
     rng = np.random.default_rng([point.seed, 7])
-    return Data(
+    data = Data(
         x=clouds.x, y=clouds.y,
         b=rng.uniform(0.5, 1.5, point.M),
         h=np.log(1.0 / point.M) + 0.1 * rng.standard_normal(point.M),
         c=rng.standard_normal(point.N),
-        clouds=clouds,
     )
+    data.clouds = clouds
+    return data
 
 
 def cast(array: np.ndarray, backend, dtype: str, device: str):
