@@ -4,6 +4,7 @@ row's record of the data, rerun on a changed file, the report's view across data
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -155,10 +156,13 @@ def test_bad_files_of_the_other_types(tmp_path):
     np.savez(tmp_path / "noxy.npz", y=cloud())
     np.savez(tmp_path / "mixed.npz", x=cloud(10, 3), y=cloud(10, 2))
     (tmp_path / "c.txt").write_text("1 2 3\n")
+    (tmp_path / "dir.npy").mkdir()
+    os.mkfifo(tmp_path / "pipe.xyz")   # would block a reader: refused unread
     for name, message in (("faces.ply", "a .ply without vertices"), ("text.ply", "not a valid PLY"),
                           ("words.csv", "unreadable"), ("blank.xyz", "no points"),
                           ("extra.npz", "unknown array"), ("noxy.npz", "x: missing"),
-                          ("mixed.npz", "x has D=3 but y has D=2"), ("c.txt", "unknown type '.txt'")):
+                          ("mixed.npz", "x has D=3 but y has D=2"), ("c.txt", "unknown type '.txt'"),
+                          ("dir.npy", "not a regular file"), ("pipe.xyz", "not a regular file")):
         with pytest.raises(KPBenchError, match=message) as info:
             sources.read_file(str(tmp_path / name))
         assert name in str(info.value)
@@ -235,7 +239,7 @@ def test_sweep_on_user_files_records_the_data_then_rerun_refuses_a_changed_file(
     assert f"data file {str(npy)!r} changed: stored hash {old}, now {sources.file_hash(npy)[0]}" in message
     npy.unlink()
     assert main(["rerun", str(out), "--out", str(tmp_path / "again"), "--no-progress"]) == 2
-    assert f"data file {str(npy)!r} is missing (stored hash {old})" in capsys.readouterr().err
+    assert f"data file {str(npy)!r}: no such file (stored hash {old})" in capsys.readouterr().err
 
 
 def test_a_bad_file_in_a_sweep_is_an_error_row_naming_it(tmp_path):
@@ -286,3 +290,22 @@ def test_report_view_across_data_sets():
     assert "iterations worst on sphere (80; 4x the best, default 20)" in line
     assert len(datasets_view.filter_data(frame, ["default", "sphere"])) == 2
     assert datasets_view.blocks(frame[frame["data"].isna()]) == []   # one source: no view
+
+
+def test_a_hostile_data_name_reaches_the_page_escaped(tmp_path):
+    import pandas as pd
+
+    from kpbench.results import datasets_view
+    from kpbench.results.document import Document, render_html, render_markdown
+    from kpbench.results.schema import COLUMNS
+
+    rows = []
+    for data in (None, "file:/tmp/<script>alert(1)</script>.npy"):
+        r = {c: None for c in COLUMNS}
+        r.update(op="sinkhorn", backend="torch", kernel="sinkhorn", N=10, M=10, D=3, blur=0.05, p=2,
+                 dtype="float32", device="cpu", seed=0, data=data, status="ok", sweep="accuracy",
+                 rel_err=1e-6, key=str(data))
+        rows.append(r)
+    doc = Document("t", datasets_view.blocks(pd.DataFrame(rows)))
+    assert "<script>alert" not in render_html(doc) and "&lt;script&gt;alert" in render_html(doc)
+    assert "<script>" not in render_markdown(doc, tmp_path)

@@ -288,23 +288,31 @@ def file_hash(path: str | os.PathLike) -> tuple[str, int]:
     return digest.hexdigest()[:HASH_CHARS], size
 
 
-def read_file(path_text: str) -> FileClouds:
-    """The clouds of ``file:PATH``, checked (cached per path, size and modification time)."""
-    path = Path(path_text)
+def checked_stat(path_text: str) -> os.stat_result:
+    """The stat of a data file that exists, is regular, not empty and not too large (a path
+    is data: /dev/zero or a FIFO is refused before anything reads it)."""
     where = f"data file {path_text!r}"
-    _suffix(path_text)
     try:
-        stat = path.stat()
+        stat = os.stat(path_text)
     except FileNotFoundError:
         raise KPBenchError(f"{where}: no such file") from None
     except OSError as exc:
         raise KPBenchError(f"{where}: cannot be read ({exc.strerror or exc})") from None
-    if not path.is_file():
+    if not Path(path_text).is_file():
         raise KPBenchError(f"{where}: not a regular file")
     if stat.st_size == 0:
         raise KPBenchError(f"{where}: the file is empty")
     if stat.st_size > MAX_FILE_BYTES:
         raise KPBenchError(f"{where}: {stat.st_size} bytes, more than the {MAX_FILE_BYTES} allowed")
+    return stat
+
+
+def read_file(path_text: str) -> FileClouds:
+    """The clouds of ``file:PATH``, checked (cached per path, size and modification time)."""
+    path = Path(path_text)
+    where = f"data file {path_text!r}"
+    _suffix(path_text)
+    stat = checked_stat(path_text)
     cache_key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if cache_key not in _FILE_CACHE:
         if len(_FILE_CACHE) >= FILE_CACHE_KEPT:

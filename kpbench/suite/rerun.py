@@ -146,7 +146,7 @@ def _check_stored_settings(rows: pd.DataFrame) -> None:
 
 def check_data_files(rows: pd.DataFrame) -> None:
     """Every ``file:`` source of ``rows`` still holds the bytes its rows were measured on."""
-    from kpbench.datasets.sources import FILE_PREFIX, file_hash
+    from kpbench.datasets.sources import FILE_PREFIX, checked_stat, file_hash
 
     if "data" not in rows or "data_hash" not in rows:
         return
@@ -158,17 +158,13 @@ def check_data_files(rows: pd.DataFrame) -> None:
             continue
         path = data[len(FILE_PREFIX):]
         try:
+            checked_stat(path)
             now, _size = file_hash(path)
-        except OSError as exc:
-            raise KPBenchError(f"cannot rerun: data file {path!r} is {_missing(exc)} "
-                               f"(stored hash {', '.join(stored)})") from None
+        except (KPBenchError, OSError) as exc:
+            raise KPBenchError(f"cannot rerun: {exc} (stored hash {', '.join(stored)})") from None
         if stored != [now]:
             raise KPBenchError(f"cannot rerun: data file {path!r} changed: stored hash "
                                f"{', '.join(stored)}, now {now}")
-
-
-def _missing(exc: OSError) -> str:
-    return "missing" if isinstance(exc, FileNotFoundError) else f"unreadable ({exc.strerror or exc})"
 
 
 def _positive_whole(value) -> bool:
