@@ -309,3 +309,17 @@ def test_a_hostile_data_name_reaches_the_page_escaped(tmp_path):
     doc = Document("t", datasets_view.blocks(pd.DataFrame(rows)))
     assert "<script>alert" not in render_html(doc) and "&lt;script&gt;alert" in render_html(doc)
     assert "<script>" not in render_markdown(doc, tmp_path)
+
+
+def test_the_page_filters_by_data_source_the_default_pair_included():
+    import pandas as pd
+
+    from kpbench.results import interactive
+    from kpbench.results.schema import COLUMNS
+
+    rows = [{**{c: None for c in COLUMNS}, "op": "kernel_product", "backend": "torch", "kernel": "gaussian",
+             "N": 10, "M": 10, "D": 3, "blur": 0.1, "dtype": "float32", "device": "cpu", "seed": 0,
+             "data": data, "status": "ok", "time_median_s": 0.1, "key": str(data)} for data in (None, "cube")]
+    payload = interactive.payload_of(pd.DataFrame(rows))
+    assert "data" in payload["filters"]
+    assert sorted(r["data"] for r in payload["rows"]) == ["cube", "default"]
