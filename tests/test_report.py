@@ -33,7 +33,7 @@ def sweep_row(op="kernel_product", backend="torch", N=1000, status="ok", time=No
     """One sweeps row following kpbench.results.schema (the point, status, measurements)."""
     row = dict(op=op, backend=backend, kernel="gaussian", N=N, M=N, D=3, blur=blur, p=None,
                reach=None, dtype=dtype, device="cpu", seed=0, iters=None, scaling=None,
-               tol=None)
+               tol=None, data=None)
     row.update(overrides)
     row["key"] = "|".join(f"{c}={row.get(c)}" for c in POINT_COLUMNS)
     row.update(status=status, time_median_s=time, time_min_s=time, repeats=3 if time else None,

@@ -15,7 +15,7 @@ from kpbench.errors import format_bytes
 # What, besides op, backend and N, makes two rows the same benchmark configuration.
 # "M" enters as M_rel ("M=N" or the value of M) so that the usual M = N sweep is one group.
 CONFIG_COLUMNS = ["kernel", "M_rel", "D", "blur", "p", "reach", "iters", "scaling", "tol", "offset",
-                  "scale", "dtype", "device"]
+                  "scale", "dtype", "device", "data"]   # data: the data source (null: the default pair)
 BACKEND_ORDER = ("numpy", "torch", "keops", "cuda")
 
 
@@ -132,6 +132,8 @@ def setting_label(config: dict, names: list[str]) -> str:
 def _config_part(name: str, v) -> str:
     if name in ("kernel", "dtype", "device"):
         return str(v)
+    if name == "data":
+        return f"data={v}"
     if name == "M_rel":
         return "" if v == "M=N" else f"M={fmt_n(v)}"
     if name in ("D", "p", "iters"):

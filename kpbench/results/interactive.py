@@ -31,7 +31,7 @@ from kpbench.results.format import (
 from kpbench.results.schema import STATUSES
 from kpbench.results.selection import cells, config_dict, quartiles
 
-FILTERS = ("op", "dtype", "device", "blur", "D")
+FILTERS = ("op", "dtype", "device", "blur", "D", "data")
 COLORS = {"numpy": "#1f77b4", "torch": "#ff7f0e", "keops": "#2ca02c", "cuda": "#d62728"}
 STATUS_COLORS = {"ok": "#2ca02c", "oom": "#9467bd", "timeout": "#8c564b", "unsupported": "#bbbbbb",
                  "skipped": "#17becf", "error": "#d62728"}
@@ -79,7 +79,13 @@ def payload_of(frame: pd.DataFrame, regret: list[dict] | None = None) -> dict:
 
 
 def _filter_fields(record: dict) -> dict:
-    return {f: _json_value(record.get(f)) for f in FILTERS}
+    return {f: _filter_value(f, record.get(f)) for f in FILTERS}
+
+
+def _filter_value(name: str, v):
+    """A filter's value; the default data pair (null) is offered as 'default'."""
+    v = _json_value(v)
+    return "default" if name == "data" and v is None else v
 
 
 def _json_value(v):
@@ -144,7 +150,7 @@ def row_hover(row: dict, q1, q3) -> str:
 
 def _config_record(op: str, config: tuple) -> dict:
     c = config_dict(config)
-    return {"op": op, **{f: _json_value(c.get(f)) for f in FILTERS if f != "op"}}
+    return {"op": op, **{f: _filter_value(f, c.get(f)) for f in FILTERS if f != "op"}}
 
 
 def win_records(frame: pd.DataFrame) -> list[dict]:

@@ -30,7 +30,7 @@ import pathlib
 import pandas as pd
 
 from kpbench.errors import KPBenchError
-from kpbench.results import files, plots, regret, side_by_side, tables
+from kpbench.results import datasets_view, files, plots, regret, side_by_side, tables
 from kpbench.results.document import (
     Bold, Code, Details, Document, Heading, Image, Lines, Para, Table, render_html, render_markdown,
 )
@@ -42,8 +42,11 @@ REPRODUCTION_TABLES = ("flow_1d", "flow_2d", "model_fitting")
 
 
 def build_document(results_dir: pathlib.Path, out_dir: pathlib.Path,
-                   baseline: str = DEFAULT_BASELINE, interactive: bool = True) -> Document:
+                   baseline: str = DEFAULT_BASELINE, interactive: bool = True,
+                   data: list[str] | None = None) -> Document:
     frame = sweep_frame(results_dir)
+    if data and not frame.empty:   # only these data sources ('default': the default pair)
+        frame = datasets_view.filter_data(frame, data)
     damaged = _damaged_parts(results_dir)
     doc = Document(title="kpbench report")
     doc.add(Para(["Results: ", Code(str(results_dir)), " — generated "
@@ -129,6 +132,7 @@ def _add_sweep_sections(doc: Document, frame: pd.DataFrame, out_dir: pathlib.Pat
         for title, header, rows in tables.op_tables(frame, op, baseline):
             doc.add(Para([Bold(title)]), Table(header, rows))
     _add_offsets(doc, frame)
+    doc.add(*datasets_view.blocks(frame))
     doc.add(Heading("Plots"))
     figures = plots.sweep_figures(frame, out_dir)
     if not figures:
@@ -191,7 +195,8 @@ def _add_reproductions(doc: Document, results_dir: pathlib.Path, out_dir: pathli
 
 
 def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                 baseline: str = DEFAULT_BASELINE, interactive: bool = True) -> pathlib.Path:
+                 baseline: str = DEFAULT_BASELINE, interactive: bool = True,
+                 data: list[str] | None = None) -> pathlib.Path:
     """Write report.md, report.html and the plot PNGs; returns the path of report.html."""
     results_dir = pathlib.Path(results_dir)
     if not results_dir.is_dir():
@@ -202,7 +207,7 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
                            "through it; pass --out DIR to write it elsewhere")
     out_dir = pathlib.Path(out_dir) if out_dir is not None else results_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
-    doc = build_document(results_dir, out_dir, baseline, interactive)
+    doc = build_document(results_dir, out_dir, baseline, interactive, data)
     files.replace_file(out_dir / "report.md", render_markdown(doc, out_dir).encode("utf-8"))
     return files.replace_file(out_dir / "report.html", render_html(doc).encode("utf-8"))
 

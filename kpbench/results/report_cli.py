@@ -18,6 +18,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--baseline", default=None, metavar="BACKEND",
                         help="backend the speed-ups are computed against (default torch, the "
                              "dense backend)")
+    parser.add_argument("--data", default=None, metavar="SOURCES",
+                        help="only these data sources, comma-separated ('default': the default pair; "
+                             "file:PATH as stored)")
     parser.set_defaults(func=run)
 
 
@@ -27,7 +30,9 @@ def run(args) -> int:
     from kpbench.results.selection import DEFAULT_BASELINE, load_sweeps
 
     try:
-        html_path = write_report(args.results_dir, args.out, baseline=args.baseline or DEFAULT_BASELINE)
+        data = [s.strip() for s in args.data.split(",") if s.strip()] if args.data else None
+        html_path = write_report(args.results_dir, args.out, baseline=args.baseline or DEFAULT_BASELINE,
+                                 data=data)
         empty = load_sweeps(args.results_dir).empty
     except KPBenchError as exc:
         print(f"kpbench report: error: {exc}", file=sys.stderr)

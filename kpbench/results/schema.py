@@ -35,6 +35,9 @@ POINT_FIELDS = [
     # moved (in the key only when set, like tol). Accuracy sweeps only.
     pa.field("offset", pa.float64()),
     pa.field("scale", pa.float64()),
+    # the data source (kpbench.datasets.sources: a name or file:PATH); null = the default
+    # pair (x uniform cube, y Gaussian blobs). In the key only when set.
+    pa.field("data", pa.string()),
 ]
 
 RESULT_FIELDS = [
@@ -92,6 +95,10 @@ RESULT_FIELDS = [
     pa.field("limit_s", pa.float64()),            # the least time the machine's rates allow for the point
     pa.field("limit_frac", pa.float64()),         # limit_s / time_median_s (1 = at the limit)
     pa.field("limit_source", pa.string()),        # "measured cpu" | "device table H100" ...
+    # -- where the data came from (kpbench.datasets.sources) --
+    pa.field("data_hash", pa.string()),           # file: sources: sha256 of the file's bytes (16 hex digits)
+    pa.field("data_size_bytes", pa.int64()),      # file: sources: the file's size
+    pa.field("data_replaced", pa.bool_()),        # a cloud was sampled with replacement (too few points)
 ]
 
 META_FIELDS = [

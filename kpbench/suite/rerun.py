@@ -4,8 +4,8 @@
     kpbench rerun results --run-id 3fa2 --out elsewhere --executor inline
 
 Everything a point needs is read from its row: the point columns (op, backend, kernel,
-N, M, D, blur, p, reach, dtype, device, seed, iters, scaling, tol, offset, scale; the data generator is
-fixed per op and seeded, see kpbench.results.fingerprint), the kind of measure (the
+N, M, D, blur, p, reach, dtype, device, seed, iters, scaling, tol, offset, scale, data; the data
+source is seeded, see kpbench.datasets.sources), the kind of measure (the
 ``sweep`` column) and the settings of the run (repeats for speed, warmup, threads,
 timeout_s, memory_budget, and the KeOps/CUDA build flags ``cxxflags``, set as
 ``CXXFLAGS`` while the rerun runs). A row whose point columns no longer give its key, or
@@ -14,7 +14,9 @@ a setting that no row of its kind recorded, is an error naming the column.
 A store is data, never code: KeOps hands CXXFLAGS to a shell, so stored build flags are
 used only when every token is a plain compiler flag (kpbench.backends.cxxflags); any
 other (``$(...)``, ``;``, ``-fplugin=``, ``-B``, ``@file``, ...) is an error naming the row,
-the column and the token, before anything runs.
+the column and the token, before anything runs. A point measured on a file (``data`` =
+``file:PATH``) is rerun only on the same bytes: a file now missing, or whose hash is not the
+stored ``data_hash``, is an error naming the file and both hashes, before anything runs.
 
 The rerun is a new run (new run_id) in ``--out`` (default: the same store; there the
 stored keys are not skipped, elsewhere an interrupted rerun resumes). Afterwards the
@@ -42,8 +44,8 @@ from kpbench.results.store import store_root
 
 INT_POINT_COLUMNS = ("N", "M", "D", "seed", "p", "iters")
 FLOAT_POINT_COLUMNS = ("blur", "reach", "scaling", "tol", "offset", "scale")
-# null: the op does not use it (offset, scale: the point is not moved)
-NULLABLE_POINT_COLUMNS = ("p", "reach", "iters", "scaling", "tol", "offset", "scale")
+# null: the op does not use it (offset, scale: the point is not moved; data: the default pair)
+NULLABLE_POINT_COLUMNS = ("p", "reach", "iters", "scaling", "tol", "offset", "scale", "data")
 # settings of the run: (column, needed for these kinds; None = every kind)
 SETTINGS = (("repeats", ("speed",)), ("warmup", None), ("threads", None), ("timeout_s", None),
             ("memory_budget", None), ("cxxflags", None))
@@ -88,6 +90,7 @@ def plan(rows: pd.DataFrame, run_id: str = "?") -> list[RerunGroup]:
     """The groups (kind, settings, points) that measure ``rows`` again."""
     _check_columns(rows, ["key", "sweep"] + POINT_COLUMNS + [c for c, _ in SETTINGS])
     _check_stored_settings(rows)
+    check_data_files(rows)
     groups = []
     for kind, of_kind in rows.groupby("sweep", dropna=False):
         if not isinstance(kind, str) or not kind:
@@ -140,6 +143,29 @@ def _check_stored_settings(rows: pd.DataFrame) -> None:
         threads = _none(row["threads"])
         if threads is not None and not _positive_whole(threads):
             raise KPBenchError(f"{where} 'threads': {threads!r} is not a positive whole number")
+
+
+def check_data_files(rows: pd.DataFrame) -> None:
+    """Every ``file:`` source of ``rows`` still holds the bytes its rows were measured on."""
+    from kpbench.datasets.sources import FILE_PREFIX, checked_stat, file_hash
+
+    if "data" not in rows or "data_hash" not in rows:
+        return
+    for data, group in rows.groupby("data", dropna=True):
+        if not (isinstance(data, str) and data.startswith(FILE_PREFIX)):
+            continue
+        stored = sorted(set(group["data_hash"].dropna()))
+        if not stored:   # its points failed before reading it: nothing to hold it to
+            continue
+        path = data[len(FILE_PREFIX):]
+        try:
+            checked_stat(path)
+            now, _size = file_hash(path)
+        except (KPBenchError, OSError) as exc:
+            raise KPBenchError(f"cannot rerun: {exc} (stored hash {', '.join(stored)})") from None
+        if stored != [now]:
+            raise KPBenchError(f"cannot rerun: data file {path!r} changed: stored hash "
+                               f"{', '.join(stored)}, now {now}")
 
 
 def _positive_whole(value) -> bool:

@@ -81,6 +81,7 @@ class Point:
     tol: float | None = None
     offset: float | None = None   # conditioning (accuracy): x -> scale * x + offset, blur and
     scale: float | None = None    # reach times scale; None: not moved (workloads.make_data)
+    data: str | None = None          # the data source (kpbench.datasets.sources); None: the default pair
 
     def as_row(self) -> dict:
         return dataclasses.asdict(self)
@@ -95,7 +96,7 @@ class Point:
 
 # point columns added after rows were stored: left out of the key when null, so that the
 # keys of those rows (and of every point that does not use the column) stay what they were
-KEY_ONLY_WHEN_SET = ("tol", "offset", "scale")
+KEY_ONLY_WHEN_SET = ("tol", "offset", "scale", "data")
 
 
 def _unset(v) -> bool:
@@ -123,7 +124,7 @@ class SweepSpec:
     losses: list[str] = field(default_factory=lambda: ["sinkhorn"])   # for flow_step
     N: list[int] = field(default_factory=lambda: [100, 1000, 10000])
     M: list[int] | str = "same"                                          # "same": M = N
-    D: list[int] = field(default_factory=lambda: [3])
+    D: list[int] | None = None                                           # None: 3, or the data's own
     blur: list[float] = field(default_factory=lambda: [0.05])
     p: list[int] = field(default_factory=lambda: [2])
     reach: list[float | None] = field(default_factory=lambda: [None])
@@ -135,6 +136,10 @@ class SweepSpec:
     tol: list[float | None] = field(default_factory=lambda: [None])   # with the eps-scaling schedule
     offsets: list[float | None] = field(default_factory=lambda: [None])  # accuracy only: where the
     scales: list[float | None] = field(default_factory=lambda: [None])   # clouds sit, their scale
+    # data sources (kpbench.datasets.sources); [None]: the default pair, out of the key.
+    # A source with a fixed D (a file, a real data set) takes its own D: D then must be None
+    # (not given) or that D.
+    data: list[str | None] = field(default_factory=lambda: [None])
     # how to measure (not part of a point's key)
     repeats: int = 10
     warmup: int = 1
@@ -164,7 +169,7 @@ def expand(spec: SweepSpec) -> list[Point]:
             for variant in _op_variants(op, spec):
                 for N in spec.N:
                     for M in ([N] if spec.M == "same" else spec.M):
-                        for D in spec.D:
+                        for data, D in data_dims(spec):
                             for blur in spec.blur:
                                 for dtype in _dtypes(backend, spec):
                                     for device in spec.device:
@@ -173,7 +178,7 @@ def expand(spec: SweepSpec) -> list[Point]:
                                             point = Point(
                                                 op=op, backend=backend, N=int(N), M=int(M),
                                                 D=int(D), blur=float(blur), dtype=dtype,
-                                                device=device, seed=int(seed), **variant,
+                                                device=device, seed=int(seed), data=data, **variant,
                                                 offset=_float_or_none(offset), scale=_float_or_none(scale),
                                             )
                                             points[point] = None
@@ -182,6 +187,25 @@ def expand(spec: SweepSpec) -> list[Point]:
 
 def _float_or_none(v) -> float | None:
     return None if v is None else float(v)
+
+
+DEFAULT_D = 3
+
+
+def data_dims(spec: SweepSpec) -> list[tuple[str | None, int]]:
+    """The (data source, D) pairs of ``spec``: a source with a fixed D takes it (a given D
+    that disagrees is a KPBenchError), the others every D of the axis (default 3)."""
+    from kpbench.datasets.sources import fixed_dim
+
+    pairs = {}
+    for data in spec.data:
+        fixed = None if data is None else fixed_dim(data)
+        if fixed is not None and spec.D is not None and set(spec.D) != {fixed}:
+            raise KPBenchError(f"data {data!r} has D={fixed} (fixed by the data); D = {spec.D} "
+                               f"disagrees: leave D out or set it to {fixed}")
+        for D in [fixed] if fixed is not None else (spec.D or [DEFAULT_D]):
+            pairs[(data, D)] = None
+    return list(pairs)
 
 
 def _dtypes(backend: str, spec: SweepSpec) -> list[str]:
@@ -229,7 +253,7 @@ def count_points(spec: SweepSpec) -> int:
     def distinct(values) -> int:
         return len(set(values))
 
-    per_variant = distinct(spec.N) * (1 if spec.M == "same" else distinct(spec.M)) * distinct(spec.D) \
+    per_variant = distinct(spec.N) * (1 if spec.M == "same" else distinct(spec.M)) * len(data_dims(spec)) \
         * distinct(spec.blur) * distinct(spec.device) * distinct(spec.seed) \
         * distinct(spec.offsets) * distinct(spec.scales)
     total = 0
@@ -397,6 +421,34 @@ def _non_empty(name: str, values) -> None:
             " (use 'none' for none)" if name in ("reach", "iters", "tol", "offsets", "scales") else ""))
 
 
+def _data_words(text) -> list[str]:
+    """Data sources: a TOML list keeps each item whole (a path may hold a comma); a string
+    is split at commas like every other axis."""
+    return [item.strip() for item in _items(text)] if isinstance(text, str) else \
+        [str(item).strip() for item in text]
+
+
+def _data_value(word: str) -> str | None:
+    """None for the default pair (out of the key); a file's path made absolute, so that
+    every worker, whatever its working folder, reads the same file."""
+    from kpbench.datasets.sources import DEFAULT, FILE_PREFIX
+
+    if word == DEFAULT:
+        return None
+    if word.startswith(FILE_PREFIX) and word[len(FILE_PREFIX):]:
+        return FILE_PREFIX + os.path.abspath(word[len(FILE_PREFIX):])
+    return word
+
+
+def _data_sources(values) -> None:
+    from kpbench.datasets.sources import check_name
+
+    _non_empty("data", values)
+    for value in values:
+        if value is not None:
+            check_name(value)
+
+
 def _scalings(values) -> None:
     _non_empty("scaling", values)
     if any(isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < 1 for s in values):
@@ -453,7 +505,8 @@ FIELD_CHECKS: dict[str, Callable[[Any], None]] = {
     "p": lambda v: _one_of("p", v, POWERS),
     "N": lambda v: _whole_numbers("N", v, 1, MAX_SIZE),
     "M": lambda v: v == "same" or _whole_numbers("M", v, 1, MAX_SIZE),
-    "D": lambda v: _whole_numbers("D", v, 1, MAX_SIZE),
+    "D": lambda v: v is None or _whole_numbers("D", v, 1, MAX_SIZE),
+    "data": lambda v: _data_sources(v),
     "blur": lambda v: _positive_numbers("blur", v),
     "reach": lambda v: _positive_numbers("reach", v, allow_none=True),
     "seed": lambda v: _whole_numbers("seed", v, 0, SEED_LIMIT - 1),
@@ -481,6 +534,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "tol": lambda v: parse_floats(v, allow_none=True),
     "offsets": lambda v: parse_floats(v, allow_none=True),
     "scales": lambda v: parse_floats(v, allow_none=True),
+    "data": lambda v: [_data_value(w) for w in _data_words(v)],
     "M": lambda v: "same" if isinstance(v, str) and v.strip().lower() == "same" else parse_sizes(v, "M"),
     "repeats": lambda v: _single(parse_ints(v)), "warmup": lambda v: _single(parse_ints(v)),
     "timeout_s": lambda v: _single(parse_floats(v)), "memory_budget": parse_bytes, "kind": str,
@@ -498,7 +552,8 @@ WORDS, NUMBERS, WHOLE = (str,), (str, int, float), (str, int)
 AXIS_TYPES = {"ops": WORDS, "backends": WORDS, "kernels": WORDS, "losses": WORDS, "dtype": WORDS,
               "device": WORDS, "N": NUMBERS, "M": NUMBERS, "D": NUMBERS, "blur": NUMBERS,
               "p": NUMBERS, "reach": NUMBERS, "seed": NUMBERS, "iters": NUMBERS,
-              "scaling": NUMBERS, "tol": NUMBERS, "offsets": NUMBERS, "scales": NUMBERS}
+              "scaling": NUMBERS, "tol": NUMBERS, "offsets": NUMBERS, "scales": NUMBERS,
+              "data": WORDS}
 SCALAR_TYPES = {"kind": WORDS, "repeats": WHOLE, "warmup": WHOLE, "timeout_s": NUMBERS,
                 "memory_budget": NUMBERS}
 TYPE_NAMES = {WORDS: "a string", NUMBERS: "a number or a string", WHOLE: "an integer or a string",

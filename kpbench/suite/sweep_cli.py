@@ -29,8 +29,8 @@ SPEC_FLAGS = {
     "ops": "ops", "backends": "backends", "kernels": "kernels", "losses": "losses",
     "N": "N", "M": "M", "D": "D", "blur": "blur", "p": "p", "reach": "reach",
     "dtype": "dtype", "device": "device", "seed": "seed", "iters": "iters",
-    "scaling": "scaling", "tol": "tol", "offset": "offsets", "scale": "scales", "repeats": "repeats",
-    "warmup": "warmup", "timeout": "timeout_s", "memory_budget": "memory_budget",
+    "scaling": "scaling", "tol": "tol", "offset": "offsets", "scale": "scales", "data": "data",
+    "repeats": "repeats", "warmup": "warmup", "timeout": "timeout_s", "memory_budget": "memory_budget",
 }
 RUN_FLAGS = ("executor", "out", "address", "num_cpus", "cpus_per_point", "gpus_per_point",
              "threads", "resume", "retry_failed", "wait")
@@ -79,6 +79,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                        "same numbers); 'none' = not moved; negative: --offset=-100,...")
     axes.add_argument("--scale", help="accuracy sweeps: multiply coordinates, blur and reach alike (the "
                                       "same problem at another scale); 'none' = not scaled")
+    axes.add_argument("--data", help="data sources of the pair (x, y): default (x uniform cube, y Gaussian "
+                                     "blobs), cube, blobs, sphere, swiss_roll, intervals_1d, image_2d, digits, "
+                                     "breast_cancer (and _raw), or file:PATH (.npy .npz .csv .ply .xyz); a "
+                                     "real data set or a file fixes D")
     how = parser.add_argument_group("measurement")
     how.add_argument("--repeats", type=int, help="timed samples per point (default 10)")
     how.add_argument("--warmup", type=int, help="untimed calls after the first (default 1)")

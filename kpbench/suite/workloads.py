@@ -13,8 +13,9 @@ sinkhorn_grad          d S_eps / dx  (forward + backward)                   |gra
 flow_step              one Euler step of a gradient flow on a loss           the loss
 =====================  ===================================================  =============
 
-Inputs are generated once per point in float64 (x: uniform cube, y: Gaussian blobs,
-seeded) and cast to the point's dtype/device, so the reference sees the same numbers.
+Inputs are generated once per point in float64 from the point's data source
+(:mod:`kpbench.datasets.sources`; by default x: uniform cube, y: Gaussian blobs, seeded;
+a source's weights a, b serve the Sinkhorn ops, uniform otherwise) and cast to the point's dtype/device, so the reference sees the same numbers.
 Accuracy points may be moved (``offset``) and magnified (``scale``): see :func:`conditioned`.
 The reference (:func:`reference`) is the independent float64 code of
 :mod:`kpbench.reference`: what the point computed is compared with the converged
@@ -30,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 
@@ -95,19 +96,30 @@ class Data:
     b: np.ndarray
     h: np.ndarray
     c: np.ndarray
+    # kpbench.datasets.sources.Clouds: the source's weights (hashed with the arrays where
+    # given) and where x, y came from; not a field: the fields are the generated arrays
+    clouds: ClassVar[object] = None
+
+    def weights(self, N: int, M: int) -> tuple[np.ndarray, np.ndarray]:
+        """The Sinkhorn weights (a, b): the source's, else uniform."""
+        a = getattr(self.clouds, "a", None)
+        b = getattr(self.clouds, "b", None)
+        return (np.full(N, 1.0 / N) if a is None else a, np.full(M, 1.0 / M) if b is None else b)
 
 
 def make_data(point) -> Data:
-    from kpbench.datasets import gaussian_blobs, uniform_cube
+    from kpbench.datasets.sources import make_clouds
 
+    clouds = make_clouds(getattr(point, "data", None), point.N, point.M, point.D, point.seed)
     rng = np.random.default_rng([point.seed, 7])
-    return conditioned(point, Data(
-        x=uniform_cube(point.N, point.D, seed=point.seed),
-        y=gaussian_blobs(point.M, point.D, seed=point.seed + 1),
+    data = Data(
+        x=clouds.x, y=clouds.y,
         b=rng.uniform(0.5, 1.5, point.M),
         h=np.log(1.0 / point.M) + 0.1 * rng.standard_normal(point.M),
         c=rng.standard_normal(point.N),
-    ))
+    )
+    data.clouds = clouds
+    return conditioned(point, data)
 
 
 # -- conditioning (accuracy sweeps: offset, scale) ------------------------------------
@@ -134,8 +146,14 @@ def conditioned(point, data: Data) -> Data:
     def rounded(v: np.ndarray) -> np.ndarray:
         return v.astype(point.dtype).astype(np.float64)
 
-    return Data(x=rounded(scale * data.x + offset), y=rounded(scale * data.y + offset),
-                b=rounded(data.b), h=rounded(data.h), c=rounded(data.c))
+    moved_data = Data(x=rounded(scale * data.x + offset), y=rounded(scale * data.y + offset),
+                      b=rounded(data.b), h=rounded(data.h), c=rounded(data.c))
+    clouds = data.clouds
+    if clouds is not None:   # the source's weights rounded like every other input
+        clouds = dataclasses.replace(clouds, **{w: rounded(getattr(clouds, w)) for w in ("a", "b")
+                                                if getattr(clouds, w) is not None})
+    moved_data.clouds = clouds
+    return moved_data
 
 
 def at_scale(point):
@@ -208,7 +226,9 @@ def prepare(point, data: Data, backend_name: str | None = None, dtype: str | Non
     if family == "softmin":
         return _softmin_op(point, name, x, y, cast(data.h, backend, dtype, device))
     if family == "sinkhorn":
-        return _sinkhorn_op(point, name, x, y)
+        a, b = (None if w is None else cast(w, backend, dtype, device)
+                for w in (getattr(data.clouds, "a", None), getattr(data.clouds, "b", None)))
+        return _sinkhorn_op(point, name, x, y, a, b)
     return _flow_op(point, name, x, y)
 
 
@@ -253,13 +273,13 @@ def _solve_summary(info: dict, value: float, vector=None) -> Summary:
                    info.get("marginal_err"), info.get("converged"))
 
 
-def _sinkhorn_op(point, backend: str, x, y) -> Prepared:
+def _sinkhorn_op(point, backend: str, x, y, a=None, b=None) -> Prepared:
     from kpbench import losses
 
     grad = OPS[point.op].grad
     if grad:
         x = x.detach().requires_grad_(True)
-    forward = losses.bind(losses.sinkhorn, None, x, None, y, backend=backend, return_info=True,
+    forward = losses.bind(losses.sinkhorn, a, x, b, y, backend=backend, return_info=True,
                           **_sinkhorn_kwargs(point))
     if not grad:
         return Prepared(forward, lambda out: _solve_summary(out[1], float(out[0])))
@@ -342,7 +362,7 @@ def _reference_of(point, data: Data) -> Summary:
         grad = ref.np_kernel_product_grad(data.x, data.y, data.b, data.c, point.kernel, point.blur)
         return _vector_summary(grad)
     if point.op == "sinkhorn_grad":
-        a, b = np.full(point.N, 1.0 / point.N), np.full(point.M, 1.0 / point.M)
+        a, b = data.weights(point.N, point.M)
         value, _f, _g, info = ref.np_sinkhorn(a, data.x, b, data.y, p=point.p, blur=point.blur,
                                               reach=point.reach, gradient=True)
         return _solve_summary(info, float(np.linalg.norm(info["grad_x"])), info["grad_x"].ravel())
@@ -373,7 +393,8 @@ def grad_fd_error(point, data: Data) -> float | None:
     else:
         loss, truth = flow_loss(point, point.backend), flow_loss(converged, "numpy")
     x = cast(data.x, get_backend(point.backend), point.dtype, point.device)
-    a, b = np.full(point.N, 1.0 / point.N), np.full(point.M, 1.0 / point.M)
+    a, b = data.weights(point.N, point.M) if point.op == "sinkhorn_grad" else \
+        (np.full(point.N, 1.0 / point.N), np.full(point.M, 1.0 / point.M))
     # unbalanced Sinkhorn's weights may move freely; the other losses compare equal masses
     balanced = not (point.reach is not None and "reach" in op_fields(point.op, point.kernel))
     return fd_gradient_error(loss, a, x, b, data.y, backend=point.backend, balanced=balanced,
