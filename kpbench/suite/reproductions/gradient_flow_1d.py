@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from kpbench import datasets
+from kpbench.datasets import sources
 from kpbench.results.store import ResultStore
 from kpbench.suite.reproductions.common import (make_setup, print_table, pyplot,
                                                save_snapshot_figure, select_specs)
@@ -20,8 +21,7 @@ TABLE = "flow_1d"
 FIGURES = "gradient_flow_1d"
 LR = 0.01
 DEFAULT_N = 50
-SOURCE = (0.0, 0.2)
-TARGET = (0.6, 1.0)
+SOURCE, TARGET = sources.FLOW_1D_INTERVALS   # also the data axis's intervals_1d
 PLOT_RANGE = (-0.5, 1.5)
 
 # Sinkhorn on GeomLoss's eps schedule (its first eps twice): the flows of its examples,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from kpbench import datasets
+from kpbench.datasets import sources
 from kpbench.results.store import ResultStore
 from kpbench.suite.reproductions.common import (make_setup, print_table, pyplot,
                                                save_snapshot_figure, select_specs)
@@ -21,8 +22,7 @@ TABLE = "flow_2d"
 FIGURES = "gradient_flow_2d"
 LR = 0.05
 DEFAULT_N = 300
-SOURCE_IMAGE = "crescent"
-TARGET_IMAGE = "blob_pair"
+SOURCE_IMAGE, TARGET_IMAGE = sources.FLOW_2D_IMAGES   # also the data axis's image_2d
 MAX_ARROWS = 200
 
 # Sinkhorn on GeomLoss's eps schedule (its first eps twice): the flows of its examples,
