@@ -45,11 +45,16 @@ def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def centred(x: torch.Tensor, y: torch.Tensor):
-    """x and y shifted by the midpoint of their means: the expansion's rounding then scales
-    with the clouds' extent, not with their distance to the origin. The point is detached
-    (any point gives the same distances), so d(x - c)/dx = I and gradients stay exact."""
+    """x and y shifted by the midpoint of their common bounding box: the expansion's rounding
+    then scales with the clouds' extent, not with their distance to the origin, and no
+    point is farther than half the box's diagonal from it (no term of the expansion beyond
+    diameter^2: what :func:`kpbench.backends.base.check_distances` checks). low + (high -
+    low) / 2 overflows for no coordinates whose differences are finite (a mean of float32
+    coordinates near 1e37 does). The point is detached (any point gives the same
+    distances), so d(x - c)/dx = I and gradients stay exact."""
     with torch.no_grad():
-        c = (x.mean(0) + y.mean(0)) / 2
+        low = torch.minimum(x.min(0).values, y.min(0).values)
+        c = low + (torch.maximum(x.max(0).values, y.max(0).values) - low) / 2
     return x - c, y - c
 
 
