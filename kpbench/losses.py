@@ -165,12 +165,13 @@ def _dispatch(name: str, bk: Backend, a, x, b, y, **params):
     """The backend's own implementation of loss ``name`` if it has one, else ours
     (after the memory check of its largest primitive call)."""
     implementation = bk.own_losses.get(name)
-    if implementation is None:
-        if not bk.capabilities.primitives:
-            raise UnsupportedCombination(f"{bk.name} has no {name} (and no primitives)")
-        implementation = _ON_PRIMITIVES[name]
-        size = max(x.shape[0], y.shape[0])
-        bk.check_memory(memory_op(name), size, size, x.shape[1], x)
+    if implementation is None and not bk.capabilities.primitives:
+        raise UnsupportedCombination(f"{bk.name} has no {name} (and no primitives)")
+    # the pre-flight of a dense backend (its own losses too: a dense peer at N=200000
+    # tried to allocate 160-320 GB), with the op and sizes measure.dense_estimate asks
+    size = max(x.shape[0], y.shape[0])
+    bk.check_memory(memory_op(name), size, size, x.shape[1], x)
+    implementation = implementation or _ON_PRIMITIVES[name]
     return _run_or_bind(functools.partial(implementation, bk, a, x, b, y, **params))
 
 

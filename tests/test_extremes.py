@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from kpbench import losses
-from kpbench.errors import KPBenchError
+from kpbench.backends import get_backend
+from kpbench.backends.torch_dense import TorchBackend
+from kpbench.errors import KPBenchError, MemoryBudgetExceeded, format_bytes
 
 rng = np.random.default_rng(7)
 X64 = torch.tensor(rng.random((6, 2)))
@@ -150,3 +152,38 @@ def test_mmd_refuses_weights_whose_terms_overflow_and_computes_them_in_float64()
     truth = losses.mmd(big.double(), x.double(), torch.full((5,), 3e38, dtype=torch.float64),
                        y.double(), backend="numpy")
     assert math.isfinite(truth) and float(value) == pytest.approx(truth, rel=1e-12)
+
+
+# -- memory ---------------------------------------------------------------------------
+def test_the_kernel_product_estimate_counts_the_columns_of_b():
+    """b of shape (100, 250000) was estimated at 120 KB; its output alone is 100 MB (peak
+    RSS growth measured 100 MB, 200 MB with backward)."""
+    torch_bk = TorchBackend()
+    base = torch_bk.memory_estimate("kernel_product", 100, 100, 3, 4)
+    assert torch_bk.memory_estimate("kernel_product", 100, 100, 3, 4, columns=250_000) >= \
+        base + 100 * 250_000 * 4
+
+    class Tight(TorchBackend):
+        def memory_budget(self, device):
+            return 2**20
+
+    x, y = clouds(torch.float32)
+    with pytest.raises(MemoryBudgetExceeded, match="K=250000"):
+        Tight().kernel_product(x, y, torch.ones(5, 250_000), kernel="gaussian", blur=1.0)
+
+
+@pytest.mark.parametrize("peer", ["geomloss-tensorized", "pot"])
+def test_dense_peers_get_the_memory_pre_flight_through_the_losses(peer):
+    """At N=200000 they tried to allocate 160-320 GB (the losses skipped the pre-flight for
+    a backend's own losses); now refused before any work, naming the estimate. Here at
+    N=300 under a budget of 1 MiB (the estimates themselves: scripts/peer_memory.py)."""
+    bk = get_backend(peer)
+    ok, why = bk.available()
+    if not ok:
+        pytest.skip(why)
+    tight = type("Tight", (type(bk),), {"memory_budget": lambda self, device: 2**20})()
+    x = torch.rand(300, 3, generator=torch.Generator().manual_seed(0))
+    estimate = bk.memory_estimate("sinkhorn", 300, 300, 3, 4)
+    with pytest.raises(MemoryBudgetExceeded, match=re.escape(
+            f"{peer} sinkhorn at N=300, M=300, D=3 needs an estimated {format_bytes(estimate)}")):
+        losses.sinkhorn(x=x, y=x[:200], backend=tight)

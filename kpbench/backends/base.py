@@ -284,7 +284,8 @@ class Backend:
             check_pair(x, y)
             check_signal(b, y.shape[0], "y", "b", like=x)
             check_kernel_range(x, y, kernel, blur, self.computing_dtype(x))
-            self.check_memory("kernel_product", x.shape[0], y.shape[0], x.shape[1], x)
+            self.check_memory("kernel_product", x.shape[0], y.shape[0], x.shape[1], x,
+                              K=_columns(b))
         return functools.partial(self._kernel_product, x, y, b, kernel=kernel, blur=blur)
 
     def bind_softmin(self, x, y, h, *, eps: float, p: int, validate: bool = True):
@@ -320,23 +321,26 @@ class Backend:
     # -- memory -------------------------------------------------------------
     def memory_estimate(self, op: str, N: int, M: int, D: int, itemsize: int,
                         grad: bool = False) -> int:
-        """Peak bytes one primitive call needs beyond its inputs (0 = O(N+M))."""
+        """Peak bytes one primitive call needs beyond its inputs (0 = O(N+M)). A kernel
+        product whose b has K > 1 columns is asked with ``columns=K`` as well."""
         return 0
 
     def memory_budget(self, device: str) -> int | None:
         """Bytes a dense computation may use on ``device``; None = no limit."""
         return None
 
-    def check_memory(self, op: str, N: int, M: int, D: int, like) -> None:
+    def check_memory(self, op: str, N: int, M: int, D: int, like, K: int = 1) -> None:
         if not self.capabilities.dense:
             return
         itemsize = _itemsize(like)
         grad = bool(getattr(like, "requires_grad", False))
-        estimate = self.memory_estimate(op, N, M, D, itemsize, grad=grad)
+        extra = {} if K == 1 else {"columns": K}
+        estimate = self.memory_estimate(op, N, M, D, itemsize, grad=grad, **extra)
         budget = self.memory_budget(_device_of(like))
         if budget is not None and estimate > budget:
+            shape = "" if K == 1 else f", K={K}"
             raise MemoryBudgetExceeded(
-                f"{self.name} {op} at N={N}, M={M}, D={D}", estimate, budget
+                f"{self.name} {op} at N={N}, M={M}, D={D}{shape}", estimate, budget
             )
 
     def __repr__(self) -> str:
@@ -361,6 +365,10 @@ class Pair:
 
     def softmin_t(self, h, eps: float):
         return self.bk.softmin(self.y, self.x, h, eps=eps, p=self.p, validate=False)
+
+
+def _columns(b) -> int:
+    return int(b.shape[1]) if len(b.shape) == 2 else 1
 
 
 def _itemsize(t) -> int:
