@@ -22,9 +22,8 @@ import numpy as np
 import torch
 
 from .backends import Backend, get_backend
-from .backends.base import (check_blur, check_flag, check_kernel, check_kernel_range,
-                            check_number, check_p, check_pair, check_signal, check_whole,
-                            dtype_info)
+from .backends.base import (check_blur, check_flag, check_kernel, check_number, check_p,
+                            check_pair, check_signal, check_whole, dtype_info)
 from .errors import KPBenchError, UnsupportedCombination
 from .sinkhorn import (MAX_ITER, SCHEDULES, SinkhornSolver, check_solver_options, diameter,
                        epsilon_schedule, fixed_schedule)
@@ -191,7 +190,7 @@ def _check_quadratic_terms(bk, a, x, b, y, kernel, blur) -> None:
     kernel's up to the diameter), refused where they overflow the dtype: weights of
     3e38 in float32 gave NaN (inf - inf); the MMD scales as the mass squared."""
     dtype = bk.computing_dtype(x)
-    diameter = check_kernel_range(x, y, kernel, blur, dtype)
+    diameter = bk.kernel_range(x, y, kernel, blur)
     largest = (_mass(a) + _mass(b)) ** 2 * (diameter if kernel == "energy" else 1.0)
     if not largest <= float(dtype_info(dtype).max):
         raise KPBenchError(f"mmd's terms reach (m_a + m_b)^2 max|k| = {largest:.3g} (masses "
@@ -322,7 +321,7 @@ def sinkhorn_multiplicative(a=None, x=None, b=None, y=None, *, p: int = 2, blur:
     iters, debias = check_whole(iters, "iters"), check_flag(debias, "debias")
     bk, a, x, b, y = _prepare(a, x, b, y, backend, "sinkhorn_multiplicative")
     _check_balanced(a, b, None)
-    check_kernel_range(x, y, "gaussian" if p == 2 else "laplacian", blur, bk.computing_dtype(x))
+    bk.kernel_range(x, y, "gaussian" if p == 2 else "laplacian", blur)
     return _dispatch("sinkhorn_multiplicative", bk, a, x, b, y, p=p, blur=blur,
                      iters=iters, debias=debias)
 

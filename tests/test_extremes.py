@@ -187,3 +187,21 @@ def test_dense_peers_get_the_memory_pre_flight_through_the_losses(peer):
     with pytest.raises(MemoryBudgetExceeded, match=re.escape(
             f"{peer} sinkhorn at N=300, M=300, D=3 needs an estimated {format_bytes(estimate)}")):
         losses.sinkhorn(x=x, y=x[:200], backend=tight)
+
+
+def test_cuda_kernels_refuse_scaled_coordinates_that_overflow(monkeypatch):
+    """kernels.cu multiplies coordinates by ~1/blur: float32, laplacian, blur 1e-30, span 1e9
+    gave NaN (inf - inf) where torch and the reference give 0; float64 laplacian blur 1e-200
+    raised ZeroDivisionError (the gaussian scale 1/blur^2 was computed for every kernel)."""
+    monkeypatch.setenv("KPBENCH_CUDA_HOST", "1")
+    cuda = get_backend("cuda")
+    ok, why = cuda.available()
+    if not ok:
+        pytest.skip(why)
+    x, y = clouds(torch.float32, 1e9)
+    with pytest.raises(KPBenchError, match="cuda kernels scale the coordinates by 1.44e\\+30"):
+        losses.kernel_product(x, y, torch.ones(5), kernel="laplacian", blur=1e-30, backend="cuda")
+    x, y = clouds(torch.float64)
+    value = losses.mmd(x=x, y=y, kernel="laplacian", blur=1e-200, backend="cuda")
+    assert float(value) == pytest.approx(losses.mmd(x=x, y=y, kernel="laplacian", blur=1e-200,
+                                                    backend="numpy"), rel=1e-12)

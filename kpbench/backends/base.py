@@ -263,6 +263,19 @@ class Backend:
         """The dtype this backend computes in for inputs like ``x`` (a name of DTYPES)."""
         return _dtype_name(x)
 
+    def kernel_range(self, x, y, kernel: str, blur: float) -> float:
+        """:func:`check_kernel_range` in this backend's dtype, then what this backend's own
+        formulation needs (:meth:`check_scaled_distances`); returns the clouds' extent."""
+        dtype = self.computing_dtype(x)
+        diameter = check_kernel_range(x, y, kernel, blur, dtype)
+        self.check_scaled_distances(diameter, kernel, blur, dtype)
+        return diameter
+
+    def check_scaled_distances(self, diameter: float, kernel: str, blur: float,
+                               dtype: str) -> None:
+        """Refuse what this backend's formulation of the kernel cannot compute beyond
+        :func:`check_kernel_range` (the cuda kernels scale coordinates by ~1/blur)."""
+
     def require_available(self) -> None:
         ok, why = self.available()
         if not ok:
@@ -283,7 +296,7 @@ class Backend:
         if validate:
             check_pair(x, y)
             check_signal(b, y.shape[0], "y", "b", like=x)
-            check_kernel_range(x, y, kernel, blur, self.computing_dtype(x))
+            self.kernel_range(x, y, kernel, blur)
             self.check_memory("kernel_product", x.shape[0], y.shape[0], x.shape[1], x,
                               K=_columns(b))
         return functools.partial(self._kernel_product, x, y, b, kernel=kernel, blur=blur)
