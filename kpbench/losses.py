@@ -23,7 +23,7 @@ import torch
 
 from .backends import Backend, get_backend
 from .backends.base import (check_blur, check_flag, check_kernel, check_number, check_p,
-                            check_pair, check_signal, check_whole)
+                            check_pair, check_signal, check_whole, dtype_info)
 from .errors import KPBenchError, UnsupportedCombination
 from .sinkhorn import (MAX_ITER, SCHEDULES, SinkhornSolver, check_solver_options, diameter,
                        epsilon_schedule, fixed_schedule)
@@ -48,15 +48,20 @@ def _uniform(n: int, like):
 
 
 def _mass(w) -> float:
-    return float(w.detach().sum() if isinstance(w, torch.Tensor) else w.sum())
+    """The total mass in float64 (a float32 sum of 5 x 3e38 is inf)."""
+    return float(w.detach().double().sum() if isinstance(w, torch.Tensor)
+                 else np.asarray(w, dtype=np.float64).sum())
 
 
-def _check_weights(w, n: int, cloud: str, name: str) -> None:
+def _check_weights(w, n: int, cloud: str, name: str, dtype: str) -> None:
     if len(w.shape) != 1:
         raise KPBenchError(f"{name} must have shape ({n},), got {tuple(w.shape)}")
     check_signal(w, n, cloud, name, nonnegative=True)
     if not _mass(w) > 0:
         raise KPBenchError(f"{name} has zero total mass")
+    if not _mass(w) <= float(dtype_info(dtype).max):
+        raise KPBenchError(f"{name} has total mass {_mass(w):.3g}, beyond {dtype}'s largest "
+                           f"number {float(dtype_info(dtype).max):.3g}: normalise the weights")
 
 
 def _resolve(backend, op: str, x, y) -> Backend:
@@ -85,8 +90,8 @@ def _prepare(a, x, b, y, backend, op: str):
         if a.dtype != x.dtype or b.dtype != x.dtype:
             raise KPBenchError(f"weights must have the dtype of the points ({x.dtype}), "
                                f"got a: {a.dtype}, b: {b.dtype}")
-    _check_weights(a, x.shape[0], "x", "a")
-    _check_weights(b, y.shape[0], "y", "b")
+    _check_weights(a, x.shape[0], "x", "a", bk.computing_dtype(x))
+    _check_weights(b, y.shape[0], "y", "b", bk.computing_dtype(x))
     return bk, a, x, b, y
 
 
@@ -159,12 +164,13 @@ def _dispatch(name: str, bk: Backend, a, x, b, y, **params):
     """The backend's own implementation of loss ``name`` if it has one, else ours
     (after the memory check of its largest primitive call)."""
     implementation = bk.own_losses.get(name)
-    if implementation is None:
-        if not bk.capabilities.primitives:
-            raise UnsupportedCombination(f"{bk.name} has no {name} (and no primitives)")
-        implementation = _ON_PRIMITIVES[name]
-        size = max(x.shape[0], y.shape[0])
-        bk.check_memory(memory_op(name), size, size, x.shape[1], x)
+    if implementation is None and not bk.capabilities.primitives:
+        raise UnsupportedCombination(f"{bk.name} has no {name} (and no primitives)")
+    # the pre-flight of a dense backend (its own losses too: a dense peer at N=200000
+    # tried to allocate 160-320 GB), with the op and sizes measure.dense_estimate asks
+    size = max(x.shape[0], y.shape[0])
+    bk.check_memory(memory_op(name), size, size, x.shape[1], x)
+    implementation = implementation or _ON_PRIMITIVES[name]
     return _run_or_bind(functools.partial(implementation, bk, a, x, b, y, **params))
 
 
@@ -174,7 +180,22 @@ def mmd(a=None, x=None, b=None, y=None, *, kernel: str = "gaussian", blur: float
     """Kernel distance 1/2 |alpha - beta|_k^2 (kernel 'energy': the energy distance)."""
     kernel, blur = check_kernel(kernel), check_blur(blur)
     bk, a, x, b, y = _prepare(a, x, b, y, backend, "mmd")
+    _check_quadratic_terms(bk, a, x, b, y, kernel, blur)
     return _dispatch("mmd", bk, a, x, b, y, kernel=kernel, blur=blur)
+
+
+def _check_quadratic_terms(bk, a, x, b, y, kernel, blur) -> None:
+    """The kernel products of the MMD (:func:`check_kernel_range`) and its terms
+    <a, K a>, <b, K b>, <a, K b>, each up to (m_a + m_b)^2 max|k| (|k| <= 1, the energy
+    kernel's up to the diameter), refused where they overflow the dtype: weights of
+    3e38 in float32 gave NaN (inf - inf); the MMD scales as the mass squared."""
+    dtype = bk.computing_dtype(x)
+    diameter = bk.kernel_range(x, y, kernel, blur)
+    largest = (_mass(a) + _mass(b)) ** 2 * (diameter if kernel == "energy" else 1.0)
+    if not largest <= float(dtype_info(dtype).max):
+        raise KPBenchError(f"mmd's terms reach (m_a + m_b)^2 max|k| = {largest:.3g} (masses "
+                           f"{_mass(a):.3g} and {_mass(b):.3g}) and overflow {dtype}: "
+                           "normalise the weights (the MMD scales as the mass squared)")
 
 
 def _mmd(bk, a, x, b, y, *, kernel, blur):
@@ -219,6 +240,7 @@ def log_likelihood(a=None, x=None, b=None, y=None, *, blur: float = 0.25,
 
 
 def _log_likelihood(bk, a, x, b, y, *, blur):
+    diameter(x, y, blur, 2)   # refuses scales the dtype cannot compute
     eps = blur**2
     return (b * bk.softmin(y, x, torch.log(a), eps=eps, p=2, validate=False)).sum() / eps
 
@@ -265,7 +287,7 @@ def sinkhorn(a=None, x=None, b=None, y=None, *, p: int = 2, blur: float = 0.05,
 
 def _sinkhorn(bk, a, x, b, y, *, p, blur, scaling, reach, debias, potentials, iters, tol,
               max_iter, return_info, schedule="kpbench"):
-    radius = diameter(x, y, blur, p)   # refuses coordinates whose costs overflow
+    radius = diameter(x, y, blur, p, reach)   # refuses scales the dtype cannot compute
     eps_list = (epsilon_schedule(radius, blur, p, scaling, schedule) if iters is None
                 else fixed_schedule(blur, p, iters))
     eps = eps_list[-1]
@@ -299,6 +321,7 @@ def sinkhorn_multiplicative(a=None, x=None, b=None, y=None, *, p: int = 2, blur:
     iters, debias = check_whole(iters, "iters"), check_flag(debias, "debias")
     bk, a, x, b, y = _prepare(a, x, b, y, backend, "sinkhorn_multiplicative")
     _check_balanced(a, b, None)
+    bk.kernel_range(x, y, "gaussian" if p == 2 else "laplacian", blur)
     return _dispatch("sinkhorn_multiplicative", bk, a, x, b, y, p=p, blur=blur,
                      iters=iters, debias=debias)
 

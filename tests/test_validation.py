@@ -112,10 +112,10 @@ SOLVER_AND_SCALE_ERRORS = [
     ("max_iter must be a whole number >= 1", lambda: losses.sinkhorn(x=X, y=Y, tol=1e-3, max_iter=0)),
     ("unknown schedule 'fast'", lambda: losses.sinkhorn(x=X, y=Y, schedule="fast")),
     ("squared distances overflow float32", lambda: losses.sinkhorn(x=X.float() * 1e20, y=Y.float())),
-    ("squared distances overflow float32", lambda: losses.sinkhorn(x=X.float() * 1e19, y=Y.float(), backend="keops")),
+    ("squared distances overflow float32", lambda: losses.sinkhorn(x=X.float() * 1e20, y=Y.float(), backend="keops")),
     ("exponents C/eps reach .* overflow float32",
      lambda: losses.sinkhorn(x=X.float() * 1e17, y=Y.float(), blur=0.01)),
-    ("squared distances overflow float32", lambda: losses.hausdorff(x=X.float() * 1e19, y=Y.float())),
+    ("squared distances overflow float32", lambda: losses.hausdorff(x=X.float() * 1e20, y=Y.float())),
 ]
 
 

@@ -168,6 +168,76 @@ def _has_nan(t) -> bool:
     return bool((t != t).any())
 
 
+# -- what a dtype can compute ------------------------------------------------------------
+def dtype_info(dtype: str):
+    """numpy's finfo of a dtype name of DTYPES: tiny (smallest normal), max, eps (resolution)."""
+    import numpy as np
+
+    return np.finfo(np.dtype(dtype))
+
+
+def power(value: float, p: int) -> float:
+    """value**p in float64, inf where it overflows (Python's ** raises OverflowError)."""
+    try:
+        return float(value) ** p
+    except OverflowError:
+        return math.inf
+
+
+def extent(x, y) -> float:
+    """The diagonal of the bounding box of both clouds, in float64 (inf where float64
+    overflows); the largest distance between two of their points is at most this."""
+    if hasattr(x, "detach"):   # torch, without a transfer of the clouds
+        import torch
+
+        with torch.no_grad():
+            low = torch.minimum(x.min(0).values, y.min(0).values).double()
+            high = torch.maximum(x.max(0).values, y.max(0).values).double()
+            return float(torch.linalg.norm(high - low))
+    import numpy as np
+
+    points = np.concatenate([np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)])
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.linalg.norm(points.max(0) - points.min(0)))
+
+
+def check_distances(diameter: float, dtype: str) -> None:
+    """Squared distances of clouds spanning ``diameter`` must be finite in ``dtype``: as
+    coordinate differences (KeOps, cdist, the reference) their sum of squares reaches
+    diameter^2; the dense expansion |x|^2 + |y|^2 - 2<x, y> of clouds centred on their
+    bounding box's midpoint (torch_dense.centred) has no term beyond diameter^2 either."""
+    largest = float(dtype_info(dtype).max)
+    if not diameter**2 <= largest:
+        raise KPBenchError(f"the clouds span {diameter:.3g}: squared distances overflow {dtype} "
+                           f"(they reach {diameter**2:.3g}, {dtype}'s largest number is "
+                           f"{largest:.3g}); rescale the coordinates")
+
+
+def check_scale(value: float, what: str, dtype: str) -> None:
+    """``value`` (e.g. 2 blur^2, eps = blur^p, rho = reach^p) must be a normal number of
+    ``dtype``: 0, a subnormal or an overflow turns the divisions by it into inf / NaN."""
+    info = dtype_info(dtype)
+    if not float(info.tiny) <= value <= float(info.max):
+        raise KPBenchError(f"{what} = {value:.3g} is not a normal {dtype} number (allowed: "
+                           f"{float(info.tiny):.3g} to {float(info.max):.3g}); rescale the "
+                           "coordinates and the blur together")
+
+
+def check_kernel_range(x, y, kernel: str, blur: float, dtype: str) -> float:
+    """Refuse a kernel product that ``dtype`` cannot compute: squared distances that overflow
+    (:func:`check_distances`), or a kernel scale -- 2 blur^2 (gaussian), blur (laplacian) --
+    that is not a normal number of the dtype (at blur=1e-200, 2 blur^2 = 0 and
+    exp(-0/0) is NaN; at 1e200 Python's blur**2 overflows). Exponents beyond the dtype's
+    range are fine: exp(-inf) = 0 is the right kernel value. Returns the clouds' extent."""
+    diameter = extent(x, y)
+    check_distances(diameter, dtype)
+    if kernel == "gaussian":
+        check_scale(2 * power(blur, 2), f"2 blur^2 at blur={blur!r} (gaussian kernel)", dtype)
+    elif kernel == "laplacian":
+        check_scale(blur, "blur (laplacian kernel)", dtype)
+    return diameter
+
+
 class Backend:
     """Base class of all backends; see the module docstring for the contract.
 
@@ -189,6 +259,23 @@ class Backend:
         e.g. CUDA kernels executed on the host for correctness only."""
         return None
 
+    def computing_dtype(self, x) -> str:
+        """The dtype this backend computes in for inputs like ``x`` (a name of DTYPES)."""
+        return _dtype_name(x)
+
+    def kernel_range(self, x, y, kernel: str, blur: float) -> float:
+        """:func:`check_kernel_range` in this backend's dtype, then what this backend's own
+        formulation needs (:meth:`check_scaled_distances`); returns the clouds' extent."""
+        dtype = self.computing_dtype(x)
+        diameter = check_kernel_range(x, y, kernel, blur, dtype)
+        self.check_scaled_distances(diameter, kernel, blur, dtype)
+        return diameter
+
+    def check_scaled_distances(self, diameter: float, kernel: str, blur: float,
+                               dtype: str) -> None:
+        """Refuse what this backend's formulation of the kernel cannot compute beyond
+        :func:`check_kernel_range` (the cuda kernels scale coordinates by ~1/blur)."""
+
     def require_available(self) -> None:
         ok, why = self.available()
         if not ok:
@@ -209,7 +296,9 @@ class Backend:
         if validate:
             check_pair(x, y)
             check_signal(b, y.shape[0], "y", "b", like=x)
-            self.check_memory("kernel_product", x.shape[0], y.shape[0], x.shape[1], x)
+            self.kernel_range(x, y, kernel, blur)
+            self.check_memory("kernel_product", x.shape[0], y.shape[0], x.shape[1], x,
+                              K=_columns(b))
         return functools.partial(self._kernel_product, x, y, b, kernel=kernel, blur=blur)
 
     def bind_softmin(self, x, y, h, *, eps: float, p: int, validate: bool = True):
@@ -245,23 +334,26 @@ class Backend:
     # -- memory -------------------------------------------------------------
     def memory_estimate(self, op: str, N: int, M: int, D: int, itemsize: int,
                         grad: bool = False) -> int:
-        """Peak bytes one primitive call needs beyond its inputs (0 = O(N+M))."""
+        """Peak bytes one primitive call needs beyond its inputs (0 = O(N+M)). A kernel
+        product whose b has K > 1 columns is asked with ``columns=K`` as well."""
         return 0
 
     def memory_budget(self, device: str) -> int | None:
         """Bytes a dense computation may use on ``device``; None = no limit."""
         return None
 
-    def check_memory(self, op: str, N: int, M: int, D: int, like) -> None:
+    def check_memory(self, op: str, N: int, M: int, D: int, like, K: int = 1) -> None:
         if not self.capabilities.dense:
             return
         itemsize = _itemsize(like)
         grad = bool(getattr(like, "requires_grad", False))
-        estimate = self.memory_estimate(op, N, M, D, itemsize, grad=grad)
+        extra = {} if K == 1 else {"columns": K}
+        estimate = self.memory_estimate(op, N, M, D, itemsize, grad=grad, **extra)
         budget = self.memory_budget(_device_of(like))
         if budget is not None and estimate > budget:
+            shape = "" if K == 1 else f", K={K}"
             raise MemoryBudgetExceeded(
-                f"{self.name} {op} at N={N}, M={M}, D={D}", estimate, budget
+                f"{self.name} {op} at N={N}, M={M}, D={D}{shape}", estimate, budget
             )
 
     def __repr__(self) -> str:
@@ -286,6 +378,10 @@ class Pair:
 
     def softmin_t(self, h, eps: float):
         return self.bk.softmin(self.y, self.x, h, eps=eps, p=self.p, validate=False)
+
+
+def _columns(b) -> int:
+    return int(b.shape[1]) if len(b.shape) == 2 else 1
 
 
 def _itemsize(t) -> int:

@@ -34,6 +34,10 @@ GRAD_FACTOR = 4.5
 # matrix for a whole solve, plus one primitive call at a time (four kept for a backward).
 PAIR_BUFFERS = {"sinkhorn": 4, "hausdorff": 4}
 CALLS_KEPT_FOR_BACKWARD = 4
+# N x K buffers of a kernel product with K columns: its output (and, with autograd, the
+# output's gradient); peak RSS growth measured 100 MB (200 MB with backward) at N = M = 100,
+# K = 250000, float32 -- where the N x M count alone estimated 120 KB
+OUTPUT_BUFFERS = {False: 1, True: 2}
 CPU_BUDGET_FRACTION = 0.5   # of MemAvailable; two Ray workers may share one machine
 CUDA_BUDGET_FRACTION = 0.9  # of the device's free memory
 
@@ -45,11 +49,16 @@ def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def centred(x: torch.Tensor, y: torch.Tensor):
-    """x and y shifted by the midpoint of their means: the expansion's rounding then scales
-    with the clouds' extent, not with their distance to the origin. The point is detached
-    (any point gives the same distances), so d(x - c)/dx = I and gradients stay exact."""
+    """x and y shifted by the midpoint of their common bounding box: the expansion's rounding
+    then scales with the clouds' extent, not with their distance to the origin, and no
+    point is farther than half the box's diagonal from it (no term of the expansion beyond
+    diameter^2: what :func:`kpbench.backends.base.check_distances` checks). low + (high -
+    low) / 2 overflows for no coordinates whose differences are finite (a mean of float32
+    coordinates near 1e37 does). The point is detached (any point gives the same
+    distances), so d(x - c)/dx = I and gradients stay exact."""
     with torch.no_grad():
-        c = (x.mean(0) + y.mean(0)) / 2
+        low = torch.minimum(x.min(0).values, y.min(0).values)
+        c = low + (torch.maximum(x.max(0).values, y.max(0).values) - low) / 2
     return x - c, y - c
 
 
@@ -97,8 +106,11 @@ class TorchBackend(Backend):
     def _softmin(self, x, y, h, *, eps, p):
         return -eps * torch.logsumexp(h[None, :] - dense_cost(x, y, p) / eps, dim=1)
 
-    def memory_estimate(self, op, N, M, D, itemsize, grad=False):
+    def memory_estimate(self, op, N, M, D, itemsize, grad=False, columns=1):
         op, grad = op.removesuffix("_grad"), grad or op.endswith("_grad")
+        if op == "kernel_product" and columns > 1:   # b of shape (M, K): out is (N, K)
+            return (self.memory_estimate(op, N, M, D, itemsize, grad)
+                    + OUTPUT_BUFFERS[grad] * N * columns * itemsize)
         if op in PAIR_BUFFERS:   # N = M = the larger cloud (the self problems)
             calls = CALLS_KEPT_FOR_BACKWARD if grad else 1
             per_call = self.memory_estimate("softmin", N, M, D, itemsize, grad)

@@ -25,3 +25,21 @@ def sinkhorn_info(iterations, eps_list, marginal_err=None, converged=None) -> di
     """The info dict of :func:`kpbench.losses.sinkhorn` (None where the peer does not say)."""
     return {"iterations": iterations, "eps_schedule": eps_list, "marginal_err": marginal_err,
             "converged": converged}
+
+
+class DenseMemory:
+    """The memory pre-flight of a dense peer (one that materialises N x M matrices): peak
+    bytes = BUFFERS[grad] x N x M x itemsize, against the dense torch backend's budget.
+    :func:`kpbench.losses._dispatch` asks it before the peer's own loss runs, as
+    :func:`kpbench.suite.measure.dense_estimate` does before a sweep point (N = M = the
+    larger cloud). BUFFERS come from peak RSS measured by ``scripts/peer_memory.py``."""
+
+    BUFFERS: dict = {}   # {False: forward, True: with backward}
+
+    def memory_estimate(self, op, N, M, D, itemsize, grad=False):
+        return int(self.BUFFERS[bool(grad)] * N * M * itemsize)
+
+    def memory_budget(self, device):
+        from kpbench.backends.torch_dense import TorchBackend
+
+        return TorchBackend().memory_budget(device)

@@ -40,6 +40,9 @@ class NumpyBackend(Backend):
         "sinkhorn_multiplicative": _own(np_sinkhorn_multiplicative),
     }
 
+    def computing_dtype(self, x) -> str:
+        return "float64"
+
     def _kernel_product(self, x, y, b, *, kernel, blur):
         return np_kernel_product(x, y, b, kernel, blur)
 

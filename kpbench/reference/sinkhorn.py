@@ -35,7 +35,9 @@ largest cost (diameter^p / p, the diameter that of both clouds' bounding box) ov
 float64, eps or rho = reach^p that is 0 or overflows, and eps / largest cost below
 float64's resolution (2.2e-16): the entropy is then below the cost's rounding and no
 iteration can reach a residual (coordinates x1e8 at blur .05: the dual read 3e14 beside
-a primal of 2e30, "converged").
+a primal of 2e30, "converged"); nor above 1/sqrt(resolution) (6.7e7): the costs then
+vanish in the rounding of the potentials (~eps x resolution; blur 1e8 on the unit square
+read 2.2 where the value is 0.048, "converged").
 
 The Sinkhorn divergence is S_eps = OT_eps(a, b) - OT_eps(a, a)/2 - OT_eps(b, b)/2
 + eps (m_a - m_b)^2 / 2 (the last term is 0 when balanced; with it S is Sejourne et
@@ -280,6 +282,12 @@ def _check_scales(x, y, p: int, blur: float, eps: float) -> None:
                            f"times the clouds' largest cost {largest:.3g}, below float64's "
                            f"resolution {resolution:.3g}: the float64 reference cannot solve it; "
                            "rescale the coordinates or raise the blur")
+    if largest > 0 and largest / eps < math.sqrt(resolution):
+        raise KPBenchError(f"blur={blur!r} (eps = blur^{p} = {eps:.3g}) is {eps / largest:.3g} "
+                           f"times the clouds' largest cost {largest:.3g}, beyond 1/sqrt of "
+                           f"float64's resolution ({1 / math.sqrt(resolution):.3g}): the costs "
+                           "vanish in the potentials' rounding (blur 1e8 on the unit square read "
+                           "2.2 for 0.048, 'converged'); lower the blur")
 
 
 def np_sinkhorn(a, x, b, y, *, p: int, blur: float, reach=None, debias: bool = True,

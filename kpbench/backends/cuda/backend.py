@@ -60,6 +60,21 @@ class CudaBackend(Backend):
             return False, f"nvrtc not found (CuPy compiles the kernels with it): {exc}"
         return True, ""
 
+    def check_scaled_distances(self, diameter, kernel, blur, dtype):
+        """kernels.cu multiplies the centred coordinates by s ~ 1/blur (launcher.kernel_scales)
+        and subtracts them: s x diameter must be finite, or inf - inf gives NaN (float32,
+        laplacian, blur 1e-30, span 1e9: NaN where torch and the reference give 0)."""
+        import numpy as np
+
+        from . import launcher
+
+        s, _ = launcher.kernel_scales(kernel, blur, dtype)
+        if not s * diameter <= float(np.finfo(dtype).max):
+            raise KPBenchError(f"the cuda kernels scale the coordinates by {s:.3g} ({kernel} "
+                               f"kernel, blur={blur!r}): differences across the clouds' span "
+                               f"{diameter:.3g} reach {s * diameter:.3g} and overflow {dtype}; "
+                               "raise the blur or rescale the coordinates")
+
     def _kernel_product(self, x, y, b, *, kernel, blur):
         from ..torch_dense import centred
         from . import launcher

@@ -87,10 +87,12 @@ def kernel_scales(kernel: str, blur: float, dtype_name: str) -> tuple[float, flo
     """(s, gfactor) of kernels.cu's Kern<>: coordinates are multiplied by s so that
     k = 2^(-|s x - s y|^2) (gaussian), 2^(-|s x - s y|) (laplacian), -|x - y| (energy),
     and grad_x k = gfactor * phi * (s x - s y)."""
-    s = _rounded({"gaussian": math.sqrt(LOG2E / (2 * blur**2)),
-                  "laplacian": LOG2E / blur, "energy": 1.0}[kernel], dtype_name)
-    gfactor = {"gaussian": -1 / (s * blur**2), "laplacian": -1 / blur, "energy": -1.0}[kernel]
-    return s, gfactor
+    if kernel == "gaussian":      # only this kernel's scale: blur**2 may be 0 for the others
+        s = _rounded(math.sqrt(LOG2E / (2 * blur**2)), dtype_name)
+        return s, -1 / (s * blur**2)
+    if kernel == "laplacian":
+        return _rounded(LOG2E / blur, dtype_name), -1 / blur
+    return _rounded(1.0, dtype_name), -1.0
 
 
 def cost_scales(p: int, eps: float, dtype_name: str) -> tuple[float, float]:
