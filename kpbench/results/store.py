@@ -100,7 +100,14 @@ class ResultStore:
         rows = list(rows)
         if not rows:
             return None
-        arrow_table = _to_arrow(table, rows)
+        return self.append_arrow(table, _to_arrow(table, rows))
+
+    def append_arrow(self, table: str, arrow_table: pa.Table) -> pathlib.Path:
+        """Write an Arrow table as one new part of ``table`` (a ``sweeps`` table must have
+        the sweep schema exactly: the rows' checks are the caller's)."""
+        fixed = _SCHEMAS.get(table)
+        if fixed is not None and not arrow_table.schema.equals(fixed):
+            raise KPBenchError(f"an Arrow table for {table!r} must have the {table} schema")
         folder = self.table_dir(table)
         folder.mkdir(parents=True, exist_ok=True)
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Time and peak RSS of the results layer on a synthetic store of ROWS rows (issue 28):
+#   scripts/store_scale.sh ROWS [WORKDIR]     (run from the repository root, nice'd)
+# Makes WORKDIR/s<ROWS> with scripts/make_store.py unless it exists, then measures, each in a
+# fresh process under /usr/bin/time -v: kpbench report, kpbench compare (the store against
+# itself, every run: all keys matched), a sweep that finds its one point stored (resume-skip),
+# and, when the command exists, kpbench store compact followed by the same three again.
+set -euo pipefail
+rows=${1:?usage: store_scale.sh ROWS [WORKDIR]}
+work=${2:-/tmp/kpbench-scale}
+store="$work/s$rows"
+export PYTHONPATH=${PYTHONPATH:-$PWD}
+mkdir -p "$work"
+[ -d "$store" ] || nice python scripts/make_store.py --rows "$rows" --out "$store"
+
+measure() {   # NAME CMD...: one line "NAME wall_s=... max_rss_mb=... rc=..."
+  local name=$1; shift
+  local log="$work/time-$name.log" rc=0
+  nice /usr/bin/time -v "$@" >"$work/out-$name.log" 2>"$log" || rc=$?
+  local wall rss
+  wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$log")
+  rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}' "$log")
+  echo "$name rows=$rows wall=$wall max_rss_mb=$rss rc=$rc"
+}
+
+three() {     # SUFFIX
+  measure "report$1" kpbench report "$store" --out "$work/report-$rows$1"
+  measure "compare$1" kpbench compare "$store" "$store" --run-id all all --allow-env-mismatch --no-page
+  measure "resume$1" kpbench sweep speed --ops kernel_product --backends numpy --N 100 --D 3 \
+    --blur 0.05 --dtype float64 --seed 0 --executor inline --out "$store"
+}
+
+echo "parts before: $(find "$store/sweeps" -name 'part-*.parquet' | wc -l)"
+three ""
+if kpbench store compact --help >/dev/null 2>&1; then
+  measure compact kpbench store compact "$store"
+  echo "parts after: $(find "$store/sweeps" -name 'part-*.parquet' | wc -l)"
+  three "-compacted"
+fi
+ls -l "$work/report-$rows/report.html" | awk '{print "report.html bytes=" $5}'
