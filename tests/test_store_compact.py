@@ -1,0 +1,135 @@
+"""The store at scale: a folder per run, reads of what is asked, compaction (killed too)."""
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pyarrow.parquet as pq
+import pytest
+
+from kpbench.results.compact import compact
+from kpbench.results.store import SWEEPS, ResultStore, run_folder, write_part
+from kpbench.results.store_cli import run_check
+from kpbench.suite.cli import main
+
+RUNS = ("run-a", "run-b", "c/../weird run")      # the last is no plain name: a hashed folder
+
+
+def _row(key, run, **extra):
+    return {"key": key, "status": "ok", "op": "kernel_product", "backend": "torch", "N": 10,
+            "run_id": run, **extra}
+
+
+def _legacy_part(store, name, rows):
+    """A part where kpbench before run folders wrote it: the sweeps folder itself."""
+    from kpbench.results.store import _to_arrow
+    write_part(_to_arrow(SWEEPS, rows), store.table_dir(SWEEPS) / f"part-{name}-legacy.parquet")
+
+
+def _store(root):
+    """Runs a and b appended (3 parts each, run folders), run c and a mixed part in the
+    sweeps folder as older versions wrote them."""
+    store = ResultStore(root)
+    _legacy_part(store, "20250101T000000000000", [_row(f"c{i}", RUNS[2]) for i in range(3)])
+    _legacy_part(store, "20250101T000000000001", [_row("a-old", RUNS[0]), _row("c9", RUNS[2])])
+    for run in RUNS[:2]:
+        for part in range(3):
+            store.append(SWEEPS, [_row(f"{run}-{part}-{i}", run, op="softmin" if i else "sinkhorn")
+                                  for i in range(2)])
+    return store
+
+
+def _rows(store):
+    frame = store.read(SWEEPS, columns=["key", "run_id"])
+    return collections.Counter(zip(frame["key"], frame["run_id"]))
+
+
+def test_appends_go_to_a_folder_per_run_and_old_flat_parts_still_read(tmp_path):
+    store = _store(tmp_path)
+    folders = sorted(p.parent.name for p in store.parts(SWEEPS))
+    assert folders.count(run_folder(RUNS[0])) == 3 and folders.count(SWEEPS) == 2
+    assert run_folder(RUNS[2]).startswith("run-h") and ".." not in run_folder(RUNS[2])
+    assert sum(_rows(store).values()) == 17 and len(store.keys(SWEEPS)) == 17
+
+
+def test_a_read_opens_only_the_runs_asked_and_reads_only_the_columns_asked(tmp_path):
+    store = _store(tmp_path)
+    assert len(store.parts(SWEEPS, runs={RUNS[1]})) == 2 + 3       # the sweeps folder's + its own
+    frame = store.read(SWEEPS, columns=["key", "op"], runs={RUNS[1]}, where={"op": ["softmin"]})
+    assert list(frame.columns) == ["op", "key"]                   # in the schema's order
+    assert sorted(frame["key"]) == [f"run-b-{p}-1" for p in range(3)]
+    frame = store.read(SWEEPS, columns=["key"], runs={RUNS[2]})
+    assert sorted(frame["key"]) == ["c0", "c1", "c2", "c9"]
+
+
+def test_compaction_merges_one_part_per_run_keeps_every_row_and_is_idempotent(tmp_path, capsys):
+    store = _store(tmp_path)
+    before = _rows(store)
+    result = compact(store)
+    assert (result.parts_before, result.parts_after, result.merged, result.rows) == (8, 3, 8, 17)
+    assert _rows(store) == before
+    assert sorted(p.parent.name for p in store.all_parts(SWEEPS)) == sorted(map(run_folder, RUNS))
+    again = compact(store)
+    assert (again.merged, again.cleaned, again.parts_after) == (0, 0, 3)
+    assert "nothing to compact" in again.summary()
+    assert main(["store", "check", str(tmp_path)]) == 0
+    assert "table sweeps: 3 parts, 17 rows" in capsys.readouterr().out
+
+
+_KILLED = textwrap.dedent("""
+    import sys, time
+    from kpbench.results.compact import compact
+    from kpbench.results.store import ResultStore
+    target, seen = sys.argv[2], []
+    def pause(step):
+        seen.append(step)
+        print(f"{step}#{seen.count(step)}", flush=True)
+        if f"{step}#{seen.count(step)}" == target:
+            time.sleep(120)
+    compact(ResultStore(sys.argv[1]), pause=pause)
+    print("done", flush=True)
+""")
+
+
+@pytest.mark.parametrize("moment", ["written#1", "renamed 1#1", "renamed 2#1", "renamed 3#1",
+                                    "removing#1", "removing#5"])
+def test_a_compaction_killed_at_any_moment_loses_and_doubles_no_row(tmp_path, moment):
+    store = _store(tmp_path / "store")
+    before = _rows(store)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.Popen([sys.executable, "-c", _KILLED, str(store.root), moment],
+                             stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in child.stdout:
+            if line.strip() in (moment, "done"):
+                break
+        assert line.strip() == moment, "the compaction ended before the moment to kill it"
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    assert _rows(store) == before                     # a reader after the kill
+    result = compact(store)                           # finishes what the kill left
+    assert _rows(store) == before and result.parts_after == 3
+    assert result.cleaned > 0                         # its leftovers, hidden from readers, removed
+    assert not [p for p in store.table_dir(SWEEPS).rglob(".*")]   # no temporary file left
+
+
+def test_a_vanished_part_restarts_the_read(tmp_path, monkeypatch):
+    store = _store(tmp_path)
+    before = _rows(store)
+    real_read_table, calls = pq.read_table, []
+
+    def compact_meanwhile(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            compact(store)            # the parts listed before are gone now
+        return real_read_table(path, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "read_table", compact_meanwhile)
+    assert _rows(store) == before
