@@ -13,14 +13,17 @@ export PYTHONPATH=${PYTHONPATH:-$PWD}
 mkdir -p "$work"
 [ -d "$store" ] || nice python scripts/make_store.py --rows "$rows" --out "$store"
 
-measure() {   # NAME CMD...: one line "NAME wall_s=... max_rss_mb=... rc=..."
+measure() {   # NAME CMD...: one line "NAME rows=... wall=... cpu_s=... max_rss_mb=... rc=..."
+  # cpu_s (user + system) is the figure to compare on a shared machine: wall time there
+  # includes the waits for the other processes' turns
   local name=$1; shift
   local log="$work/time-$name.log" rc=0
   nice /usr/bin/time -v "$@" >"$work/out-$name.log" 2>"$log" || rc=$?
-  local wall rss
+  local wall rss cpu
   wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$log")
+  cpu=$(awk -F': ' '/User time|System time/ {s += $2} END {printf "%.1f", s}' "$log")
   rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}' "$log")
-  echo "$name rows=$rows wall=$wall max_rss_mb=$rss rc=$rc"
+  echo "$name rows=$rows wall=$wall cpu_s=$cpu max_rss_mb=$rss rc=$rc"
 }
 
 three() {     # SUFFIX

@@ -54,6 +54,7 @@ def build_document(results_dir: pathlib.Path, out_dir: pathlib.Path,
                       ": nothing to tabulate. Run ", Code("kpbench sweep"), " (or ",
                       Code("kpbench demo"), ") first."]), *damaged)
     else:
+        doc.add(*_synthetic_warning(frame))
         regret_rows = _regret(results_dir, frame)
         if interactive:
             _add_interactive(doc, frame, baseline, regret_rows)
@@ -62,6 +63,16 @@ def build_document(results_dir: pathlib.Path, out_dir: pathlib.Path,
             _add_auto(doc, regret_rows)
     _add_reproductions(doc, results_dir, out_dir)
     return doc
+
+
+def _synthetic_warning(frame: pd.DataFrame) -> list:
+    """A block naming the rows scripts/make_store.py made up (none: no block)."""
+    made_up = int(frame["synthetic"].eq(True).sum()) if "synthetic" in frame else 0
+    if not made_up:
+        return []
+    return [Para([Bold(f"{made_up} of {len(frame)} rows are synthetic"),
+                  " (made by scripts/make_store.py to test the results layer at scale): their "
+                  "times, memory and errors were never measured."])]
 
 
 def _damaged_parts(results_dir: pathlib.Path) -> list:
