@@ -133,3 +133,49 @@ def test_a_vanished_part_restarts_the_read(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pq, "read_table", compact_meanwhile)
     assert _rows(store) == before
+
+
+# -- a synthetic store of many rows (scripts/make_store.py) -----------------------------------
+def _make_store(out, rows):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "make_store.py"
+    spec = importlib.util.spec_from_file_location("make_store", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.make_store(out, rows, rows_per_run=600, rows_per_part=100)
+
+
+def test_the_charts_embed_one_row_per_point_and_status_past_the_limit(tmp_path):
+    from kpbench.results import interactive
+    from kpbench.results.selection import cells, sweep_frame
+
+    _make_store(tmp_path, 6000)
+    frame = sweep_frame(tmp_path)
+    shown = interactive.shown_rows(frame, limit=1000)
+    groups = frame.groupby(["op", "config", "backend", "N", "status"], sort=False, dropna=False)
+    assert len(frame) > 1000 and len(shown) == groups.ngroups <= 6 * len(cells(frame))
+    assert shown["_represents"].sum() == len(frame)                 # every row stands somewhere
+    ok = shown[(shown["status"] == "ok") & (shown["_represents"] > 2)].iloc[0]
+    same = frame[(frame["config"] == ok["config"]) & (frame["backend"] == ok["backend"])
+                 & (frame["N"] == ok["N"]) & (frame["op"] == ok["op"]) & (frame["status"] == "ok")]
+    times = sorted(same["time_median_s"])
+    assert ok["time_median_s"] == times[(len(times) - 1) // 2]        # the median row, not a mean
+    records = interactive.row_records(shown)
+    stand_for_more = ["the median-time row of" in r["hover"] for r in records]
+    assert len(records) == len(shown) and sum(stand_for_more) == (shown["_represents"] > 1).sum() > 0
+    assert interactive.shown_rows(frame, limit=len(frame)) is frame  # under the limit: every row
+
+
+def test_synthetic_rows_are_said_to_be_synthetic_by_report_and_compare(tmp_path, capsys):
+    from kpbench.results.report import _synthetic_warning
+    from kpbench.results.selection import sweep_frame
+
+    _make_store(tmp_path, 1200)
+    frame = sweep_frame(tmp_path)
+    assert frame["synthetic"].eq(True).all() and frame["host"].str.startswith("synthetic").all()
+    assert "rows are synthetic" in str(_synthetic_warning(frame)[0].text)
+    assert _synthetic_warning(frame.assign(synthetic=None)) == []
+    main(["compare", str(tmp_path), str(tmp_path), "--allow-env-mismatch", "--no-page"])
+    assert "rows are synthetic (made by scripts/make_store.py)" in capsys.readouterr().out
