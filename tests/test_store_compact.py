@@ -123,15 +123,15 @@ def test_a_compaction_killed_at_any_moment_loses_and_doubles_no_row(tmp_path, mo
 def test_a_vanished_part_restarts_the_read(tmp_path, monkeypatch):
     store = _store(tmp_path)
     before = _rows(store)
-    real_read_table, calls = pq.read_table, []
+    real_open, calls = pq.ParquetFile, []
 
     def compact_meanwhile(path, *args, **kwargs):
         calls.append(path)
         if len(calls) == 2:
             compact(store)            # the parts listed before are gone now
-        return real_read_table(path, *args, **kwargs)
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(pq, "read_table", compact_meanwhile)
+    monkeypatch.setattr(pq, "ParquetFile", compact_meanwhile)
     assert _rows(store) == before
 
 

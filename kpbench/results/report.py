@@ -78,7 +78,7 @@ def _synthetic_warning(frame: pd.DataFrame) -> list:
 def _damaged_parts(results_dir: pathlib.Path) -> list:
     """Blocks naming the store's damaged parts, which every read skipped (none: no blocks)."""
     store = ResultStore(store_root(results_dir))
-    damaged = [str(part) for table in store.tables() for part in store.damaged(table)]
+    damaged = [str(part) for table in store.tables() for part in store.damaged(table, as_last_read=True)]
     if not damaged:
         return []
     return [Para([Bold(f"{len(damaged)} damaged part file(s) skipped"),

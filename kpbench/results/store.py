@@ -69,6 +69,7 @@ _REQUIRED = {SWEEPS: ("key", "status")}
 # what pyarrow raises on a file that is not (or no longer) a readable Parquet file
 READ_ERRORS = (pa.ArrowException, OSError, ValueError)
 _warned: set[pathlib.Path] = set()     # damaged parts this process has named on stderr
+_last_damaged: dict[tuple[pathlib.Path, str], list] = {}   # (root, table) -> what its latest read skipped
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ class ResultStore:
         where = dict(where or {})
         if runs is not None:
             where["run_id"] = sorted(runs)
-        tables, _ = self._read_parts(table, warn, columns, runs, _filter_of(where))
+        tables, _ = self._read_parts(table, warn, columns, runs, where)
         if not tables:
             empty = schema.empty_table() if schema is not None else pa.table({})
             return empty.select(columns) if columns is not None and schema is not None else empty
@@ -190,25 +191,37 @@ class ResultStore:
                 keys.update(k for k in part.column("key").to_pylist() if k is not None)
         return keys
 
-    def damaged(self, table: str) -> list[DamagedPart]:
-        """The parts of ``table`` that reads skip (named here, not on stderr)."""
-        return self._read_parts(table, warn=False)[1]
+    def damaged(self, table: str, as_last_read: bool = False) -> list[DamagedPart]:
+        """The parts of ``table`` that reads skip (named here, not on stderr). With
+        ``as_last_read``: those the latest read of the whole table in this process skipped
+        (no second read of a big store), if there was one."""
+        known = _last_damaged.get((self.root.resolve(), table)) if as_last_read else None
+        return known if known is not None else self._read_parts(table, warn=False)[1]
 
     def read_each(self, table: str, paths: list[pathlib.Path], columns: list[str] | None = None,
-                  row_filter=None) -> tuple[list[tuple[pathlib.Path, pa.Table]], list[DamagedPart]]:
+                  where: dict | None = None) -> tuple[list[tuple[pathlib.Path, pa.Table]], list[DamagedPart]]:
         """([(part, its rows)] of the readable ``paths``, the damaged ones), in order (see
-        the module doc); a part that vanished raises FileNotFoundError."""
+        the module doc); ``where``: see :meth:`read`. A part that vanished raises
+        FileNotFoundError."""
         schema = _SCHEMAS.get(table)
+        row_filter = _filter_of(where or {})
+        wanted = columns
+        if columns is not None and row_filter is not None:
+            wanted = list(columns) + [c for c in where if c not in columns]
+            if schema is not None:
+                wanted = [c for c in schema.names if c in set(wanted)]
         read, damaged = [], []
         unified = schema
         for path in paths:
             try:
-                footer = pq.read_schema(path)      # the footer alone: cheap, first
-                candidate = _fitting(table, footer, unified)
-                wanted = None if columns is None else [c for c in columns if c in footer.names]
-                if schema is not None and wanted is not None:
-                    wanted = columns                # the schema's: absent ones read as nulls
-                read.append((path, pq.read_table(path, schema=schema, columns=wanted, filters=row_filter)))
+                with pq.ParquetFile(path) as part:      # one open: the footer, then the columns
+                    footer = part.schema_arrow
+                    candidate = _fitting(table, footer, unified)
+                    rows = _conformed(part, footer, schema, wanted)
+                if row_filter is not None:
+                    rows = rows.filter(row_filter)
+                    rows = rows if wanted is columns else rows.select([c for c in wanted if c in columns])
+                read.append((path, rows))
                 unified = candidate
             except FileNotFoundError:
                 raise
@@ -219,7 +232,7 @@ class ResultStore:
         return read, damaged
 
     def _read_parts(self, table: str, warn: bool = True, columns: list[str] | None = None,
-                    runs: set[str] | None = None, row_filter=None
+                    runs: set[str] | None = None, where: dict | None = None
                     ) -> tuple[list[pa.Table], list[DamagedPart]]:
         """(the readable parts as Arrow tables, the damaged ones), oldest first; ``columns``:
         only those of them a part has are read (a resumed sweep reads its keys alone).
@@ -227,28 +240,44 @@ class ResultStore:
         the read from a new listing."""
         for _ in range(_READ_ATTEMPTS - 1):
             try:
-                return self._read_listed(table, warn, columns, runs, row_filter)
+                return self._read_listed(table, warn, columns, runs, where)
             except FileNotFoundError:
                 continue
-        return self._read_listed(table, warn, columns, runs, row_filter, vanished_ok=True)
+        return self._read_listed(table, warn, columns, runs, where, vanished_ok=True)
 
-    def _read_listed(self, table, warn, columns, runs, row_filter, vanished_ok=False):
+    def _read_listed(self, table, warn, columns, runs, where, vanished_ok=False):
         paths = self.parts(table, runs)
         try:
-            read, damaged = self.read_each(table, paths, columns, row_filter)
+            read, damaged = self.read_each(table, paths, columns, where)
         except FileNotFoundError:
             if not vanished_ok:
                 raise
             present = [p for p in paths if p.exists()]
-            read, damaged = self.read_each(table, present, columns, row_filter)
+            read, damaged = self.read_each(table, present, columns, where)
             damaged += [DamagedPart(p, "vanished while read (a compaction running?)")
                         for p in paths if p not in present]
         if warn:
             _warn_once(damaged, self.root)
+        if runs is None:
+            _last_damaged[(self.root.resolve(), table)] = damaged
         return [rows for _, rows in read], damaged
 
     def __repr__(self) -> str:
         return f"ResultStore({str(self.root)!r})"
+
+
+def _conformed(part: pq.ParquetFile, footer: pa.Schema, schema: pa.Schema | None,
+               columns: list[str] | None) -> pa.Table:
+    """The ``columns`` of a part (all when None) as the table's schema has them: of a fixed
+    schema, its columns in its order, those the part lacks as nulls, those it lacks not
+    read; of an inferred one, what the part has."""
+    if schema is None:
+        wanted = None if columns is None else [c for c in columns if c in footer.names]
+        return part.read(columns=wanted).replace_schema_metadata(None)
+    fields = [f for f in schema if columns is None or f.name in columns]
+    rows = part.read(columns=[f.name for f in fields if f.name in footer.names])
+    return pa.table([rows.column(f.name) if f.name in rows.column_names else pa.nulls(rows.num_rows, f.type)
+                     for f in fields], schema=pa.schema(fields))
 
 
 def run_folder(run_id: str) -> str:
