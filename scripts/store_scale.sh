@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Time and peak RSS of the results layer on a synthetic store of ROWS rows (issue 28):
-#   scripts/store_scale.sh ROWS [WORKDIR]     (run from the repository root, nice'd)
+#   scripts/store_scale.sh ROWS [WORKDIR] [ROWS_PER_PART]   (from the repository root; nice'd)
 # Makes WORKDIR/s<ROWS> with scripts/make_store.py unless it exists, then measures, each in a
 # fresh process under /usr/bin/time -v: kpbench report, kpbench compare (the store against
 # itself, every run: all keys matched), a sweep that finds its one point stored (resume-skip),
@@ -8,10 +8,11 @@
 set -euo pipefail
 rows=${1:?usage: store_scale.sh ROWS [WORKDIR]}
 work=${2:-/tmp/kpbench-scale}
+per_part=${3:-8}
 store="$work/s$rows"
 export PYTHONPATH=${PYTHONPATH:-$PWD}
 mkdir -p "$work"
-[ -d "$store" ] || nice python scripts/make_store.py --rows "$rows" --out "$store"
+[ -d "$store" ] || nice python scripts/make_store.py --rows "$rows" --out "$store" --rows-per-part "$per_part"
 
 measure() {   # NAME CMD...: one line "NAME rows=... wall=... cpu_s=... max_rss_mb=... rc=..."
   # cpu_s (user + system) is the figure to compare on a shared machine: wall time there
