@@ -11,6 +11,7 @@ part per run, as ``kpbench store compact`` leaves it). Then:
 """
 import importlib.util
 import pathlib
+import shutil
 import tempfile
 
 ROWS = 100_000
@@ -35,7 +36,7 @@ class _Store:
         from kpbench.results.compact import compact
         from kpbench.results.store import ResultStore
 
-        out = pathlib.Path(tempfile.mkdtemp(prefix="kpbench-asv-store-"))
+        out = pathlib.Path("store").resolve()     # asv runs setup_cache in a folder it removes
         _make_store(out)
         compact(ResultStore(out))
         return str(out)
@@ -44,6 +45,9 @@ class _Store:
 class Report(_Store):
     def setup(self, store):
         self.out = pathlib.Path(tempfile.mkdtemp(prefix="kpbench-asv-report-"))
+
+    def teardown(self, store):
+        shutil.rmtree(self.out, ignore_errors=True)
 
     def time_report(self, store):
         from kpbench.results.report import write_report
