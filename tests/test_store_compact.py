@@ -179,3 +179,15 @@ def test_synthetic_rows_are_said_to_be_synthetic_by_report_and_compare(tmp_path,
     assert _synthetic_warning(frame.assign(synthetic=None)) == []
     main(["compare", str(tmp_path), str(tmp_path), "--allow-env-mismatch", "--no-page"])
     assert "rows are synthetic (made by scripts/make_store.py)" in capsys.readouterr().out
+
+
+def test_compact_refuses_a_store_a_sweep_is_writing_and_a_missing_folder(tmp_path, capsys):
+    from kpbench.results.lock import store_lock
+
+    store = _store(tmp_path / "store")
+    with store_lock(store.root):
+        assert main(["store", "compact", str(store.root)]) == 2
+    assert "being written by another sweep" in capsys.readouterr().err
+    assert len(store.parts(SWEEPS)) == 8                              # nothing was touched
+    assert main(["store", "compact", str(tmp_path / "nowhere")]) == 2
+    assert "no results directory" in capsys.readouterr().err
