@@ -49,15 +49,25 @@ def _store_argument(parser) -> None:
     parser.add_argument("results_dir", metavar="DIR", help="results directory (or its sweeps/ folder)")
 
 
-def run_check(args) -> int:
-    from kpbench.results.store import ResultStore, duplicate_keys, printable, store_root, visible_parts
+def _open_store(args):
+    """The store of ``args.results_dir``, or None (said on stderr) when there is none."""
+    from kpbench.results.store import ResultStore, printable, store_root
 
     root = store_root(args.results_dir)
     if not root.is_dir():
-        print(f"kpbench store check: error: no results directory at {printable(str(root))}",
+        print(f"kpbench store {args.verb}: error: no results directory at {printable(str(root))}",
               file=sys.stderr)
+        return None
+    return ResultStore(root)
+
+
+def run_check(args) -> int:
+    from kpbench.results.store import duplicate_keys, printable, visible_parts
+
+    store = _open_store(args)
+    if store is None:
         return 2
-    store = ResultStore(root)
+    root = store.root
     found = 0
     for table in store.tables():
         damaged = store.damaged(table)
@@ -83,14 +93,11 @@ def run_check(args) -> int:
 def run_compact(args) -> int:
     from kpbench.results.compact import compact
     from kpbench.results.lock import StoreBusy
-    from kpbench.results.store import ResultStore, printable, store_root
+    from kpbench.results.store import printable
 
-    root = store_root(args.results_dir)
-    if not root.is_dir():
-        print(f"kpbench store compact: error: no results directory at {printable(str(root))}",
-              file=sys.stderr)
+    store = _open_store(args)
+    if store is None:
         return 2
-    store = ResultStore(root)
     try:
         for table in store.tables():
             print(compact(store, table).summary())
@@ -98,7 +105,7 @@ def run_compact(args) -> int:
         print(f"kpbench store compact: error: {exc}", file=sys.stderr)
         return 2
     if not store.tables():
-        print(f"no tables (folders of part-*.parquet files) in {printable(str(root))}")
+        print(f"no tables (folders of part-*.parquet files) in {printable(str(store.root))}")
     return 0
 
 
