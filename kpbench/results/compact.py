@@ -7,9 +7,10 @@ removes the parts it merged, without a moment at which a reader loses or doubles
 
 1. finish what an earlier, killed compaction left: remove the outputs of an incomplete
    group (hidden from readers) and the parts a complete group replaces (hidden too);
-2. pick the parts to merge: every part of a run with more than one, and every part of the
-   table folder (older versions wrote every run there), with the other parts of their runs;
-3. write each output to a hidden temporary file, each footer naming all the group's
+2. pick the parts to merge: every part of the table folder (older versions wrote every run
+   there; their rows move to their runs' folders), then, one run folder at a time (the
+   memory a compaction needs is one run's), the parts of a folder holding more than one;
+3. for each such group, write each output to a hidden temporary file, each footer naming all the group's
    outputs and the parts they replace, then rename them to ``-c<group>-<i>of<n>`` names;
    a reader hides the group until its last output is renamed, then hides the replaced
    parts (:func:`kpbench.results.store.visible_parts`);
@@ -74,9 +75,12 @@ def compact(store: ResultStore, table: str = SWEEPS, pause=None) -> Compaction:
         result = Compaction(table)
         result.cleaned = _finish_earlier(store, table)
         result.parts_before = len(store.parts(table))
-        sources = _sources(store, table)
-        if sources:
-            _merge(store, table, sources, result, pause)
+        flat = _sources(store, table).get(FLAT)
+        if flat:                                # first the table folder's: into run folders
+            _merge(store, table, {FLAT: flat}, result, pause)
+        for folder, paths in _sources(store, table).items():
+            if folder != FLAT:                  # then each run folder, one at a time
+                _merge(store, table, {folder: paths}, result, pause)
         result.parts_after = len(store.parts(table))
     result.seconds = time.perf_counter() - start
     return result
@@ -84,11 +88,11 @@ def compact(store: ResultStore, table: str = SWEEPS, pause=None) -> Compaction:
 
 def _finish_earlier(store: ResultStore, table: str) -> int:
     """Remove the files an interrupted compaction left: both kinds are hidden from readers."""
-    _, hidden = visible_parts(store.all_parts(table))
+    _, hidden = visible_parts(*store.listing(table))
     folder = store.table_dir(table)
     unfinished = [p for pattern in (".*.compacting*", "run-*/.*.compacting*") for p in folder.glob(pattern)
                   if p.is_file() and not p.is_symlink()]
-    for path in hidden + unfinished:
+    for path in hidden + unfinished:      # an incomplete group's outputs before its hidden files
         _remove(path)
     return len(hidden) + len(unfinished)
 
@@ -133,7 +137,8 @@ def _merge(store: ResultStore, table: str, sources: dict[str, list[pathlib.Path]
     for path in replaced:
         _remove(path)
         pause("removing")
-    result.merged, result.outputs = len(replaced), names
+    result.merged += len(replaced)
+    result.outputs += names
 
 
 def _plan(table: str, sources: dict[str, list[pa.Table]]) -> dict[str, pa.Table]:

@@ -113,19 +113,25 @@ class ResultStore:
     def parts(self, table: str, runs: set[str] | None = None) -> list[pathlib.Path]:
         """The part files of ``table`` a read takes (see :func:`visible_parts`), oldest first;
         ``runs``: leave out the folders of other runs (parts in the table folder stay)."""
-        return visible_parts(self.all_parts(table, runs))[0]
+        return visible_parts(*self.listing(table, runs))[0]
 
     def all_parts(self, table: str, runs: set[str] | None = None) -> list[pathlib.Path]:
         """Every complete part file of ``table`` (compaction's replaced parts included)."""
+        return self.listing(table, runs)[0]
+
+    def listing(self, table: str, runs: set[str] | None = None) -> tuple[list[pathlib.Path], set[str]]:
+        """(every complete part file of ``table``, oldest first; the compaction groups with
+        an output not yet renamed: see :func:`visible_parts`)."""
         folder = self.table_dir(table)
         if not folder.is_dir():
-            return []
+            return [], set()
         wanted = None if runs is None else {run_folder(r) for r in runs}
-        found = [p for p in folder.glob("part-*.parquet") if p.is_file()]
-        for sub in folder.glob("run-*"):
-            if sub.is_dir() and not sub.is_symlink() and (wanted is None or sub.name in wanted):
-                found.extend(p for p in sub.glob("part-*.parquet") if p.is_file())
-        return sorted(found, key=lambda p: (p.name, str(p)))
+        folders = [folder] + [sub for sub in folder.glob("run-*") if sub.is_dir() and not sub.is_symlink()]
+        pending = {parsed[0] for sub in folders for p in sub.glob(".part-*.compacting")
+                   if (parsed := compacted_name(p.name[1:-len(".compacting")])) is not None}
+        found = [p for sub in folders if sub == folder or wanted is None or sub.name in wanted
+                 for p in sub.glob("part-*.parquet") if p.is_file()]
+        return sorted(found, key=lambda p: (p.name, str(p))), pending
 
     # -- writing --------------------------------------------------------------
     def append(self, table: str, rows: list[dict]) -> pathlib.Path | None:
@@ -236,13 +242,16 @@ class ResultStore:
                     ) -> tuple[list[pa.Table], list[DamagedPart]]:
         """(the readable parts as Arrow tables, the damaged ones), oldest first; ``columns``:
         only those of them a part has are read (a resumed sweep reads its keys alone).
-        A part that vanishes while it is read (a compaction finished meanwhile) restarts
-        the read from a new listing."""
+        A read during which the listing changed (a compaction ran meanwhile) or a part
+        vanished starts again from a new listing."""
         for _ in range(_READ_ATTEMPTS - 1):
+            before = self.listing(table, runs)
             try:
-                return self._read_listed(table, warn, columns, runs, where)
+                read = self._read_listed(table, warn, columns, runs, where)
             except FileNotFoundError:
                 continue
+            if self.listing(table, runs) == before:
+                return read
         return self._read_listed(table, warn, columns, runs, where, vanished_ok=True)
 
     def _read_listed(self, table, warn, columns, runs, where, vanished_ok=False):
@@ -321,32 +330,35 @@ def compaction_record(path: pathlib.Path) -> dict | None:
     return record
 
 
-def visible_parts(listed: list[pathlib.Path]) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
+def visible_parts(listed: list[pathlib.Path], pending: set[str] = frozenset()
+                  ) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
     """(the parts a read takes, the parts it hides) of a table's listing.
 
-    A compaction writes its outputs (``-c<group>-<i>of<n>``), then removes the parts they
-    replace. While a group's outputs are not all present, they are hidden (their rows are
-    still in the parts they replace); once all are, the parts their footers name are hidden
-    (their rows are in the outputs). So every row is read once at every moment."""
-    groups: dict[str, list[tuple[int, int, pathlib.Path]]] = {}
+    A compaction group writes its outputs as hidden ``.<name>.compacting`` files, renames
+    them to ``-c<group>-<i>of<n>`` part names, then removes the parts they replace. While a
+    group is ``pending`` (one of its outputs is still a hidden file), its renamed outputs
+    are hidden: their rows are still in the parts they replace. Once none is, the parts its
+    footers name are hidden: their rows are in the outputs (a later compaction may have
+    merged some outputs again: they are then replaced in turn). So every row is read once,
+    at every moment of a compaction and after a kill at any of them."""
+    groups: dict[str, list[pathlib.Path]] = {}
     for path in listed:
         parsed = compacted_name(path.name)
         if parsed is not None:
-            groups.setdefault(parsed[0], []).append((parsed[1], parsed[2], path))
+            groups.setdefault(parsed[0], []).append(path)
     if not groups:
         return listed, []
     table_dir = _table_dir_of(listed)
     by_relative = {_relative(p, table_dir): p for p in listed}
     hidden: set[pathlib.Path] = set()
-    for members in groups.values():
-        sizes = {n for _, n, _ in members}
-        if len(sizes) != 1 or {i for i, _, _ in members} != set(range(sizes.pop())):
-            hidden.update(path for _, _, path in members)       # incomplete: not yet (or no longer) valid
+    for group, members in groups.items():
+        if group in pending:
+            hidden.update(members)
             continue
-        record = next(filter(None, (compaction_record(path) for _, _, path in members)), None)
+        record = next(filter(None, (compaction_record(path) for path in members)), None)
         if record is None:
             continue                                            # unreadable footers: read as damaged
-        own = {_relative(path, table_dir) for _, _, path in members}
+        own = {_relative(path, table_dir) for path in members}
         hidden.update(by_relative[r] for r in record["replaces"]
                       if isinstance(r, str) and r in by_relative and r not in own)
     return [p for p in listed if p not in hidden], [p for p in listed if p in hidden]

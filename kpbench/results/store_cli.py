@@ -73,7 +73,7 @@ def run_check(args) -> int:
         damaged = store.damaged(table)
         frame = store.read(table, warn=False, columns=["key", "run_id"])   # damaged: listed here
         duplicates = duplicate_keys(frame)
-        leftovers = len(visible_parts(store.all_parts(table))[1])
+        leftovers = len(visible_parts(*store.listing(table))[1])
         for part in damaged:
             print(f"damaged   {part}")
         for run_id, key, count in duplicates:
