@@ -284,8 +284,9 @@ def _conformed(part: pq.ParquetFile, footer: pa.Schema, schema: pa.Schema | None
         wanted = None if columns is None else [c for c in columns if c in footer.names]
         return part.read(columns=wanted).replace_schema_metadata(None)
     fields = [f for f in schema if columns is None or f.name in columns]
-    rows = part.read(columns=[f.name for f in fields if f.name in footer.names])
-    return pa.table([rows.column(f.name) if f.name in rows.column_names else pa.nulls(rows.num_rows, f.type)
+    present = set(footer.names)
+    rows = part.read(columns=[f.name for f in fields if f.name in present])
+    return pa.table([rows.column(f.name) if f.name in present else pa.nulls(rows.num_rows, f.type)
                      for f in fields], schema=pa.schema(fields))
 
 
