@@ -3,7 +3,8 @@
 #   scripts/store_scale.sh ROWS [WORKDIR] [ROWS_PER_PART]   (from the repository root; nice'd)
 # Makes WORKDIR/s<ROWS> with scripts/make_store.py unless it exists, then measures, each in a
 # fresh process under /usr/bin/time -v: kpbench report, kpbench compare (the store against
-# itself, every run: all keys matched), a sweep that finds its one point stored (resume-skip),
+# itself, every run: all keys matched; then one run against another), a sweep that finds its
+# one point stored (resume-skip),
 # and, when the command exists, kpbench store compact followed by the same three again.
 set -euo pipefail
 rows=${1:?usage: store_scale.sh ROWS [WORKDIR]}
@@ -30,6 +31,12 @@ measure() {   # NAME CMD...: one line "NAME rows=... wall=... cpu_s=... max_rss_
 three() {     # SUFFIX
   measure "report$1" kpbench report "$store" --out "$work/report-$rows$1"
   measure "compare$1" kpbench compare "$store" "$store" --run-id all all --allow-env-mismatch --no-page
+  # one run against the next (runs 0 and 1 of make_store.py share their seed, so most keys)
+  local first second
+  first=$(ls "$store/sweeps" | sed -n 's/^run-\(.*0000000000000000\)$/\1/p' | head -1)
+  second=$(ls "$store/sweeps" | sed -n 's/^run-\(.*0000000000000001\)$/\1/p' | head -1)
+  measure "compare-runs$1" kpbench compare "$store" "$store" --run-id "$first" "$second" \
+    --allow-env-mismatch --no-page
   measure "resume$1" kpbench sweep speed --ops kernel_product --backends numpy --N 100 --D 3 \
     --blur 0.05 --dtype float64 --seed 0 --executor inline --out "$store"
 }
