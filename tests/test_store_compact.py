@@ -78,9 +78,20 @@ def test_compaction_merges_one_part_per_run_keeps_every_row_and_is_idempotent(tm
     assert sorted(p.parent.name for p in store.all_parts(SWEEPS)) == sorted(map(run_folder, RUNS))
     again = compact(store)
     assert (again.merged, again.cleaned, again.parts_after) == (0, 0, 3)
-    assert "nothing to compact" in again.summary()
+    assert again.summary() == "sweeps: 3 parts, nothing to compact"
     assert main(["store", "check", str(tmp_path)]) == 0
     assert "table sweeps: 3 parts, 17 rows" in capsys.readouterr().out
+
+
+def test_the_table_folder_is_compacted_in_batches_that_end_one_part_per_run(tmp_path, monkeypatch):
+    from kpbench.results import compact as compaction
+
+    store = _store(tmp_path)
+    before = _rows(store)
+    monkeypatch.setattr(compaction, "FLAT_PARTS_PER_GROUP", 1)   # the 2 legacy parts: 2 batches
+    result = compact(store)
+    assert _rows(store) == before and result.parts_after == 3
+    assert len(result.outputs) == 1 + 2 + 3        # batch 1: c; batch 2: a, c; then the folders of a, b, c
 
 
 _KILLED = textwrap.dedent("""

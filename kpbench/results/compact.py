@@ -7,9 +7,10 @@ removes the parts it merged, without a moment at which a reader loses or doubles
 
 1. finish what an earlier, killed compaction left: remove the outputs of an incomplete
    group (hidden from readers) and the parts a complete group replaces (hidden too);
-2. pick the parts to merge: every part of the table folder (older versions wrote every run
-   there; their rows move to their runs' folders), then, one run folder at a time (the
-   memory a compaction needs is one run's), the parts of a folder holding more than one;
+2. pick the parts to merge: the parts of the table folder (older versions wrote every run
+   there; their rows move to their runs' folders), FLAT_PARTS_PER_GROUP at a time, then, one
+   run folder at a time (the memory a compaction needs is one run's, or one such batch),
+   the parts of a folder holding more than one;
 3. for each such group, write each output to a hidden temporary file, each footer naming all the group's
    outputs and the parts they replace, then rename them to ``-c<group>-<i>of<n>`` names;
    a reader hides the group until its last output is renamed, then hides the replaced
@@ -42,6 +43,9 @@ from kpbench.results.store import (
 )
 
 FLAT = ""         # the table folder itself (parts of every run, as older versions wrote them)
+# the table folder's parts are merged this many at a time (a group's rows are held in memory;
+# a run they spread over gets one part per group, merged in its folder next)
+FLAT_PARTS_PER_GROUP = 1000
 
 
 @dataclass
@@ -75,9 +79,9 @@ def compact(store: ResultStore, table: str = SWEEPS, pause=None) -> Compaction:
         result = Compaction(table)
         result.cleaned = _finish_earlier(store, table)
         result.parts_before = len(store.parts(table))
-        flat = _sources(store, table).get(FLAT)
-        if flat:                                # first the table folder's: into run folders
-            _merge(store, table, {FLAT: flat}, result, pause)
+        flat = _sources(store, table).get(FLAT) or []
+        for start in range(0, len(flat), FLAT_PARTS_PER_GROUP):   # first the table folder's
+            _merge(store, table, {FLAT: flat[start:start + FLAT_PARTS_PER_GROUP]}, result, pause)
         for folder, paths in _sources(store, table).items():
             if folder != FLAT:                  # then each run folder, one at a time
                 _merge(store, table, {folder: paths}, result, pause)
