@@ -121,14 +121,14 @@ def test_store_check_lists_damaged_parts_and_exits_1(clean_store, tmp_path, caps
     assert main(["store", "check", str(root)]) == 1
     out, err = capsys.readouterr()
     assert f"damaged   {bad}: {DAMAGES[damage][1]}" in out
-    assert "table sweeps: 2 parts, 1 damaged" in out and "1 problem(s)" in out
+    assert "table sweeps: 2 parts, 2 rows, 1 damaged" in out and "1 problem(s)" in out
     assert err == "" and bad.read_bytes() == data
 
 
 def test_store_check_of_a_clean_store_exits_0(clean_store, capsys):
     assert main(["store", "check", str(clean_store / SWEEPS)]) == 0     # its sweeps folder too
     out = capsys.readouterr().out
-    assert "table sweeps: 1 parts, 0 damaged, 0 duplicated keys" in out and "store check: clean" in out
+    assert "table sweeps: 1 parts, 2 rows, 0 damaged, 0 duplicated keys" in out and "store check: clean" in out
     assert main(["store", "check", str(clean_store / "missing")]) == 2
 
 

@@ -279,7 +279,7 @@ def test_rows_are_read_from_a_store_its_sweeps_folder_a_parquet_folder_or_file(t
     from test_report import write_sweeps
 
     write_sweeps(tmp_path / "store", [sweep_row(time=1.0), sweep_row(N=2000, time=2.0)])
-    part = sorted((tmp_path / "store" / SWEEPS).glob("part-*.parquet"))[0]
+    part = sorted((tmp_path / "store" / SWEEPS).rglob("part-*.parquet"))[0]   # in its run's folder
     (tmp_path / "exported").mkdir()
     (tmp_path / "exported" / "rows.parquet").write_bytes(part.read_bytes())
     for path in (tmp_path / "store", tmp_path / "store" / SWEEPS, tmp_path / "exported", part):

@@ -53,11 +53,11 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from kpbench.errors import KPBenchError
     from kpbench.results import compare as cmp
-    from kpbench.results.selection import load_sweeps, select_run
+    from kpbench.results.selection import load_run
 
     runs = args.run_id or ("all", "all")
     try:
-        sides = [select_run(load_sweeps(path), None if run_id == "all" else run_id)
+        sides = [load_run(path, None if run_id == "all" else run_id)
                  for path, run_id in zip((args.baseline, args.new), runs)]
         result = cmp.compare(
             *sides,
@@ -71,6 +71,11 @@ def run(args) -> int:
         print(f"kpbench compare: error: {exc}", file=sys.stderr)
         return 2
     print(f"baseline: {args.baseline} (run {runs[0]})  new: {args.new} (run {runs[1]})")
+    for name, side in zip(("baseline", "new"), sides):
+        made_up = int(side["synthetic"].eq(True).sum()) if "synthetic" in side else 0
+        if made_up:
+            print(f"warning: {made_up} of the {name}'s {len(side)} rows are synthetic (made by "
+                  "scripts/make_store.py): never measured, their verdicts test kpbench alone")
     print(cmp.format_comparison(result, only_changed=args.only_changed))
     from kpbench.results.fingerprint import reproducibility_notes   # inputs, values, environments
 

@@ -37,6 +37,7 @@ STATUS_COLORS = {"ok": "#2ca02c", "oom": "#9467bd", "timeout": "#8c564b", "unsup
                  "skipped": "#17becf", "error": "#d62728"}
 ERR_FLOOR = 1e-17   # an exact agreement (error 0) would vanish from a log axis: shown at the floor
 _MAX_ERROR_CHARS = 400
+MAX_ROWS_SHOWN = 2000   # past this many rows, the charts get one row per point and status
 _JS = pathlib.Path(__file__).with_name("interactive.js")
 
 
@@ -73,7 +74,7 @@ def payload_of(frame: pd.DataFrame, regret: list[dict] | None = None) -> dict:
     return {
         "filters": list(FILTERS), "statuses": list(STATUSES), "status_colors": STATUS_COLORS,
         "backends": backends, "colors": {b: COLORS.get(b, "#7f7f7f") for b in backends},
-        "rows": row_records(frame), "wins": win_records(frame), "cells": cell_records(frame),
+        "rows": row_records(shown_rows(frame)), "wins": win_records(frame), "cells": cell_records(frame),
         "regret": regret or [],
     }
 
@@ -97,12 +98,34 @@ def _series(backend: str, config: dict, op: str) -> str:
     return f"{backend} {config_label(config, op=op)}".strip()
 
 
+def shown_rows(frame: pd.DataFrame, limit: int = MAX_ROWS_SHOWN) -> pd.DataFrame:
+    """The rows the charts embed: all of them up to ``limit``; past it, one per (op, config,
+    backend, N, status): the row of median time (the lower middle; failed rows, which have
+    none, the middle one in store order), marked with how many it stands for. So the page grows with the configurations
+    (at most len(STATUSES) records per cell), never with seeds, repeats or runs."""
+    if len(frame) <= limit:
+        return frame
+    frame = frame.assign(_time=pd.to_numeric(frame["time_median_s"], errors="coerce"))
+    frame = frame.sort_values("_time", kind="stable", na_position="last")
+    groups = frame.groupby(["op", "config", "backend", "N", "status"], sort=False, dropna=False)
+    position = groups.cumcount()
+    size = groups["_time"].transform("size")
+    middle = position == (size - 1) // 2
+    chosen = frame[middle].assign(_represents=size[middle]).sort_index()
+    return chosen.drop(columns="_time")
+
+
 def row_records(frame: pd.DataFrame) -> list[dict]:
     """Each sweep row: what the charts plot and a hover text."""
     records = []
     for row in frame.to_dict("records"):
         config = row_config(row)
         q1, q3 = _quartiles(row)
+        represents = row.get("_represents")
+        hover = row_hover(row, q1, q3)
+        if represents is not None and represents > 1:
+            hover += "<br>" + plotly_text(f"the median-time row of {int(represents)} rows (seeds, runs) "
+                                          "at this point and status")
         records.append({
             **_filter_fields(row), "backend": row["backend"], "N": int(row["N"]),
             "status": row["status"], "series": _series(row["backend"], config, row["op"]),
@@ -110,7 +133,7 @@ def row_records(frame: pd.DataFrame) -> list[dict]:
             "time_median_s": _json_value(row.get("time_median_s")), "q1": q1, "q3": q3,
             "peak_mem_bytes": _json_value(row.get("peak_mem_bytes")),
             "mem_estimate_bytes": _json_value(row.get("mem_estimate_bytes")),
-            "hover": row_hover(row, q1, q3),
+            "hover": hover,
         })
     return records
 

@@ -57,6 +57,7 @@ def build_document(results_dir: pathlib.Path, out_dir: pathlib.Path,
                       ": nothing to tabulate. Run ", Code("kpbench sweep"), " (or ",
                       Code("kpbench demo"), ") first."]), *damaged)
     else:
+        doc.add(*_synthetic_warning(frame))
         regret_rows = _regret(results_dir, frame)
         if interactive:
             _add_interactive(doc, frame, baseline, regret_rows)
@@ -67,10 +68,20 @@ def build_document(results_dir: pathlib.Path, out_dir: pathlib.Path,
     return doc
 
 
+def _synthetic_warning(frame: pd.DataFrame) -> list:
+    """A block naming the rows scripts/make_store.py made up (none: no block)."""
+    made_up = int(frame["synthetic"].eq(True).sum()) if "synthetic" in frame else 0
+    if not made_up:
+        return []
+    return [Para([Bold(f"{made_up} of {len(frame)} rows are synthetic"),
+                  " (made by scripts/make_store.py to test the results layer at scale): their "
+                  "times, memory and errors were never measured."])]
+
+
 def _damaged_parts(results_dir: pathlib.Path) -> list:
     """Blocks naming the store's damaged parts, which every read skipped (none: no blocks)."""
     store = ResultStore(store_root(results_dir))
-    damaged = [str(part) for table in store.tables() for part in store.damaged(table)]
+    damaged = [str(part) for table in store.tables() for part in store.damaged(table, as_last_read=True)]
     if not damaged:
         return []
     return [Para([Bold(f"{len(damaged)} damaged part file(s) skipped"),

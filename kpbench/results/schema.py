@@ -116,6 +116,7 @@ META_FIELDS = [
     pa.field("python_version", pa.string()),
     pa.field("cxxflags", pa.string()),            # compiler flags KeOps/CUDA were built with
     pa.field("started_at", pa.timestamp("us", tz="UTC")),
+    pa.field("synthetic", pa.bool_()),            # made up by scripts/make_store.py (scale tests): no measurement
 ]
 
 SWEEP_SCHEMA = pa.schema(POINT_FIELDS + RESULT_FIELDS + META_FIELDS)

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from kpbench.errors import KPBenchError
-from kpbench.results.format import (CONFIG_COLUMNS, iterations_text, number, row_config, setting_label,
-                                    value)
+from kpbench.results.format import (CONFIG_COLUMNS, iterations_text, missing, number, row_config,
+                                    setting_label, value)
 from kpbench.results.schema import COLUMNS
 from kpbench.results.store import READ_ERRORS, SWEEPS, ResultStore, latest_per_key, printable
 
@@ -28,28 +28,47 @@ DEFAULT_BASELINE = "torch"
 REFERENCE_BACKEND = "numpy"
 
 
-def load_sweeps(path: str | os.PathLike) -> pd.DataFrame:
+def load_sweeps(path: str | os.PathLike, columns: list[str] | None = None,
+                runs: set[str] | None = None) -> pd.DataFrame:
     """Sweep rows from a results dir (with ``sweeps/``), a sweeps dir, or one Parquet file.
 
-    All rows of every run (see :func:`select_run`), every schema column present.
+    All rows of every run (see :func:`select_run`), or of the ``runs`` given; the schema's
+    ``columns`` (all when None; one absent from the files is read as nulls). From a store,
+    only those are read (see :meth:`ResultStore.read`).
     """
     path = pathlib.Path(path)
+    wanted = COLUMNS if columns is None else [c for c in COLUMNS if c in set(columns)]
     if not path.exists():
         raise KPBenchError(f"no results at {path}: the path does not exist")
     if (path / SWEEPS).is_dir():
-        frame = ResultStore(path).read(SWEEPS)
+        frame = ResultStore(path).read(SWEEPS, columns=columns, runs=runs)
     elif path.is_dir() and path.name == SWEEPS:
-        frame = ResultStore(path.parent).read(SWEEPS)
+        frame = ResultStore(path.parent).read(SWEEPS, columns=columns, runs=runs)
     elif (path.is_dir() and any(path.glob("*.parquet"))) or (path.is_file() and path.suffix == ".parquet"):
         frame = _read_parquet(path)
+        if runs is not None and "run_id" in frame:
+            frame = frame[frame["run_id"].isin(runs)]
     elif path.is_dir():
-        frame = pd.DataFrame(columns=COLUMNS)
+        frame = pd.DataFrame(columns=wanted)
     else:
         raise KPBenchError(f"{path} is neither a results directory nor a Parquet file")
-    for column in COLUMNS:
+    for column in wanted:
         if column not in frame:
             frame[column] = None
-    return frame
+    return frame if columns is None else frame[[c for c in frame.columns if c in set(wanted)]]
+
+
+def load_run(path: str | os.PathLike, run_id: str | None, columns: list[str] | None = None
+             ) -> pd.DataFrame:
+    """``select_run(load_sweeps(path), run_id)``, reading only what it needs: the run ids
+    and start times of every row first, then the rows of the one run asked (``columns``)."""
+    if run_id is None:
+        return select_run(load_sweeps(path, columns), None)
+    ids = load_sweeps(path, columns=["run_id", "started_at"])
+    if ids.empty:
+        raise KPBenchError(f"no run {run_id!r}: there are no sweep rows")
+    run = _find_run(ids, run_id)
+    return select_run(load_sweeps(path, columns, runs={run}), run)
 
 
 def _read_parquet(path: pathlib.Path) -> pd.DataFrame:
@@ -91,10 +110,16 @@ def load_table(results_dir: pathlib.Path, table: str) -> pd.DataFrame:
 
 
 def with_config(frame: pd.DataFrame) -> pd.DataFrame:
-    """Adds ``config`` (a hashable tuple of CONFIG_COLUMNS values, nulls as None)."""
+    """Adds ``config`` (a hashable tuple of CONFIG_COLUMNS values, nulls as None), computed
+    once per distinct combination of the columns it comes from (a store repeats few)."""
     frame = frame.copy()
-    configs = [tuple(row_config(r)[c] for c in CONFIG_COLUMNS) for r in frame.to_dict("records")]
-    frame["config"] = pd.Series(configs, index=frame.index, dtype=object)
+    sources = [c for c in CONFIG_COLUMNS if c != "M_rel"] + ["N", "M"]
+    present = frame.reindex(columns=sources)
+    groups = present.groupby(sources, dropna=False, sort=False).ngroup().to_numpy()
+    firsts = present.iloc[pd.Series(range(len(present))).groupby(groups).first().to_numpy()] \
+        if len(present) else present
+    configs = [tuple(row_config(r)[c] for c in CONFIG_COLUMNS) for r in firsts.to_dict("records")]
+    frame["config"] = pd.Series([configs[g] for g in groups], index=frame.index, dtype=object)
     return frame
 
 
@@ -118,14 +143,24 @@ class Cell:
     error: str | None = None         # an error message of a failed row
 
 
+CELL_KEYS = ["op", "config", "backend", "N"]
+
+
 def cells(frame: pd.DataFrame, baseline: str = DEFAULT_BASELINE) -> dict[tuple, Cell]:
     """(op, config, backend, N) -> Cell: median time, max memory and error of the ok rows,
     and the speed-up over ``baseline`` in the same op, config (dtype, device) and N (none for
-    the baseline itself)."""
+    the baseline itself). Computed column-wise, per group: no per-row Python."""
     frame = frame if "config" in frame else with_config(frame)
-    result: dict[tuple, Cell] = {}
-    for key, group in frame.groupby(["op", "config", "backend", "N"], sort=False):
-        result[key] = _cell(group)
+    frame = frame.dropna(subset=["op", "backend", "N"])
+    if frame.empty:
+        return {}
+    result = {key: _failed_cell(status, error) for key, status, error in _failed_groups(frame)}
+    ok = frame[frame["status"] == "ok"]
+    if not ok.empty:
+        for key, cell in _ok_cells(ok).items():
+            result[key] = cell
+    order = frame.groupby(CELL_KEYS, sort=False).size().index       # first appearance, as before
+    result = {key: result[key] for key in order if key in result}
     for (op, config, backend, n), cell in result.items():
         base = result.get((op, config, baseline, n))
         if backend != baseline and base is not None and base.time and cell.time:
@@ -133,23 +168,44 @@ def cells(frame: pd.DataFrame, baseline: str = DEFAULT_BASELINE) -> dict[tuple, 
     return result
 
 
-def _cell(group: pd.DataFrame) -> Cell:
-    ok = group[group["status"] == "ok"]
-    if ok.empty:
-        errors = group["error"].dropna()
-        return Cell(status=group["status"].mode().iloc[0],
-                    error=str(errors.iloc[0]) if not errors.empty else None)
-    return Cell(
-        status="ok",
-        time=value(pd.to_numeric(ok["time_median_s"]).median()),
-        iqr=value(pd.to_numeric(ok["time_iqr_s"]).median()),
-        first=value(pd.to_numeric(ok.loc[ok["sweep"] == "speed", "first_call_s"]).median()),
-        mem=value(pd.to_numeric(ok["peak_mem_bytes"]).max()),
-        err=value(pd.to_numeric(ok["rel_err"]).max()),
-        grad_fd=value(pd.to_numeric(ok["grad_fd_rel_err"]).max()),
-        iterations=iterations_text(ok["iterations"], ok["converged"]),
-        limit=value(pd.to_numeric(ok["limit_frac"]).median()) if "limit_frac" in ok else None,
-    )
+def _ok_cells(ok: pd.DataFrame) -> dict[tuple, Cell]:
+    numbers = pd.DataFrame({c: pd.to_numeric(ok[c], errors="coerce") for c in
+                            ("time_median_s", "time_iqr_s", "peak_mem_bytes", "rel_err",
+                             "grad_fd_rel_err", "iterations", "limit_frac")
+                            if c in ok}, index=ok.index)
+    numbers["first_call_s"] = pd.to_numeric(ok["first_call_s"], errors="coerce").where(ok["sweep"] == "speed")
+    numbers["capped"] = ok["converged"].map(lambda v: not missing(v) and not bool(v))
+    grouped = numbers.groupby([ok[k] for k in CELL_KEYS], sort=False)
+    stats = grouped.agg(time=("time_median_s", "median"), iqr=("time_iqr_s", "median"),
+                        first=("first_call_s", "median"), mem=("peak_mem_bytes", "max"),
+                        err=("rel_err", "max"), grad_fd=("grad_fd_rel_err", "max"),
+                        lo=("iterations", "min"), hi=("iterations", "max"), capped=("capped", "any"),
+                        **({"limit": ("limit_frac", "median")} if "limit_frac" in numbers else {}))
+    return {key: Cell(status="ok", time=value(r.time), iqr=value(r.iqr), first=value(r.first),
+                      mem=value(r.mem), err=value(r.err), grad_fd=value(r.grad_fd),
+                      iterations=_iterations(r.lo, r.hi, r.capped), limit=value(getattr(r, "limit", None)))
+            for key, r in zip(stats.index, stats.itertuples(index=False))}
+
+
+def _iterations(lo, hi, capped) -> str | None:
+    """format.iterations_text from a group's min, max and 'a cap stopped one'."""
+    if missing(lo):
+        return None
+    return iterations_text([int(lo), int(hi)], [False] if capped else [])
+
+
+def _failed_groups(frame: pd.DataFrame):
+    """(key, most frequent status (the first in order on a tie), first error) per group."""
+    counts = frame.groupby(CELL_KEYS + ["status"], sort=False).size().rename("n").reset_index()
+    counts = counts.sort_values(["n", "status"], ascending=[False, True], kind="stable")
+    modes = counts.drop_duplicates(CELL_KEYS).set_index(CELL_KEYS)["status"]
+    errors = frame.dropna(subset=["error"]).groupby(CELL_KEYS, sort=False)["error"].first().to_dict()
+    for key, status in modes.items():
+        yield key, status, errors.get(key)
+
+
+def _failed_cell(status, error) -> Cell:
+    return Cell(status=status, error=None if error is None else str(error))
 
 
 def samples(row: dict) -> list[float]:
@@ -211,12 +267,17 @@ def _setting_labels(data: pd.DataFrame) -> list[str]:
     return [setting_label(config, varying[op]) for op, config in zip(data["op"], configs)]
 
 
+# What a report reads: every column but the per-call samples (a list per row, the bulk of a
+# store), which it needs only for rows stored without their quartiles (none since those came).
+REPORT_COLUMNS = [c for c in COLUMNS if c != "time_samples_s"]
+
+
 def sweep_frame(results_dir: pathlib.Path) -> pd.DataFrame:
     """The rows a report shows: latest per point key, with their config."""
-    frame = latest_per_key(load_sweeps(results_dir))
+    frame = latest_per_key(load_sweeps(results_dir, REPORT_COLUMNS))
     return with_config(frame) if not frame.empty else frame
 
 
-__all__ = ["DEFAULT_BASELINE", "REFERENCE_BACKEND", "Cell", "cells", "config_dict", "load_sweeps",
+__all__ = ["DEFAULT_BASELINE", "REFERENCE_BACKEND", "Cell", "cells", "config_dict", "load_run", "load_sweeps",
            "load_table", "offset_errors", "quartiles",
            "runs_in_order", "samples", "select_run", "sweep_frame", "with_config"]

@@ -2,7 +2,21 @@
 
 Layout::
 
-    <root>/<table>/part-<utc time>-<uuid>.parquet
+    <root>/<table>/part-<utc time>-<uuid>.parquet               (other tables; sweeps of old versions)
+    <root>/sweeps/run-<run_id>/part-<utc time>-<uuid>.parquet   (sweeps: a folder per run)
+    <root>/sweeps/run-<run_id>/part-<utc time>-c<group>-<i>of<n>.parquet   (compacted)
+
+A ``sweeps`` part whose rows share one run goes into that run's folder (``run-`` and the
+run id, or ``run-h`` and a hash of it when the id is not a plain name), so reading one run
+opens that run's parts alone; stores written by earlier versions (every part in the table
+folder) are read as they are. Folder names carry no ``key=value``, so pandas and pyarrow
+read a table folder recursively without inventing a partition column.
+
+Compaction (:mod:`kpbench.results.compact`) merges parts into one per run. Its outputs
+(group ``<group>``, ``n`` of them) each name, in their footer, the parts they replace; a
+reader hides those parts once every output of the group is present, and hides the
+outputs of an incomplete group, so a reader at any moment of a compaction (or after a kill)
+sees every row exactly once (see :func:`visible_parts`).
 
 Every ``append`` writes a new part to a hidden temporary file in the table folder and
 then ``os.replace``-s it to its final name, so a reader (or a sweep killed midway) never
@@ -27,26 +41,35 @@ permissive promotion: int with float, null with anything; not string with a numb
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import json
 import math
 import os
 import pathlib
+import re
 import sys
 import uuid
 from dataclasses import dataclass
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kpbench.errors import KPBenchError
 from kpbench.results.schema import STATUSES, SWEEP_SCHEMA
 
 SWEEPS = "sweeps"
+COMPACTION_KEY = b"kpbench.compaction"     # a compaction output's footer: what it replaces
+_COMPACTED = re.compile(r"part-(?P<stamp>[0-9A-Za-z]+)-c(?P<group>[0-9a-f]{12})-(?P<i>[0-9]+)of(?P<n>[0-9]+)\.parquet")
+_PLAIN_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+_READ_ATTEMPTS = 5
 _SCHEMAS = {SWEEPS: SWEEP_SCHEMA}
 _REQUIRED = {SWEEPS: ("key", "status")}
 # what pyarrow raises on a file that is not (or no longer) a readable Parquet file
 READ_ERRORS = (pa.ArrowException, OSError, ValueError)
 _warned: set[pathlib.Path] = set()     # damaged parts this process has named on stderr
+_last_damaged: dict[tuple[pathlib.Path, str], list] = {}   # (root, table) -> what its latest read skipped
 
 
 @dataclass(frozen=True)
@@ -87,12 +110,28 @@ class ResultStore:
         return sorted(d.name for d in self.root.iterdir() if d.is_dir()
                       and not d.name.startswith((".", "_")) and self.parts(d.name))
 
-    def parts(self, table: str) -> list[pathlib.Path]:
-        """The complete part files of ``table``, oldest first."""
+    def parts(self, table: str, runs: set[str] | None = None) -> list[pathlib.Path]:
+        """The part files of ``table`` a read takes (see :func:`visible_parts`), oldest first;
+        ``runs``: leave out the folders of other runs (parts in the table folder stay)."""
+        return visible_parts(*self.listing(table, runs))[0]
+
+    def all_parts(self, table: str, runs: set[str] | None = None) -> list[pathlib.Path]:
+        """Every complete part file of ``table`` (compaction's replaced parts included)."""
+        return self.listing(table, runs)[0]
+
+    def listing(self, table: str, runs: set[str] | None = None) -> tuple[list[pathlib.Path], set[str]]:
+        """(every complete part file of ``table``, oldest first; the compaction groups with
+        an output not yet renamed: see :func:`visible_parts`)."""
         folder = self.table_dir(table)
         if not folder.is_dir():
-            return []
-        return sorted(p for p in folder.glob("part-*.parquet") if p.is_file())
+            return [], set()
+        wanted = None if runs is None else {run_folder(r) for r in runs}
+        folders = [folder] + [sub for sub in folder.glob("run-*") if sub.is_dir() and not sub.is_symlink()]
+        pending = {parsed[0] for sub in folders for p in sub.glob(".part-*.compacting")
+                   if (parsed := compacted_name(p.name[1:-len(".compacting")])) is not None}
+        found = [p for sub in folders if sub == folder or wanted is None or sub.name in wanted
+                 for p in sub.glob("part-*.parquet") if p.is_file()]
+        return sorted(found, key=lambda p: (p.name, str(p))), pending
 
     # -- writing --------------------------------------------------------------
     def append(self, table: str, rows: list[dict]) -> pathlib.Path | None:
@@ -100,34 +139,55 @@ class ResultStore:
         rows = list(rows)
         if not rows:
             return None
-        arrow_table = _to_arrow(table, rows)
-        folder = self.table_dir(table)
-        folder.mkdir(parents=True, exist_ok=True)
+        return self.append_arrow(table, _to_arrow(table, rows))
+
+    def append_arrow(self, table: str, arrow_table: pa.Table) -> pathlib.Path:
+        """Write an Arrow table as one new part of ``table`` (a ``sweeps`` table must have
+        the sweep schema exactly: the rows' checks are the caller's)."""
+        fixed = _SCHEMAS.get(table)
+        if fixed is not None and not arrow_table.schema.equals(fixed):
+            raise KPBenchError(f"an Arrow table for {table!r} must have the {table} schema")
+        folder = self.table_dir(table) / self._run_folder_of(table, arrow_table)
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-        name = f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
-        tmp = folder / f".{name}.tmp"
-        try:
-            pq.write_table(arrow_table, tmp)
-            os.replace(tmp, folder / name)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return folder / name
+        return write_part(arrow_table, folder / f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet")
+
+    @staticmethod
+    def _run_folder_of(table: str, arrow_table: pa.Table) -> str:
+        """The run folder of a sweeps part whose rows share one run id ("" otherwise)."""
+        if table != SWEEPS or "run_id" not in arrow_table.column_names:
+            return ""
+        runs = arrow_table.column("run_id").unique()
+        if len(runs) != 1 or runs[0].as_py() is None:
+            return ""
+        return run_folder(runs[0].as_py())
 
     # -- reading --------------------------------------------------------------
-    def read(self, table: str, warn: bool = True) -> pd.DataFrame:
-        """All rows of ``table`` as a DataFrame (empty, with the schema's columns if known);
-        damaged parts skipped (see the module doc), named on stderr with ``warn``."""
-        tables, _ = self._read_parts(table, warn)
+    def read(self, table: str, warn: bool = True, columns: list[str] | None = None,
+             runs: set[str] | None = None, where: dict | None = None) -> pd.DataFrame:
+        """The rows of ``table`` as a DataFrame (empty, with the schema's columns if known);
+        damaged parts skipped (see the module doc), named on stderr with ``warn``.
+
+        Only what is asked is read: ``columns`` (all when None; of a fixed schema, those it
+        has), rows of the ``runs`` given (other runs' folders are not opened), rows whose
+        columns equal ``where``'s values (``{"op": ["softmin"]}``), pushed down to Parquet."""
+        return self.read_arrow(table, warn, columns, runs, where).to_pandas()
+
+    def read_arrow(self, table: str, warn: bool = True, columns: list[str] | None = None,
+                   runs: set[str] | None = None, where: dict | None = None) -> pa.Table:
+        """:meth:`read` as one Arrow table."""
         schema = _SCHEMAS.get(table)
+        if schema is not None and columns is not None:
+            columns = [c for c in schema.names if c in set(columns)]
+        where = dict(where or {})
+        if runs is not None:
+            where["run_id"] = sorted(runs)
+        tables, _ = self._read_parts(table, warn, columns, runs, where)
         if not tables:
             empty = schema.empty_table() if schema is not None else pa.table({})
-            return empty.to_pandas()
+            return empty.select(columns) if columns is not None and schema is not None else empty
         if schema is None:
-            combined = pa.concat_tables(tables, promote_options="permissive")
-        else:
-            combined = pa.concat_tables(tables)
-        return combined.to_pandas()
+            return pa.concat_tables(tables, promote_options="permissive")
+        return pa.concat_tables(tables)
 
     def keys(self, table: str) -> set[str]:
         """The values of the ``key`` column in the readable parts of ``table``."""
@@ -137,34 +197,190 @@ class ResultStore:
                 keys.update(k for k in part.column("key").to_pylist() if k is not None)
         return keys
 
-    def damaged(self, table: str) -> list[DamagedPart]:
-        """The parts of ``table`` that reads skip (named here, not on stderr)."""
-        return self._read_parts(table, warn=False)[1]
+    def damaged(self, table: str, as_last_read: bool = False) -> list[DamagedPart]:
+        """The parts of ``table`` that reads skip (named here, not on stderr). With
+        ``as_last_read``: those the latest read of the whole table in this process skipped
+        (no second read of a big store), if there was one."""
+        known = _last_damaged.get((self.root.resolve(), table)) if as_last_read else None
+        return known if known is not None else self._read_parts(table, warn=False)[1]
 
-    def _read_parts(self, table: str, warn: bool = True, columns: list[str] | None = None
-                    ) -> tuple[list[pa.Table], list[DamagedPart]]:
-        """(the readable parts as Arrow tables, the damaged ones), oldest first; ``columns``:
-        only those of them a part has are read (a resumed sweep reads its keys alone)."""
+    def read_each(self, table: str, paths: list[pathlib.Path], columns: list[str] | None = None,
+                  where: dict | None = None) -> tuple[list[tuple[pathlib.Path, pa.Table]], list[DamagedPart]]:
+        """([(part, its rows)] of the readable ``paths``, the damaged ones), in order (see
+        the module doc); ``where``: see :meth:`read`. A part that vanished raises
+        FileNotFoundError."""
         schema = _SCHEMAS.get(table)
-        tables, damaged = [], []
+        row_filter = _filter_of(where or {})
+        wanted = columns
+        if columns is not None and row_filter is not None:
+            wanted = list(columns) + [c for c in where if c not in columns]
+            if schema is not None:
+                wanted = [c for c in schema.names if c in set(wanted)]
+        read, damaged = [], []
         unified = schema
-        for path in self.parts(table):
+        for path in paths:
             try:
-                footer = pq.read_schema(path)      # the footer alone: cheap, first
-                candidate = _fitting(table, footer, unified)
-                wanted = None if columns is None else [c for c in columns if c in footer.names]
-                tables.append(pq.read_table(path, schema=schema, columns=wanted))
+                with pq.ParquetFile(path) as part:      # one open: the footer, then the columns
+                    footer = part.schema_arrow
+                    candidate = _fitting(table, footer, unified)
+                    rows = _conformed(part, footer, schema, wanted)
+                if row_filter is not None:
+                    rows = rows.filter(row_filter)
+                    rows = rows if wanted is columns else rows.select([c for c in wanted if c in columns])
+                read.append((path, rows))
                 unified = candidate
+            except FileNotFoundError:
+                raise
             except _OtherSchema as exc:
                 damaged.append(DamagedPart(path, f"another schema: {exc}"))
             except READ_ERRORS as exc:
                 damaged.append(DamagedPart(path, f"unreadable: {printable(str(exc))}"))
+        return read, damaged
+
+    def _read_parts(self, table: str, warn: bool = True, columns: list[str] | None = None,
+                    runs: set[str] | None = None, where: dict | None = None
+                    ) -> tuple[list[pa.Table], list[DamagedPart]]:
+        """(the readable parts as Arrow tables, the damaged ones), oldest first; ``columns``:
+        only those of them a part has are read (a resumed sweep reads its keys alone).
+        A read during which the listing changed (a compaction ran meanwhile) or a part
+        vanished starts again from a new listing."""
+        for _ in range(_READ_ATTEMPTS - 1):
+            before = self.listing(table, runs)
+            try:
+                read = self._read_listed(table, warn, columns, runs, where)
+            except FileNotFoundError:
+                continue
+            if self.listing(table, runs) == before:
+                return read
+        return self._read_listed(table, warn, columns, runs, where, vanished_ok=True)
+
+    def _read_listed(self, table, warn, columns, runs, where, vanished_ok=False):
+        paths = self.parts(table, runs)
+        try:
+            read, damaged = self.read_each(table, paths, columns, where)
+        except FileNotFoundError:
+            if not vanished_ok:
+                raise
+            present = [p for p in paths if p.exists()]
+            read, damaged = self.read_each(table, present, columns, where)
+            damaged += [DamagedPart(p, "vanished while read (a compaction running?)")
+                        for p in paths if p not in present]
         if warn:
             _warn_once(damaged, self.root)
-        return tables, damaged
+        if runs is None:
+            _last_damaged[(self.root.resolve(), table)] = damaged
+        return [rows for _, rows in read], damaged
 
     def __repr__(self) -> str:
         return f"ResultStore({str(self.root)!r})"
+
+
+def _conformed(part: pq.ParquetFile, footer: pa.Schema, schema: pa.Schema | None,
+               columns: list[str] | None) -> pa.Table:
+    """The ``columns`` of a part (all when None) as the table's schema has them: of a fixed
+    schema, its columns in its order, those the part lacks as nulls, those it lacks not
+    read; of an inferred one, what the part has."""
+    if schema is None:
+        wanted = None if columns is None else [c for c in columns if c in footer.names]
+        return part.read(columns=wanted).replace_schema_metadata(None)
+    fields = [f for f in schema if columns is None or f.name in columns]
+    present = set(footer.names)
+    rows = part.read(columns=[f.name for f in fields if f.name in present])
+    return pa.table([rows.column(f.name) if f.name in present else pa.nulls(rows.num_rows, f.type)
+                     for f in fields], schema=pa.schema(fields))
+
+
+def run_folder(run_id: str) -> str:
+    """The folder of a run's sweeps parts: ``run-<run_id>``, or ``run-h<hash>`` for an id
+    that is not a plain name (the id is data: it never becomes a path as it is)."""
+    if _PLAIN_RUN_ID.fullmatch(run_id):
+        return f"run-{run_id}"
+    return "run-h" + hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+def write_part(arrow_table: pa.Table, path: pathlib.Path) -> pathlib.Path:
+    """Write ``arrow_table`` at ``path`` atomically: a hidden temporary file beside it, then
+    renamed (readers ignore hidden files, so a part is complete or absent)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        pq.write_table(arrow_table, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def compacted_name(name: str):
+    """(group, i, n) of a compaction output's file name; None for any other part."""
+    match = _COMPACTED.fullmatch(name)
+    return None if match is None else (match["group"], int(match["i"]), int(match["n"]))
+
+
+def compaction_record(path: pathlib.Path) -> dict | None:
+    """What a compaction output's footer says: {"group", "outputs", "replaces"} (paths
+    relative to the table folder); None when the footer is unreadable or has no record."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+        record = json.loads(metadata[COMPACTION_KEY])
+    except (*READ_ERRORS, KeyError, json.JSONDecodeError):
+        return None
+    if not (isinstance(record, dict) and all(isinstance(record.get(k), list) for k in ("outputs", "replaces"))):
+        return None
+    return record
+
+
+def visible_parts(listed: list[pathlib.Path], pending: set[str] = frozenset()
+                  ) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
+    """(the parts a read takes, the parts it hides) of a table's listing.
+
+    A compaction group writes its outputs as hidden ``.<name>.compacting`` files, renames
+    them to ``-c<group>-<i>of<n>`` part names, then removes the parts they replace. While a
+    group is ``pending`` (one of its outputs is still a hidden file), its renamed outputs
+    are hidden: their rows are still in the parts they replace. Once none is, the parts its
+    footers name are hidden: their rows are in the outputs (a later compaction may have
+    merged some outputs again: they are then replaced in turn). So every row is read once,
+    at every moment of a compaction and after a kill at any of them."""
+    groups: dict[str, list[pathlib.Path]] = {}
+    for path in listed:
+        parsed = compacted_name(path.name)
+        if parsed is not None:
+            groups.setdefault(parsed[0], []).append(path)
+    if not groups:
+        return listed, []
+    table_dir = _table_dir_of(listed)
+    by_relative = {_relative(p, table_dir): p for p in listed}
+    hidden: set[pathlib.Path] = set()
+    for group, members in groups.items():
+        if group in pending:
+            hidden.update(members)
+            continue
+        record = next(filter(None, (compaction_record(path) for path in members)), None)
+        if record is None:
+            continue                                            # unreadable footers: read as damaged
+        own = {_relative(path, table_dir) for path in members}
+        hidden.update(by_relative[r] for r in record["replaces"]
+                      if isinstance(r, str) and r in by_relative and r not in own)
+    return [p for p in listed if p not in hidden], [p for p in listed if p in hidden]
+
+
+def _table_dir_of(listed: list[pathlib.Path]) -> pathlib.Path:
+    first = listed[0]
+    return first.parent.parent if first.parent.name.startswith("run-") else first.parent
+
+
+def _relative(path: pathlib.Path, table_dir: pathlib.Path) -> str:
+    return path.relative_to(table_dir).as_posix()
+
+
+def _filter_of(where: dict):
+    """A pyarrow filter expression: every column in its list of values (None: no filter)."""
+    expression = None
+    for column, values in where.items():
+        term = pc.field(column).isin(list(values))
+        expression = term if expression is None else expression & term
+    return expression
 
 
 def latest_per_key(frame: pd.DataFrame) -> pd.DataFrame:
@@ -279,5 +495,6 @@ def _clean(value, field: pa.Field):
     return value
 
 
-__all__ = ["DamagedPart", "READ_ERRORS", "ResultStore", "duplicate_keys", "latest_per_key", "printable",
-           "store_root", "SWEEPS"]
+__all__ = ["COMPACTION_KEY", "DamagedPart", "READ_ERRORS", "ResultStore", "compacted_name",
+           "compaction_record", "duplicate_keys", "latest_per_key", "printable", "run_folder", "store_root",
+           "SWEEPS", "visible_parts", "write_part"]

@@ -1,6 +1,7 @@
-"""``kpbench store VERB DIR``: look after a results store. One verb so far:
+"""``kpbench store VERB DIR``: look after a results store.
 
-    kpbench store check results      # damaged parts and duplicated keys; exit 1 when any
+    kpbench store check results      # parts, rows, damaged parts and duplicated keys; exit 1 when any
+    kpbench store compact results    # merge each run's parts into one (see kpbench.results.compact)
 
 Each verb is a ``(help, description, add_arguments, run)`` entry of :data:`VERBS`; a new
 one (say ``quarantine``) is one more entry, its ``run(args) -> exit code`` beside it.
@@ -19,12 +20,23 @@ CHECK_DESCRIPTION = (
     "the store's history, not duplicates: a resumed sweep with --retry-failed, a sweep with "
     "--no-resume, a rerun into the same store each add rows under a new run_id, and report and "
     "compare take the latest, so such a store checks clean. Nothing is changed or deleted. "
+    "Each table's line counts its parts and rows (and the parts an interrupted compaction left, "
+    "which reads skip and 'kpbench store compact' removes). "
     "Exit status: 0 clean, 1 damaged parts or duplicates found, 2 no such directory.")
+
+COMPACT_DESCRIPTION = (
+    "Merge the part files of every table into one part per run (a sweep writes a part every "
+    "few points; each costs every read an open). The new parts are written and renamed before "
+    "the old ones are removed, and name the parts they replace, so a reader at any moment, or "
+    "after a kill, reads every row once; running it again finishes an interrupted compaction "
+    "and leaves a compacted store as it is. Damaged parts are left as they are. Holds the "
+    "store's sweep lock (refused while a sweep writes). Exit status: 0 done, 2 no such "
+    "directory or the store is busy.")
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "store", help="look after a results store (check: damaged parts, duplicated keys)",
+        "store", help="look after a results store (check: parts, rows, damage; compact: merge parts)",
         description="Commands on a results store (the folder a sweep writes: sweeps/, runs/, ...).")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for name, (help_text, description, add_arguments, run) in VERBS.items():
@@ -37,26 +49,40 @@ def _store_argument(parser) -> None:
     parser.add_argument("results_dir", metavar="DIR", help="results directory (or its sweeps/ folder)")
 
 
-def run_check(args) -> int:
-    from kpbench.results.store import ResultStore, duplicate_keys, printable, store_root
+def _open_store(args):
+    """The store of ``args.results_dir``, or None (said on stderr) when there is none."""
+    from kpbench.results.store import ResultStore, printable, store_root
 
     root = store_root(args.results_dir)
     if not root.is_dir():
-        print(f"kpbench store check: error: no results directory at {printable(str(root))}",
+        print(f"kpbench store {args.verb}: error: no results directory at {printable(str(root))}",
               file=sys.stderr)
+        return None
+    return ResultStore(root)
+
+
+def run_check(args) -> int:
+    from kpbench.results.store import duplicate_keys, printable, visible_parts
+
+    store = _open_store(args)
+    if store is None:
         return 2
-    store = ResultStore(root)
+    root = store.root
     found = 0
     for table in store.tables():
         damaged = store.damaged(table)
-        duplicates = duplicate_keys(store.read(table, warn=False))   # damaged: listed here
+        frame = store.read(table, warn=False, columns=["key", "run_id"])   # damaged: listed here
+        duplicates = duplicate_keys(frame)
+        leftovers = len(visible_parts(*store.listing(table))[1])
         for part in damaged:
             print(f"damaged   {part}")
         for run_id, key, count in duplicates:
             print(f"duplicate {printable(table)}: key {printable(key)} stored {count} times by "
                   f"run {printable(run_id)}")
-        print(f"table {printable(table)}: {len(store.parts(table))} parts, {len(damaged)} damaged, "
-              f"{len(duplicates)} duplicated keys")
+        print(f"table {printable(table)}: {len(store.parts(table))} parts, {len(frame)} rows, "
+              f"{len(damaged)} damaged, {len(duplicates)} duplicated keys"
+              + (f", {leftovers} left by an interrupted compaction (skipped; "
+                 "'kpbench store compact' removes them)" if leftovers else ""))
         found += len(damaged) + len(duplicates)
     if not store.tables():
         print(f"no tables (folders of part-*.parquet files) in {printable(str(root))}")
@@ -64,7 +90,28 @@ def run_check(args) -> int:
     return 1 if found else 0
 
 
+def run_compact(args) -> int:
+    from kpbench.results.compact import compact
+    from kpbench.results.lock import StoreBusy
+    from kpbench.results.store import printable
+
+    store = _open_store(args)
+    if store is None:
+        return 2
+    try:
+        for table in store.tables():
+            print(compact(store, table).summary())
+    except StoreBusy as exc:
+        print(f"kpbench store compact: error: {exc}", file=sys.stderr)
+        return 2
+    if not store.tables():
+        print(f"no tables (folders of part-*.parquet files) in {printable(str(store.root))}")
+    return 0
+
+
 VERBS = {
     "check": ("list damaged part files and keys stored twice by one run; exit 1 when any",
               CHECK_DESCRIPTION, _store_argument, run_check),
+    "compact": ("merge each run's part files into one, atomically; idempotent",
+                COMPACT_DESCRIPTION, _store_argument, run_compact),
 }

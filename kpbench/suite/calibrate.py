@@ -147,7 +147,7 @@ def run(args) -> int:
     if args.limits:
         return run_limits()
     from kpbench.errors import KPBenchError
-    from kpbench.results.selection import load_sweeps, select_run
+    from kpbench.results.selection import load_run
     from kpbench.suite.spec import spec_from_dict
     from kpbench.suite.sweep import RunOptions, run_sweep
 
@@ -157,7 +157,7 @@ def run(args) -> int:
                                    dtype=args.dtype, device=args.device, repeats=args.repeats,
                                    blur="0.1", p="2"), where="kpbench calibrate")
         result = run_sweep(spec, RunOptions(executor=args.executor, out=args.out, resume=False))
-        table = build_table(select_run(load_sweeps(args.out), result.run_id))
+        table = build_table(load_run(args.out, result.run_id))
     except KPBenchError as exc:
         print(f"kpbench calibrate: error: {exc}", file=sys.stderr)
         return 2

@@ -78,9 +78,9 @@ class RerunGroup:
 # -- reading a stored run ------------------------------------------------------------
 def load_run(store: str | os.PathLike, run_id: str | None = None) -> tuple[str, pd.DataFrame]:
     """(run_id, its rows: one per point key) of ``run_id`` (prefix; None: the latest run)."""
-    from kpbench.results.selection import load_sweeps, select_run
+    from kpbench.results.selection import load_run as load_stored_run
 
-    rows = select_run(load_sweeps(store), run_id or "latest")
+    rows = load_stored_run(store, run_id or "latest")
     if rows.empty:
         raise KPBenchError(f"no sweep rows in {store}: nothing to rerun")
     return str(rows["run_id"].iloc[0]), rows
@@ -265,10 +265,10 @@ def check_rerun(store, old_id: str, out, new_id: str) -> tuple[list[str], bool]:
     """Lines comparing the two runs (inputs, values, environments, build flags);
     True when the inputs differ."""
     from kpbench.results.fingerprint import reproducibility_notes
-    from kpbench.results.selection import load_sweeps, select_run
+    from kpbench.results.selection import load_run as load_stored_run
 
-    old = select_run(load_sweeps(store), old_id)
-    new = select_run(load_sweeps(out), new_id)
+    old = load_stored_run(store, old_id)
+    new = load_stored_run(out, new_id)
     lines = reproducibility_notes(store, old, out, new)
     differ = any(line.startswith("inputs DIFFER") for line in lines)
     flags = {side: sorted(set(rows["cxxflags"].dropna())) for side, rows in (("old", old), ("new", new))}

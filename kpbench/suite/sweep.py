@@ -192,7 +192,7 @@ def done_keys(store: ResultStore, retry_failed: bool = False) -> set[str]:
     latest row is not ``retryable`` (rows from before that column: failed = retryable)."""
     if not retry_failed:
         return store.keys(SWEEPS)
-    rows = store.read(SWEEPS)
+    rows = store.read(SWEEPS, columns=["key", "status", "retryable", "started_at"])
     if rows.empty:
         return set()
     rows = latest_per_key(rows)
