@@ -152,3 +152,5 @@ def test_ott_settings_recorded_and_refusals(ott):
     x, y = clouds()
     with pytest.raises(UnsupportedCombination, match="potentials"):
         losses.sinkhorn(x=x, y=y, potentials=True, backend="ott")
+    with pytest.raises(UnsupportedCombination, match="unbalanced"):   # another quantity, see ott.py
+        losses.sinkhorn(x=x, y=y, reach=0.5, backend="ott-online")

@@ -29,9 +29,10 @@ What OTT's options mean next to ours:
   ours the change of the potentials: the same word, another test (recorded);
   ``max_iter`` -> ``max_iterations`` (default 1000 as ours). With ``tol`` the eps-scaling
   schedule runs first as above, then the iterations at blur^p to the threshold.
-* unbalanced (``reach``): OTT's ``tau = rho / (rho + eps)`` with rho = reach^p -- OTT
-  keeps tau fixed while eps anneals, so rho = eps tau / (1 - tau) is ours at the final eps
-  only. The divergence adds eps (m_a - m_b)^2 / 2, as ours.
+* unbalanced (``reach``): refused for now. The mapping would be OTT's ``tau = rho / (rho +
+  eps)`` with rho = reach^p (OTT keeps tau fixed while eps anneals, so rho = eps tau / (1 - tau)
+  is ours at the final eps only; the divergence adds eps (m_a - m_b)^2 / 2, as ours), but
+  converged it gives another value than ours (3.2e-4 debiased, 4.7e-3 raw; cause not found).
 * debias: ``sinkhorn_divergence`` (OT(a,b) - (OT(a,a) + OT(b,b)) / 2); ``debias=False``:
   the ``reg_ot_cost`` of ``linear.solve`` on the cross problem.
 * float64 needs ``jax_enable_x64``: switched on when this module first uses JAX
@@ -159,6 +160,12 @@ def _sinkhorn(bk, a, x, b, y, *, p, blur, scaling, reach, debias, potentials, it
                                       "geometrically: the kpbench schedule only)")
     refuse(x.device.type != "cpu", bk, "CUDA tensors here (JAX runs on the host: no jax "
                                        "CUDA plugin wired)")
+    # converged (reach .5, blur .1, float64, tol 1e-12) OTT's unbalanced value is 3.2e-4 off
+    # ours debiased and 4.7e-3 raw, where balanced agrees to 2e-16: not the same quantity
+    # until the cause is found, so not measured as if it were
+    refuse(reach is not None, bk, "reach (unbalanced): OTT 0.6.0's converged unbalanced value "
+                                  "differs from kpbench's (3e-4 debiased, 5e-3 raw at reach .5, "
+                                  "blur .1): conventions not matched yet")
     if iters is not None:
         plan = (1.0, 1.0, int(iters))
         eps_list = [blur**p] * int(iters)
@@ -209,8 +216,7 @@ class OttBackend(DenseMemory, Backend):
                 "stopping": "no tol: exactly len(schedule) (or iters) iterations; tol: "
                             f"threshold on |P^T 1 - b|_1 every {CHECK_EVERY} iterations, "
                             f"max_iter (default {MAX_ITER})",
-                "unbalanced": "tau = rho/(rho + eps), rho = reach^p (fixed tau while eps "
-                              "anneals)",
+                "unbalanced": "refused: converged, OTT's unbalanced value differs from ours",
                 "debias": "sinkhorn_divergence (+ eps (m_a - m_b)^2 / 2)",
                 "jit": "jax.jit per shape and setting: the first call compiles",
                 "grad": "jax.value_and_grad (OTT implicit differentiation), via torch "
