@@ -112,3 +112,16 @@ def test_who_wins_where_map_compares_across_dtype_and_counts_singles(tmp_path):
     assert "torch 5.00x (float32 vs numpy float64, across dtypes)" in wins
     assert "1 configuration(s) and 1 cell(s) had a single backend timed: not drawn" in wins
     assert "only torch" not in wins and "only numpy" not in wins
+
+
+def test_the_time_chart_draws_the_machine_limit_when_asked(report_page, tmp_path):
+    html = report_page.read_text()
+    box = 'id="kp-time-limit"'
+    assert html.count(box) == 1 and '"limit_s": ' in html   # speed rows carry their limit
+    checked = tmp_path / "report.html"
+    checked.write_text(html.replace(box, box + " checked"))
+    for page, drawn in ((report_page, False), (checked, True)):
+        result = chromium(page, "--dump-dom")
+        assert result.returncode == 0 and console_lines(result.stderr) == [], result.stderr[-2000:]
+        time_chart = result.stdout.split('id="kp-time"')[1].split('id="kp-wins"')[0]
+        assert ("(limit)" in time_chart) is drawn

@@ -81,13 +81,23 @@
 
   function selected(records) { return records.filter(passes); }
 
+  // the machine's limit (limit_s, kpbench.suite.costs) of each series, dotted in its colour
+  function limitLines(ok) {
+    const box = document.getElementById("kp-time-limit");
+    if (!box || !box.checked) return [];
+    return lines(ok.filter(function (r) { return r.limit_s > 0; }), "limit_s", function (g) {
+      return { name: esc(g[0].series) + " (limit)", mode: "lines", hoverinfo: "skip",
+        line: { dash: "dot", color: color(g[0].backend) } };
+    });
+  }
+
   function drawTime() {
     const ok = selected(data.rows).filter(function (r) { return r.status === "ok" && r.time_median_s > 0; });
     draw("kp-time", lines(ok, "time_median_s", function (g) {
       return { error_y: { type: "data", symmetric: false, thickness: 1, width: 3,
         array: g.map(function (r) { return r.q3 !== null ? r.q3 - r.time_median_s : null; }),
         arrayminus: g.map(function (r) { return r.q1 !== null ? r.time_median_s - r.q1 : null; }) } };
-    }), { title: { text: "median time vs N (bars: inter-quartile range)" },
+    }).concat(limitLines(ok)), { title: { text: "median time vs N (bars: inter-quartile range)" },
       xaxis: Object.assign({ title: { text: "N" } }, LOG), yaxis: Object.assign({ title: { text: "seconds" } }, LOG) },
     "no timed points for these filters");
   }
@@ -248,6 +258,7 @@
     if (!data) return;   // a report without sweep rows has no charts
     buildFilters();
     document.getElementById("kp-pareto-n").addEventListener("change", drawPareto);
+    document.getElementById("kp-time-limit").addEventListener("change", drawTime);
     drawAll();
   });
 })();

@@ -60,7 +60,9 @@ def blocks(frame: pd.DataFrame, baseline: str, regret: list[dict] | None = None)
     charts = "".join(f'<div id="kp-{name}" class="kp-chart"></div>'
                      for name in ("time", "wins"))
     return [Raw(
-        '<div id="kp-filters" class="kp-filters"></div>' + charts
+        '<div id="kp-filters" class="kp-filters"></div>'
+        + '<p><label><input type="checkbox" id="kp-time-limit"> draw the machine\'s limit on the '
+          'time chart (limit_s: the least time its measured rates allow)</label></p>' + charts
         + '<p><label>accuracy vs time at N <select id="kp-pareto-n"></select></label></p>'
         + '<div id="kp-pareto" class="kp-chart"></div><div id="kp-memory" class="kp-chart"></div>'
         + '<div id="kp-status" class="kp-chart"></div><div id="kp-messages" class="kp-note"></div>'
@@ -131,6 +133,7 @@ def row_records(frame: pd.DataFrame) -> list[dict]:
             "status": row["status"], "series": _series(row["backend"], config, row["op"]),
             "label": point_label(row), "error": _short_error(row.get("error")),
             "time_median_s": _json_value(row.get("time_median_s")), "q1": q1, "q3": q3,
+            "limit_s": _json_value(row.get("limit_s")),
             "peak_mem_bytes": _json_value(row.get("peak_mem_bytes")),
             "mem_estimate_bytes": _json_value(row.get("mem_estimate_bytes")),
             "hover": hover,
