@@ -45,6 +45,10 @@ def _run_cli(argv, capsys) -> tuple[int, str]:
     ({"N": "1..10:20000"}, r"the count after ':' must be from 1 to 10000, got 20000"),
     ({"memory_budget": "1e400"}, r"memory size must be from 1 to 9223372036854775807 \(2\*\*63-1\)"),
     ({"memory_budget": 1e400}, "memory size must be"),
+    # the schedule's words mean "none" for iters only (a budget of "conv" was no budget)
+    ({"memory_budget": "conv"}, "cannot read a memory size from 'conv'"),
+    ({"tol": "none,scaling"}, "not a number"),
+    ({"reach": "conv"}, "not a number"),
     ({"timeout_s": float("inf")}, r"timeout_s must be seconds in \(0, 604800\]"),
     ({"repeats": 10**6}, "repeats must be whole numbers from 1 to 10000"),
 ])

@@ -33,7 +33,9 @@ def test_parse_sizes_rejects_bad_input(text):
 
 
 def test_parse_iters_and_bytes():
-    assert parse_ints("10,conv", allow_none=True) == [10, None]
+    from kpbench.suite.spec import _PARSERS
+
+    assert _PARSERS["iters"]("10,conv") == [10, None] == _PARSERS["iters"]("10, scaling")
     with pytest.raises(KPBenchError):
         parse_ints("conv")
     assert parse_bytes("2GiB") == 2 * 1024**3

@@ -57,7 +57,10 @@ KINDS = ("speed", "memory", "accuracy")
 REFERENCE_BACKEND, REFERENCE_DTYPE = "numpy", "float64"
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda")
-NONE_WORDS = ("none", "null", "scaling", "eps-scaling", "conv", "converge", "")  # conv: the old name
+NONE_WORDS = ("none", "null", "")   # an axis or setting without a value
+# iters only: the eps-scaling schedule instead of a fixed count (conv: its old name). Elsewhere
+# these words are errors, not "none": `--memory-budget conv` must not mean "no budget".
+SCHEDULE_WORDS = NONE_WORDS + ("scaling", "eps-scaling", "conv", "converge")
 
 
 @dataclass(frozen=True)
@@ -311,9 +314,9 @@ def parse_floats(text, allow_none: bool = False) -> list[float | None]:
     return [_maybe_none(item, float, allow_none, text) for item in _items(text)]
 
 
-def parse_ints(text, allow_none: bool = False) -> list[int | None]:
-    """Integers like "1,2" or "10,scaling" (scaling/none/conv = the eps-scaling schedule, where allowed)."""
-    return [_maybe_none(item, lambda v: _as_int(_number(v, text), text), allow_none, text)
+def parse_ints(text, allow_none: bool = False, none_words=NONE_WORDS) -> list[int | None]:
+    """Integers like "1,2" (or ``none_words`` for None, where allowed: "10,scaling" for iters)."""
+    return [_maybe_none(item, lambda v: _as_int(_number(v, text), text), allow_none, text, none_words)
             for item in _items(text)]
 
 
@@ -350,8 +353,8 @@ def _items(text) -> list:
     return [text]
 
 
-def _maybe_none(item, convert: Callable, allow_none: bool, text):
-    if item is None or (isinstance(item, str) and item.lower() in NONE_WORDS):
+def _maybe_none(item, convert: Callable, allow_none: bool, text, none_words=NONE_WORDS):
+    if item is None or (isinstance(item, str) and item.strip().lower() in none_words):
         if not allow_none:
             raise KPBenchError(f"'none' is not allowed in {text!r}")
         return None
@@ -530,7 +533,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "p": parse_ints,
     "reach": lambda v: parse_floats(v, allow_none=True), "dtype": parse_words,
     "device": parse_words, "seed": parse_ints,
-    "iters": lambda v: parse_ints(v, allow_none=True), "scaling": parse_floats,
+    "iters": lambda v: parse_ints(v, allow_none=True, none_words=SCHEDULE_WORDS), "scaling": parse_floats,
     "tol": lambda v: parse_floats(v, allow_none=True),
     "offsets": lambda v: parse_floats(v, allow_none=True),
     "scales": lambda v: parse_floats(v, allow_none=True),
