@@ -154,7 +154,8 @@ def compare(baseline: pd.DataFrame, new: pd.DataFrame, threshold: float = DEFAUL
     if not 0 < p_threshold < 1:
         raise KPBenchError(f"p_threshold must be in (0, 1) (e.g. 0.002), got {p_threshold!r}")
     settings = GateSettings(threshold, err_floor, mem_floor, p_threshold)
-    base_rows, new_rows = _rows_by_key(baseline, "baseline"), _rows_by_key(new, "new")
+    base_rows = _rows_by_key(baseline, "baseline")
+    new_rows = base_rows if new is baseline else _rows_by_key(new, "new")   # the same rows
     common = sorted(base_rows.keys() & new_rows.keys())
     if not common:
         raise KPBenchError(
@@ -198,8 +199,27 @@ def _rows_by_key(frame: pd.DataFrame, name: str) -> dict:
 def records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
     """``frame[columns].to_dict("records")``, column by column (several times faster on
     Arrow-backed string columns, which to_dict walks one Python call per value)."""
-    values = [frame[c].tolist() for c in columns]
+    values = [_column_values(frame[c]) for c in columns]
     return [dict(zip(columns, row)) for row in zip(*values)]
+
+
+def _column_values(column: pd.Series) -> list:
+    """``column.tolist()``; a column of few distinct texts (status, host, op, ...) as one
+    Python object per distinct value, shared by its rows, not one per row."""
+    if pd.api.types.is_numeric_dtype(column) or len(column) < 2:
+        return column.tolist()
+    try:
+        codes, uniques = pd.factorize(column)
+    except TypeError:                  # unhashable values
+        return column.tolist()
+    if 2 * len(uniques) > len(column):
+        return column.tolist()
+    # the distinct values, then the column's own missing value (code -1 takes the last)
+    distinct = pd.Series(uniques).tolist() + (column[column.isna()].iloc[:1].tolist() or [None])
+    shared = np.empty(len(distinct), dtype=object)
+    for i, v in enumerate(distinct):
+        shared[i] = v
+    return shared[codes].tolist()
 
 
 def _positions(frame: pd.DataFrame, keys: list) -> np.ndarray:

@@ -93,14 +93,16 @@ def run(args) -> int:
 
 
 def load_sides(paths: tuple[str, str], runs: tuple[str, str]) -> list:
-    """The rows of both sides (selection.load_run); read once when both name the same
-    rows (a store against itself, all vs all), as the two reads would be the same."""
+    """The rows of both sides (selection.load_run), only the columns compare and its notes
+    use; read once when both name the same rows (a store against itself, all vs all)."""
+    from kpbench.results.compare import ROW_COLUMNS, SAMPLES
     from kpbench.results.selection import load_run
 
-    first = load_run(paths[0], None if runs[0] == "all" else runs[0])
+    columns = list(dict.fromkeys(ROW_COLUMNS + NOTES_COLUMNS + ["started_at", "synthetic", SAMPLES]))
+    first = load_run(paths[0], None if runs[0] == "all" else runs[0], columns)
     if runs[0] == runs[1] and pathlib.Path(paths[0]).resolve() == pathlib.Path(paths[1]).resolve():
         return [first, first]
-    return [first, load_run(paths[1], None if runs[1] == "all" else runs[1])]
+    return [first, load_run(paths[1], None if runs[1] == "all" else runs[1], columns)]
 
 
 def default_page(new: str) -> pathlib.Path | None:
