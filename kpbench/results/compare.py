@@ -236,8 +236,15 @@ def _flag_timing(frame: pd.DataFrame, keys: list) -> np.ndarray:
                    if pd.api.types.is_float_dtype(median) else np.zeros(len(rows), bool))
     bad, stored = (_bad_samples(rows[SAMPLES]) if SAMPLES in rows
                    else (np.zeros(len(rows), bool), np.zeros(len(rows), bool)))
-    timed = (rows["sweep"] == "speed").to_numpy() | stored if "sweep" in rows else stored
-    return (bad | (timed & ~good_median)) & (rows["status"] == "ok").to_numpy()
+    timed = _equals(rows, "sweep", "speed") | stored
+    return (bad | (timed & ~good_median)) & _equals(rows, "status", "ok")
+
+
+def _equals(rows: pd.DataFrame, column: str, text: str) -> np.ndarray:
+    """Per row, whether ``column`` holds ``text`` (a null or an absent column: no)."""
+    if column not in rows:
+        return np.zeros(len(rows), bool)
+    return rows[column].eq(text).fillna(False).to_numpy(bool)
 
 
 def _bad_samples(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
