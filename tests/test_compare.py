@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -324,3 +325,53 @@ def test_compare_writes_a_page_with_the_ratio_plot(tmp_path, capsys):
     assert (tmp_path / "c.html").is_file()
     page.unlink()
     assert run_cli(compare_cli, ["compare", *paths, "--no-page"]) == 1 and not page.exists()
+
+
+# -- what compare reads of the samples (a million rows compare in seconds) -----------------
+
+def test_samples_reach_only_the_points_whose_verdict_uses_them(tmp_path, monkeypatch):
+    """Points within the threshold are decided from their medians: their rows never carry
+    the samples into compare_point; points past it (rank test) and interleaved pairs do."""
+    steady = np.linspace(1.0, 1.05, 12)
+    base = [timed_row(N=1000, samples=steady), timed_row(N=2000, samples=steady),
+            *paired_rows(steady, steady * 1.01)[:1]]
+    new = [timed_row(N=1000, samples=steady * 1.05), timed_row(N=2000, samples=steady * 2),
+           *paired_rows(steady, steady * 1.01)[1:]]
+    base[2]["N"], new[2]["N"] = 4000, 4000
+    for row in base + new:
+        row["key"] = f"N{row['N']}"
+    given = {}
+    real = compare.compare_point
+    monkeypatch.setattr(compare, "compare_point", lambda b, n, settings: given.setdefault(
+        b["N"], ("time_samples_s" in b, "time_samples_s" in n)) and real(b, n, settings))
+    result = compare_rows(tmp_path, base, new)
+    assert given == {1000: (False, False), 2000: (True, True), 4000: (True, True)}
+    assert [p.regressed for p in sorted(result.points, key=lambda p: p.label)] == [[], ["time"], []]
+
+
+@pytest.mark.parametrize("broken", [None, float("nan"), float("inf"), 0.0, -1.0, "x"])
+def test_broken_samples_are_refused_within_the_threshold_too(broken):
+    """The samples of a point decided from its medians are still checked (vectorised): a
+    broken one is refused with the words of timing_problems, never skipped."""
+    import pandas as pd
+
+    good = timed_row(samples=np.linspace(1.0, 1.05, 12), run_id="r0")
+    bad = dict(good, run_id="r1", time_samples_s=list(good["time_samples_s"]))
+    bad["time_samples_s"][3] = broken
+    [problem] = compare.timing_problems(bad)
+    with pytest.raises(compare.BrokenRows, match=f": {re.escape(problem)}$"):
+        compare.compare(pd.DataFrame([good]), pd.DataFrame([bad]))
+    assert not compare.compare(pd.DataFrame([good]), pd.DataFrame([good])).failed
+
+
+def test_a_store_against_itself_is_read_once(tmp_path, capsys, monkeypatch):
+    from kpbench.results import selection
+
+    paths = two_stores(tmp_path, [sweep_row(time=1.0)], [sweep_row(time=1.0)])
+    reads = []
+    real = selection.load_run
+    monkeypatch.setattr(selection, "load_run", lambda *a, **kw: reads.append(a[0]) or real(*a, **kw))
+    assert run_cli(compare_cli, ["compare", paths[0], paths[0], "--no-page"]) == 0
+    assert reads == [paths[0]]
+    assert run_cli(compare_cli, ["compare", *paths, "--no-page"]) == 0
+    assert reads == [paths[0], *paths]
