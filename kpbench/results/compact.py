@@ -54,7 +54,8 @@ class Compaction:
     table: str
     parts_before: int = 0
     parts_after: int = 0
-    rows: int = 0                   # rows merged (written once into the outputs)
+    rows: int = 0                   # rows written into the outputs (a run whose flat parts fell in
+                                    # two batches is merged again in its folder: its rows count twice)
     merged: int = 0                 # parts merged and removed
     outputs: list[pathlib.Path] = field(default_factory=list)
     cleaned: int = 0                # leftovers of a killed compaction removed
@@ -64,7 +65,7 @@ class Compaction:
         if not self.merged and not self.cleaned:
             return f"{self.table}: {self.parts_before} parts, nothing to compact"
         done = (f"{self.table}: {self.parts_before} parts -> {self.parts_after} "
-                f"({self.merged} merged into {len(self.outputs)}, {self.rows} rows)")
+                f"({self.merged} merged into {len(self.outputs)}, {self.rows} rows written)")
         if self.cleaned:
             done += f"; removed {self.cleaned} leftover file(s) of an interrupted compaction"
         return done + f" in {self.seconds:.1f} s"
@@ -80,8 +81,8 @@ def compact(store: ResultStore, table: str = SWEEPS, pause=None) -> Compaction:
         result.cleaned = _finish_earlier(store, table)
         result.parts_before = len(store.parts(table))
         flat = _sources(store, table).get(FLAT) or []
-        for start in range(0, len(flat), FLAT_PARTS_PER_GROUP):   # first the table folder's
-            _merge(store, table, {FLAT: flat[start:start + FLAT_PARTS_PER_GROUP]}, result, pause)
+        for first in range(0, len(flat), FLAT_PARTS_PER_GROUP):   # first the table folder's
+            _merge(store, table, {FLAT: flat[first:first + FLAT_PARTS_PER_GROUP]}, result, pause)
         for folder, paths in _sources(store, table).items():
             if folder != FLAT:                  # then each run folder, one at a time
                 _merge(store, table, {folder: paths}, result, pause)
