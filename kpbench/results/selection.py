@@ -171,8 +171,9 @@ def cells(frame: pd.DataFrame, baseline: str = DEFAULT_BASELINE) -> dict[tuple, 
 def _ok_cells(ok: pd.DataFrame) -> dict[tuple, Cell]:
     numbers = pd.DataFrame({c: pd.to_numeric(ok[c], errors="coerce") for c in
                             ("time_median_s", "time_iqr_s", "peak_mem_bytes", "rel_err",
-                             "grad_fd_rel_err", "iterations", "limit_frac")
-                            if c in ok}, index=ok.index)
+                             "grad_fd_rel_err", "iterations")}, index=ok.index)
+    # rows stored before the limits came have no limit_frac: a missing column reads as nulls
+    numbers["limit_frac"] = pd.to_numeric(ok["limit_frac"], errors="coerce") if "limit_frac" in ok else np.nan
     numbers["first_call_s"] = pd.to_numeric(ok["first_call_s"], errors="coerce").where(ok["sweep"] == "speed")
     numbers["capped"] = ok["converged"].map(lambda v: not missing(v) and not bool(v))
     grouped = numbers.groupby([ok[k] for k in CELL_KEYS], sort=False)
@@ -180,10 +181,10 @@ def _ok_cells(ok: pd.DataFrame) -> dict[tuple, Cell]:
                         first=("first_call_s", "median"), mem=("peak_mem_bytes", "max"),
                         err=("rel_err", "max"), grad_fd=("grad_fd_rel_err", "max"),
                         lo=("iterations", "min"), hi=("iterations", "max"), capped=("capped", "any"),
-                        **({"limit": ("limit_frac", "median")} if "limit_frac" in numbers else {}))
+                        limit=("limit_frac", "median"))
     return {key: Cell(status="ok", time=value(r.time), iqr=value(r.iqr), first=value(r.first),
                       mem=value(r.mem), err=value(r.err), grad_fd=value(r.grad_fd),
-                      iterations=_iterations(r.lo, r.hi, r.capped), limit=value(getattr(r, "limit", None)))
+                      iterations=_iterations(r.lo, r.hi, r.capped), limit=value(r.limit))
             for key, r in zip(stats.index, stats.itertuples(index=False))}
 
 
