@@ -10,11 +10,6 @@ from __future__ import annotations
 import pathlib
 import sys
 
-# What fingerprint.reproducibility_notes reads of a row besides its label (compare.LABEL_COLUMNS):
-# narrower frames turn into Python dicts in a fraction of the time and memory.
-NOTES_COLUMNS = ["key", "status", "run_id", "input_hash", "value", "host", "deterministic"]
-
-
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "compare", help="compare two runs point by point; exit 1 on a regression",
@@ -79,7 +74,7 @@ def run(args) -> int:
             print(f"warning: {made_up} of the {name}'s {len(side)} rows are synthetic (made by "
                   "scripts/make_store.py): never measured, their verdicts test kpbench alone")
     print(cmp.format_comparison(result, only_changed=args.only_changed))
-    from kpbench.results.fingerprint import reproducibility_notes   # inputs, values, environments
+    from kpbench.results.fingerprint import NOTES_COLUMNS, reproducibility_notes   # inputs, values, environments
 
     wanted = NOTES_COLUMNS + cmp.LABEL_COLUMNS
     notes = [side[[c for c in dict.fromkeys(wanted) if c in side]] for side in sides]
@@ -96,6 +91,7 @@ def load_sides(paths: tuple[str, str], runs: tuple[str, str]) -> list:
     """The rows of both sides (selection.load_run), only the columns compare and its notes
     use; read once when both name the same rows (a store against itself, all vs all)."""
     from kpbench.results.compare import ROW_COLUMNS, SAMPLES
+    from kpbench.results.fingerprint import NOTES_COLUMNS
     from kpbench.results.selection import load_run
 
     columns = list(dict.fromkeys(ROW_COLUMNS + NOTES_COLUMNS + ["started_at", "synthetic", SAMPLES]))

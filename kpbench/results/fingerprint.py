@@ -83,6 +83,11 @@ def _hash_pairs(base: "pd.DataFrame", new: "pd.DataFrame") -> "pd.DataFrame":
 
 
 
+# What reproducibility_notes reads of a row besides its label (compare.LABEL_COLUMNS): kept
+# beside it, so that a column it starts reading is added here (compare reads only these)
+NOTES_COLUMNS = ["key", "status", "run_id", "input_hash", "value", "host", "deterministic"]
+
+
 def reproducibility_notes(base_path, base: "pd.DataFrame", new_path, new: "pd.DataFrame") -> list[str]:
     """What a comparison of two runs adds about reproducibility: do the inputs match (hashes),
     did the values stay within their tolerance (kpbench.results.determinism), and how do the
@@ -100,4 +105,4 @@ def reproducibility_notes(base_path, base: "pd.DataFrame", new_path, new: "pd.Da
     return lines
 
 
-__all__ = ["DATA_GENERATOR", "input_hash", "hash_mismatches", "reproducibility_notes"]
+__all__ = ["DATA_GENERATOR", "NOTES_COLUMNS", "input_hash", "hash_mismatches", "reproducibility_notes"]
