@@ -1,5 +1,5 @@
 """Shared set-up of the asv benchmarks: points, inputs and skips, built on the sweep's own
-workloads (kpbench.suite.workloads), so asv times exactly what ``kpbench sweep`` times.
+workloads (kpbench.bench.workloads), so asv times exactly what ``kpbench sweep`` times.
 
 An unavailable combination (a backend missing here, no CUDA device, numpy with autograd)
 raises NotImplementedError in ``setup``, which asv reports as skipped (n/a).
@@ -17,8 +17,8 @@ except ImportError:
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import kpbench.losses  # noqa: E402,F401  (torch, backends: imported once by asv's forkserver)
-from kpbench.suite import measure, workloads  # noqa: E402
-from kpbench.suite.spec import Point  # noqa: E402
+from kpbench.bench import measure, workloads  # noqa: E402
+from kpbench.bench.spec import Point  # noqa: E402
 
 BACKENDS = ["numpy", "torch", "keops", "cuda"]
 DEVICES = ["cpu", "cuda"]
@@ -92,7 +92,7 @@ class Workload:
 
 
 class PeakMemory(Workload):
-    """The sweep's own per-call peak (kpbench.suite.measure.measure_memory): on CPU the
+    """The sweep's own per-call peak (kpbench.bench.measure.measure_memory): on CPU the
     worker's resident high-water mark over one call beyond what was resident before it
     (``rss_delta``), on CUDA torch's allocator peak (``cuda_max_allocated``); bytes.
     Unlike asv's ``peakmem_*`` (the whole benchmark process's maximum RSS: interpreter

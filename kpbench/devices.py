@@ -1,6 +1,6 @@
 """The GPUs kpbench knows on paper: one table, used by the SASS predictor
-(:mod:`kpbench.backends.cuda.sass`) and by the machine limits of GPU speed rows
-(:mod:`kpbench.suite.machine`). Imports nothing of kpbench.
+(scripts/cuda_sass.py) and by the machine limits of GPU speed rows
+(:mod:`kpbench.bench.machine`). Imports nothing of kpbench.
 
 Per device: streaming multiprocessors, boost clock, and per SM per clock the FP32 lanes
 (one FMA each), special-function lanes (MUFU: ex2, lg2, rsqrt; one exp = one ex2 and one

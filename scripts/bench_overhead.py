@@ -29,9 +29,9 @@ import torch
 
 from kpbench import losses
 from kpbench.backends import available_backends, get_backend
-from kpbench.suite.measure import MeasureSettings, pin_threads, run_point, set_pacer
-from kpbench.suite.spec import Point
-from kpbench.suite.workloads import cast, make_data
+from kpbench.bench.measure import MeasureSettings, pin_threads, run_point, set_pacer
+from kpbench.bench.spec import Point
+from kpbench.bench.workloads import cast, make_data
 
 N = 100
 

@@ -9,7 +9,7 @@ instructions per pair of each kernel's inner loop by pipe (cuobjdump -sass, from
 nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm wheels if not on PATH), and prints the
 predicted time at N = M = 1e6, float32, on an H100 SXM next to the physical limit, with
 registers (ptxas -v) and the occupancy they allow. A prediction, not a measurement: see
-kpbench/backends/cuda/sass.py for the model and NOTES.md for what it cannot see.
+scripts/cuda_sass.py for the model and NOTES.md for what it cannot see.
 """
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kpbench.backends.cuda import sass  # noqa: E402
+import cuda_sass as sass  # noqa: E402
 
 
 def main(argv=None) -> int:

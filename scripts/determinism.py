@@ -5,7 +5,7 @@
 
 Every run is a fresh process (``--child``) that computes the sweep ops (kernel product and
 its gradient, softmin, Sinkhorn to convergence and its gradient) on the same seeded inputs
-(kpbench.suite.workloads) for numpy float64, torch float32/float64 and keops
+(kpbench.bench.workloads) for numpy float64, torch float32/float64 and keops
 float32/float64 (and the CUDA device where one is visible), with torch, OpenMP and BLAS
 threads all fixed to ``--threads``. Runs A and B use the same settings: their max
 difference says whether the point is bit-reproducible. Run C uses another thread count:
@@ -32,7 +32,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 def points(N: int, devices: list[str]):
     from kpbench.backends import available_backends
-    from kpbench.suite.spec import Point
+    from kpbench.bench.spec import Point
 
     usable = set(available_backends())
     for device in devices:
@@ -57,7 +57,7 @@ def child(N: int, threads: int, out: str) -> None:
     """One run: every point's output vector (or value) into ``out`` (npz)."""
     import torch
 
-    from kpbench.suite import workloads
+    from kpbench.bench import workloads
 
     torch.set_num_threads(threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -1,6 +1,6 @@
 """Write the reference values of ``kpbench reproduce NAME --check``, with a tolerance per number.
 
-    python scripts/make_references.py gradient-flow-1d       # -> kpbench/suite/reproductions/references/
+    python scripts/make_references.py gradient-flow-1d       # -> kpbench/reproductions/references/
     python scripts/make_references.py all
 
 Make them from committed code (the file records the commit; a dirty tree is refused).
@@ -44,8 +44,8 @@ import numpy as np
 import torch
 
 from kpbench.results.meta import cpu_name, git_commit
-from kpbench.suite.reproductions import REPRODUCTIONS
-from kpbench.suite.reproductions.check import EXACT, quantities, reference_path, summary_label
+from kpbench.reproductions import REPRODUCTIONS
+from kpbench.reproductions.check import EXACT, quantities, reference_path, summary_label
 
 SETTINGS = {
     "gradient-flow-1d": dict(backend="torch", dtype="float64", device="cpu", N=20, M=None,

@@ -3,7 +3,7 @@
     python scripts/offset_table.py [--offsets 0,100,500,1e4] [--backends torch,keops,...] [--out DIR]
 
 A thin caller of the sweep: it runs the conditioning [[sweep]] of the accuracy preset
-(kpbench/suite/presets/accuracy.toml: the one with ``offsets``; Sinkhorn N=500, M=400, D=2,
+(kpbench/bench/presets/accuracy.toml: the one with ``offsets``; Sinkhorn N=500, M=400, D=2,
 blur .05, p=2, scaling .99 without and with tol 1e-6, and the Gaussian kernel product) with
 the inline executor into --out (a second call resumes), then prints the report's table
 (kpbench.results.tables.offset_table). The same numbers as
@@ -25,9 +25,9 @@ from kpbench.backends import availability
 from kpbench.errors import KPBenchError
 from kpbench.results.selection import sweep_frame
 from kpbench.results.tables import offset_table
-from kpbench.suite.spec import spec_from_dict
-from kpbench.suite.sweep import RunOptions, run_sweep
-from kpbench.suite.sweep_cli import load_config
+from kpbench.bench.spec import spec_from_dict
+from kpbench.bench.sweep import RunOptions, run_sweep
+from kpbench.bench.sweep_cli import load_config
 
 
 def conditioning_table() -> dict:

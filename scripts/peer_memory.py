@@ -1,6 +1,6 @@
 """The dense peers' memory estimates against their measured peak RSS growth.
 
-Each (peer, op) point runs in a fresh process (``kpbench.suite.measure.run_point`` in
+Each (peer, op) point runs in a fresh process (``kpbench.bench.measure.run_point`` in
 "memory" mode: the resident high-water mark reset, one call measured), float32, N = M,
 and prints the peak, the estimate and their ratio in N x M buffers; exits 1 if a peak
 exceeds its estimate. Slow (POT iterates on the dense matrices): a script, not a test.
@@ -18,8 +18,8 @@ POINTS = [("geomloss-tensorized", "sinkhorn", None), ("geomloss-tensorized", "si
 
 CHILD = """
 import json, sys
-from kpbench.suite.measure import MeasureSettings, run_point
-from kpbench.suite.spec import Point
+from kpbench.bench.measure import MeasureSettings, run_point
+from kpbench.bench.spec import Point
 backend, op, n, iters = json.loads(sys.argv[1])
 point = Point(op=op, backend=backend, kernel="sinkhorn", N=n, M=n, D=3, blur=0.05, p=2,
               reach=None, dtype="float32", device="cpu", seed=0, iters=iters, scaling=0.5)

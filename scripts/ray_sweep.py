@@ -16,7 +16,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from kpbench.suite import sweep_cli
+    from kpbench.bench import sweep_cli
 
     parser = argparse.ArgumentParser(prog="ray_sweep.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

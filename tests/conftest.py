@@ -39,7 +39,7 @@ def test_ops():
 def ray_cluster():
     ray = pytest.importorskip("ray")
 
-    from kpbench.suite.executors import (DEFAULT_THREADS, start_local_ray, thread_env_vars,
+    from kpbench.bench.executors import (DEFAULT_THREADS, start_local_ray, thread_env_vars,
                                          worker_runtime_env)
 
     if not ray.is_initialized():

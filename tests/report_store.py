@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pathlib
 
-from kpbench.suite.spec import SweepSpec
-from kpbench.suite.sweep import RunOptions, run_sweep
+from kpbench.bench.spec import SweepSpec
+from kpbench.bench.sweep import RunOptions, run_sweep
 
 COMMON = dict(backends=["numpy", "torch"], timeout_s=120)
 SPECS = (

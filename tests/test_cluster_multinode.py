@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import multinode_sweep as mn  # noqa: E402
 from local_cluster import LocalCluster  # noqa: E402
 
-from kpbench.suite.spec import expand, spec_from_dict  # noqa: E402
+from kpbench.bench.spec import expand, spec_from_dict  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -272,8 +272,8 @@ def gate_runs(tmp_path_factory):
                     "(~1 min), not a unit test; see README 'Interleaved sweeps: the gate on a "
                     "shared machine'")
     from conftest import SLOWDOWN_PLUGIN
-    from kpbench.suite.interleave import Variant, run_interleaved
-    from kpbench.suite.spec import SweepSpec
+    from kpbench.bench.interleave import Variant, run_interleaved
+    from kpbench.bench.spec import SweepSpec
 
     root = tmp_path_factory.mktemp("gate")
     slowed = Variant("slowed", env={"KPBENCH_PLUGINS": SLOWDOWN_PLUGIN, "KPBENCH_SLOWDOWN": "torch=1.3"})

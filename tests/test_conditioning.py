@@ -10,11 +10,11 @@ import pytest
 from kpbench.errors import KPBenchError
 from kpbench.results.report import write_report
 from kpbench.results.selection import load_sweeps
-from kpbench.suite import measure, workloads
-from kpbench.suite import rerun as rr
-from kpbench.suite.cli import main
-from kpbench.suite.spec import Point, SweepSpec, count_points, expand, spec_from_dict
-from kpbench.suite.sweep import RunOptions, run_sweep
+from kpbench.bench import measure, workloads
+from kpbench.bench import rerun as rr
+from kpbench.bench.cli import main
+from kpbench.bench.spec import Point, SweepSpec, count_points, expand, spec_from_dict
+from kpbench.bench.sweep import RunOptions, run_sweep
 
 KP = Point(op="kernel_product", backend="torch", kernel="gaussian", N=40, M=30, D=2, blur=0.1,
            p=None, reach=None, dtype="float32", device="cpu", seed=3, iters=None, scaling=None)

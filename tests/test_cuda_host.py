@@ -157,7 +157,7 @@ def test_a_compile_error_is_reported_with_the_compiler_output(monkeypatch, tmp_p
 
 
 def test_backends_command_says_host_execution(monkeypatch, capsys):
-    from kpbench.suite.cli import main
+    from kpbench.bench.cli import main
 
     monkeypatch.setenv(host.ENV, "1")
     assert main(["backends"]) == 0
@@ -175,8 +175,8 @@ def test_the_gpu_benchmark_refuses_host_execution():
 def test_sweeps_measure_its_accuracy_and_refuse_its_speed_and_memory(monkeypatch):
     """The real backend through kpbench's measure path: host execution gives correct
     numbers (accuracy row ok) but never a timing or a memory figure."""
-    from kpbench.suite.measure import MeasureSettings, run_point
-    from kpbench.suite.spec import Point
+    from kpbench.bench.measure import MeasureSettings, run_point
+    from kpbench.bench.spec import Point
 
     monkeypatch.setenv(host.ENV, "1")
     pt = Point(op="kernel_product", backend="cuda", kernel="gaussian", N=60, M=70, D=3,

@@ -1,5 +1,5 @@
-"""The kernels' machine code: inner loops within their instruction budgets (kpbench/backends/
-cuda/sass.py, scripts/cuda_sass_report.py). Needs nvcc and cuobjdump (+ nvdisasm; the
+"""The kernels' machine code: inner loops within their instruction budgets (scripts/cuda_sass.py,
+scripts/cuda_sass_report.py). Needs nvcc and cuobjdump (+ nvdisasm; the
 nvidia-cuda-cuobjdump / nvidia-cuda-nvdisasm wheels of the test extra), no GPU; the tests
 that compile skip only where those tools are absent."""
 from __future__ import annotations
@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from kpbench.backends.cuda import sass
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import cuda_sass as sass  # noqa: E402  (an offline tool of scripts/, not of the package)
+
 needs_tools = pytest.mark.skipif(sass.nvcc() is None or sass.cuobjdump() is None,
                                  reason="nvcc or cuobjdump not found (pip install "
                                         "nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")

@@ -11,8 +11,8 @@ import pytest
 
 from kpbench.datasets import sources
 from kpbench.errors import KPBenchError
-from kpbench.suite import workloads
-from kpbench.suite.spec import Point, SweepSpec, expand, spec_from_dict
+from kpbench.bench import workloads
+from kpbench.bench.spec import Point, SweepSpec, expand, spec_from_dict
 
 
 def write_ply(path, points=None, with_vertices=True):
@@ -208,7 +208,7 @@ def test_a_relative_file_path_is_made_absolute(tmp_path, monkeypatch):
 
 # -- sweeps, rows, rerun ---------------------------------------------------------------------
 def run(spec_values, out):
-    from kpbench.suite.sweep import RunOptions, run_sweep
+    from kpbench.bench.sweep import RunOptions, run_sweep
 
     base = dict(kind="accuracy", ops=["sinkhorn"], backends=["torch"], dtype=["float32"],
                 iters=[5], blur=[0.5], warmup=0, timeout_s=120.0)
@@ -218,7 +218,7 @@ def run(spec_values, out):
 
 def test_sweep_on_user_files_records_the_data_then_rerun_refuses_a_changed_file(tmp_path, capsys):
     from kpbench.results.selection import load_sweeps
-    from kpbench.suite.cli import main
+    from kpbench.bench.cli import main
 
     ply = write_ply(tmp_path / "cloud.ply", cloud(40, 3, 7))
     npy = tmp_path / "cloud.npy"

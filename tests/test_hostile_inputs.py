@@ -12,9 +12,9 @@ import pytest
 from kpbench.backends.cxxflags import bad_token, check_cxxflags
 from kpbench.errors import BackendUnavailable, KPBenchError
 from kpbench.results.store import SWEEPS, ResultStore
-from kpbench.suite.cli import main
-from kpbench.suite.spec import SweepSpec
-from kpbench.suite.sweep import RunOptions, run_sweep
+from kpbench.bench.cli import main
+from kpbench.bench.spec import SweepSpec
+from kpbench.bench.sweep import RunOptions, run_sweep
 
 PLAIN_FLAGS = ["-O3", "-march=native -ffast-math", "-O2 -mtune=skylake -mno-avx512f",
                "-DNAME=VALUE -UOTHER", "-ffp-contract=fast -funroll-loops", "-std=c++17 -g -Wall", ""]
@@ -56,7 +56,7 @@ def one_point_store(tmp_path_factory):
 def keops_row_store(src, dst, cxxflags: str):
     """``src``'s row made a KeOps point (its key recomputed) whose stored flags are ``cxxflags``:
     rerunning it as kpbench did before would compile a KeOps formula with them."""
-    from kpbench.suite.rerun import point_from_row
+    from kpbench.bench.rerun import point_from_row
 
     rows = pa.concat_tables([pq.read_table(p) for p in ResultStore(src).parts(SWEEPS)]).to_pylist()
     for row in rows:
@@ -108,7 +108,7 @@ def test_keops_is_unavailable_while_cxxflags_are_not_plain(monkeypatch):
 
 
 def test_interleave_variants_take_only_plain_flags_and_variable_names():
-    from kpbench.suite.interleave import parse_variant
+    from kpbench.bench.interleave import parse_variant
 
     assert parse_variant("fast=:CXXFLAGS=-O3 -ffast-math").env == {"CXXFLAGS": "-O3 -ffast-math"}
     with pytest.raises(KPBenchError, match=r"CXXFLAGS: '\$\(touch' is not an allowed"):

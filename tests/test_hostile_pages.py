@@ -29,8 +29,8 @@ from kpbench.results.report import write_report
 from kpbench.results.schema import SWEEP_SCHEMA
 from kpbench.results.selection import load_sweeps, select_run
 from kpbench.results.store import SWEEPS, ResultStore
-from kpbench.suite.spec import SweepSpec
-from kpbench.suite.sweep import RunOptions, run_sweep
+from kpbench.bench.spec import SweepSpec
+from kpbench.bench.sweep import RunOptions, run_sweep
 from test_report import run_cli
 from test_report_browser import CHROMIUM, chromium
 

@@ -7,8 +7,8 @@ import pytest
 from conftest import SLOWDOWN_PLUGIN
 from kpbench.errors import KPBenchError
 from kpbench.results import compare
-from kpbench.suite.interleave import Variant, parse_variant, run_interleaved
-from kpbench.suite.spec import SweepSpec
+from kpbench.bench.interleave import Variant, parse_variant, run_interleaved
+from kpbench.bench.spec import SweepSpec
 
 SPEC = dict(kind="speed", ops=["kernel_product"], backends=["torch"], dtype=["float32"],
             blur=[0.1], N=[60, 90], repeats=10, warmup=1)
@@ -74,7 +74,7 @@ def test_bad_interleaved_sweeps_are_refused(tmp_path, kind, variants, message):
 
 def test_the_sweep_command_interleaves_and_compare_pairs(tmp_path, capsys):
     from kpbench.results import compare_cli
-    from kpbench.suite import sweep_cli
+    from kpbench.bench import sweep_cli
     from test_report import run_cli
 
     out = tmp_path / "ab"

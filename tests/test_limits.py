@@ -1,4 +1,4 @@
-"""The machine's limits (kpbench.suite.machine), the cost model (kpbench.suite.costs), the
+"""The machine's limits (kpbench.bench.machine), the cost model (kpbench.bench.costs), the
 device table (kpbench.devices) and the limit columns of speed rows."""
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import pytest
 
 from kpbench import devices
 from kpbench.errors import KPBenchError
-from kpbench.suite import costs, machine
+from kpbench.bench import costs, machine
 
 
 @pytest.fixture(scope="module")
 def limits_file(tmp_path_factory):
     """This machine's limits measured once (``kpbench calibrate --limits``), cached in a
     file of the test's own, which the sweeps of this module read."""
-    from kpbench.suite.cli import main
+    from kpbench.bench.cli import main
 
     path = tmp_path_factory.mktemp("limits") / "limits.json"
     before = os.environ.get("KPBENCH_LIMITS")
@@ -144,8 +144,8 @@ def test_device_table_is_the_sass_predictors():
 def test_speed_rows_carry_the_limit_and_the_report_shows_it(limits_file, tmp_path):
     from kpbench.results import tables
     from kpbench.results.selection import load_sweeps
-    from kpbench.suite.spec import spec_from_dict
-    from kpbench.suite.sweep import RunOptions, run_sweep
+    from kpbench.bench.spec import spec_from_dict
+    from kpbench.bench.sweep import RunOptions, run_sweep
 
     spec = spec_from_dict(dict(kind="speed", ops="kernel_product", backends="torch", N="200",
                                D="3", repeats="3", blur="0.1"), where="test")

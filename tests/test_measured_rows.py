@@ -22,11 +22,11 @@ from kpbench.backends.torch_dense import TorchBackend
 from kpbench.results.fingerprint import hash_mismatches, input_hash
 from kpbench.results.schema import SWEEP_SCHEMA
 from kpbench.results.store import SWEEPS, ResultStore
-from kpbench.suite import workloads
-from kpbench.suite.measure import MIN_SAMPLE_S, MeasureSettings, run_point
-from kpbench.suite.rerun import rerun
-from kpbench.suite.spec import Point, spec_from_dict
-from kpbench.suite.sweep import RunOptions, run_sweep
+from kpbench.bench import workloads
+from kpbench.bench.measure import MIN_SAMPLE_S, MeasureSettings, run_point
+from kpbench.bench.rerun import rerun
+from kpbench.bench.spec import Point, spec_from_dict
+from kpbench.bench.sweep import RunOptions, run_sweep
 from test_report import sweep_row
 
 MiB = 1 << 20
@@ -275,7 +275,7 @@ def test_rerun_measures_again_with_every_stored_setting(tmp_path, test_ops, caps
 
 
 def test_a_long_error_is_cut_and_says_so():
-    from kpbench.suite.measure import ERROR_MAX_CHARS, error_text
+    from kpbench.bench.measure import ERROR_MAX_CHARS, error_text
 
     assert error_text(ValueError("x" * (ERROR_MAX_CHARS - 12))) == "ValueError: " + "x" * (ERROR_MAX_CHARS - 12)
     cut = error_text(ValueError("x" * ERROR_MAX_CHARS))
@@ -320,7 +320,7 @@ def test_a_speed_row_keeps_the_value_of_the_computation(spin_row):
 
 
 def test_proc_status_sizes_are_kibibytes():
-    from kpbench.suite.measure import _proc_status_bytes
+    from kpbench.bench.measure import _proc_status_bytes
 
     with open("/proc/self/status") as f:   # the size of the mapped libraries: stable
         kib = [int(line.split()[1]) for line in f if line.startswith("VmLib:")][0]
@@ -331,7 +331,7 @@ def test_proc_status_sizes_are_kibibytes():
 
 def test_the_preflight_of_a_differentiated_softmin_loss_counts_its_kept_calls():
     from kpbench.backends import get_backend
-    from kpbench.suite.measure import LOSS_CALLS_KEPT_FOR_BACKWARD, dense_estimate
+    from kpbench.bench.measure import LOSS_CALLS_KEPT_FOR_BACKWARD, dense_estimate
 
     flow = Point(op="flow_step", backend="torch", kernel="log_likelihood", N=300, M=500, D=3,
                  blur=0.1, p=2, reach=None, dtype="float32", device="cpu", seed=0, iters=None,
@@ -367,7 +367,7 @@ def test_a_backend_serving_losses_only_is_unsupported_for_the_primitives(op):
 
 
 def test_a_rerun_runs_on_the_stored_executor_only_when_the_run_had_one():
-    from kpbench.suite.rerun import _stored_executor
+    from kpbench.bench.rerun import _stored_executor
 
     assert _stored_executor(pd.DataFrame({"executor": ["inline", "inline"]})) == "inline"
     assert _stored_executor(pd.DataFrame({"executor": ["inline", "ray"]})) == "ray"
@@ -376,7 +376,7 @@ def test_a_rerun_runs_on_the_stored_executor_only_when_the_run_had_one():
 
 
 def test_check_rerun_says_when_the_build_flags_differ(tmp_path):
-    from kpbench.suite.rerun import check_rerun
+    from kpbench.bench.rerun import check_rerun
     from test_report import write_sweeps
 
     write_sweeps(tmp_path / "old", [sweep_row(time=1.0)], run_id="old", cxxflags="-O2")
@@ -405,7 +405,7 @@ def rerun_rows(**changes) -> pd.DataFrame:
 ])
 def test_a_row_that_cannot_be_rerun_is_named_with_why(changes, message):
     from kpbench.errors import KPBenchError
-    from kpbench.suite.rerun import plan
+    from kpbench.bench.rerun import plan
 
     with pytest.raises(KPBenchError, match=message):
         plan(rerun_rows(**changes), "R")
@@ -413,14 +413,14 @@ def test_a_row_that_cannot_be_rerun_is_named_with_why(changes, message):
 
 def test_missing_columns_are_all_named():
     from kpbench.errors import KPBenchError
-    from kpbench.suite.rerun import plan
+    from kpbench.bench.rerun import plan
 
     with pytest.raises(KPBenchError, match="^cannot rerun: the rows lack the column\\(s\\) warmup, threads$"):
         plan(rerun_rows().drop(columns=["warmup", "threads"]), "R")
 
 
 def test_rerun_groups_come_in_the_order_of_their_settings():
-    from kpbench.suite.rerun import plan
+    from kpbench.bench.rerun import plan
 
     rows = pd.concat([rerun_rows(threads=2), rerun_rows(threads=1, seed=1)], ignore_index=True)
     rows.loc[1, "key"] = Point(**{**rows.iloc[1][list(Point.__dataclass_fields__)].to_dict(),

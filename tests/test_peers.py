@@ -198,8 +198,8 @@ def test_peers_in_a_sweep_rows_and_settings():
     """A sinkhorn accuracy point runs on a peer; a kernel_product point is `unsupported`
     (not retryable) with a reason; settings() are JSON for the backend_settings column."""
     from kpbench.backends import get_backend
-    from kpbench.suite.measure import MeasureSettings, run_point
-    from kpbench.suite.spec import Point
+    from kpbench.bench.measure import MeasureSettings, run_point
+    from kpbench.bench.spec import Point
 
     base = dict(backend="geomloss-tensorized", N=60, M=60, D=3, blur=0.05, p=2, reach=None,
                 dtype="float64", device="cpu", seed=0, iters=None, scaling=0.5)
@@ -220,8 +220,8 @@ def test_pot_rows_in_a_sweep_say_when_pot_did_not_converge():
     """POT reports no iteration count for a debiased solve: the row has none, and
     converged=False where POT warned (1000 iterations at blur .05 are not enough)."""
     pytest.importorskip("ot")
-    from kpbench.suite.measure import MeasureSettings, run_point
-    from kpbench.suite.spec import Point
+    from kpbench.bench.measure import MeasureSettings, run_point
+    from kpbench.bench.spec import Point
 
     row = run_point(Point(op="sinkhorn", backend="pot", kernel="sinkhorn", N=100, M=100, D=3,
                           blur=0.05, p=2, reach=None, dtype="float64", device="cpu", seed=0,

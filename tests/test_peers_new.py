@@ -27,7 +27,7 @@ def relative(u, v) -> float:
 
 
 def point(backend, op="sinkhorn", **changes):
-    from kpbench.suite.spec import Point
+    from kpbench.bench.spec import Point
 
     base = dict(op=op, backend=backend, kernel="sinkhorn", N=40, M=40, D=3, blur=0.1, p=2,
                 reach=None, dtype="float32", device="cpu", seed=0, iters=None, scaling=0.5)
@@ -80,7 +80,7 @@ def test_flash_sinkhorn_speed_points_refused_where_interpreted(flash):
     reason, an accuracy point is run; float64 points are unsupported (it computes in fp32)."""
     if flash:
         pytest.skip("a GPU is visible: FlashSinkhorn is timed for real")
-    from kpbench.suite.measure import MeasureSettings, run_point
+    from kpbench.bench.measure import MeasureSettings, run_point
 
     for kind in ("speed", "memory"):
         row = run_point(point("flash-sinkhorn"), kind, MeasureSettings(repeats=1, warmup=0))
@@ -91,7 +91,7 @@ def test_flash_sinkhorn_speed_points_refused_where_interpreted(flash):
 
 
 def test_flash_sinkhorn_settings_recorded(flash):
-    from kpbench.suite.measure import backend_settings
+    from kpbench.bench.measure import backend_settings
 
     on, off = (json.loads(backend_settings(name))
                for name in ("flash-sinkhorn", "flash-sinkhorn-no-tf32"))
@@ -143,7 +143,7 @@ def test_ott_runs_our_schedule_and_fixed_counts(ott):
 
 
 def test_ott_settings_recorded_and_refusals(ott):
-    from kpbench.suite.measure import backend_settings
+    from kpbench.bench.measure import backend_settings
 
     settings = json.loads(backend_settings("ott"))
     assert settings["library"] == "ott-jax" and settings["version"] == "0.6.0"

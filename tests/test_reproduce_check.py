@@ -8,9 +8,9 @@ import subprocess
 import pytest
 
 from kpbench.errors import KPBenchError
-from kpbench.suite.cli import main
-from kpbench.suite.reproductions import REPRODUCTIONS
-from kpbench.suite.reproductions import check as chk
+from kpbench.bench.cli import main
+from kpbench.reproductions import REPRODUCTIONS
+from kpbench.reproductions import check as chk
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

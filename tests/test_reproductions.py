@@ -14,12 +14,12 @@ from kpbench.backends import available_backends
 from kpbench.errors import KPBenchError
 from kpbench.results.meta import load_environment
 from kpbench.results.store import ResultStore
-from kpbench.suite.reproductions import gradient_flow_1d as flow1d
-from kpbench.suite.reproductions import gradient_flow_2d as flow2d
-from kpbench.suite.reproductions import model_fitting as fitting
-from kpbench.suite.reproductions.common import AUTOGRAD_ERROR, make_setup
-from kpbench.suite.reproductions.flows import LossSpec, euler_step, labeled_l2, run_flow
-from kpbench.suite.reproductions.metrics import w2_1d
+from kpbench.reproductions import gradient_flow_1d as flow1d
+from kpbench.reproductions import gradient_flow_2d as flow2d
+from kpbench.reproductions import model_fitting as fitting
+from kpbench.reproductions.common import AUTOGRAD_ERROR, make_setup
+from kpbench.reproductions.flows import LossSpec, euler_step, labeled_l2, run_flow
+from kpbench.reproductions.metrics import w2_1d
 
 SPECS_1D = {s.label: s for s in flow1d.LOSSES}
 
@@ -265,7 +265,7 @@ def test_nan_inputs_raising_kpbench_error_are_recorded_not_raised(gmm_target):
 
 # ---------------------------------------------------------------------- CLI
 def test_cli_runs_a_reproduction_and_refuses_numpy(tmp_path, capsys):
-    from kpbench.suite.cli import main
+    from kpbench.bench.cli import main
 
     out = str(tmp_path)
     assert main(["reproduce", "gradient-flow-1d", "--N", "20", "--losses", "energy",

@@ -15,10 +15,10 @@ from kpbench.results import meta
 from kpbench.results.fingerprint import hash_mismatches, input_hash
 from kpbench.results.selection import load_sweeps, select_run
 from kpbench.results.store import SWEEPS, ResultStore
-from kpbench.suite import rerun as rr
-from kpbench.suite.cli import main
-from kpbench.suite.spec import SweepSpec
-from kpbench.suite.sweep import RunOptions, run_sweep
+from kpbench.bench import rerun as rr
+from kpbench.bench.cli import main
+from kpbench.bench.spec import SweepSpec
+from kpbench.bench.sweep import RunOptions, run_sweep
 
 SPEC = dict(kind="accuracy", ops=["kernel_product", "sinkhorn"], backends=["numpy", "torch"],
             N=[30], iters=[5], dtype=["float32", "float64"], warmup=0, timeout_s=120.0)
@@ -28,7 +28,7 @@ SPEC = dict(kind="accuracy", ops=["kernel_product", "sinkhorn"], backends=["nump
 def fresh_thread_env():
     """The thread variables unset, as in a fresh process (measure pins them per point, and
     the environment of a run is recorded before its first point)."""
-    from kpbench.suite.measure import THREAD_VARIABLES
+    from kpbench.bench.measure import THREAD_VARIABLES
 
     with pytest.MonkeyPatch.context() as patch:
         for variable in THREAD_VARIABLES:
@@ -274,8 +274,8 @@ def test_determinism_table_claims_only_what_was_measured():
 def test_points_claimed_deterministic_give_the_same_bits_twice(op):
     from kpbench.backends import available_backends
     from kpbench.results.determinism import DETERMINISTIC
-    from kpbench.suite import workloads
-    from kpbench.suite.spec import Point
+    from kpbench.bench import workloads
+    from kpbench.bench.spec import Point
 
     sink = op.startswith("sinkhorn")
     for (backend, device), dtypes in DETERMINISTIC.items():

@@ -14,11 +14,11 @@ import pytest
 from kpbench.errors import KPBenchError
 from kpbench.results.meta import run_metadata
 from kpbench.results.store import SWEEPS, ResultStore
-from kpbench.suite import sweep_cli
-from kpbench.suite.executors import ExecutorOptions
-from kpbench.suite.limits import MAX_POINTS, MAX_SIZE, MAX_VALUES, SEED_LIMIT
-from kpbench.suite.spec import SweepSpec, spec_from_dict
-from kpbench.suite.sweep import RowRecorder, RunOptions, run_sweep
+from kpbench.bench import sweep_cli
+from kpbench.bench.executors import ExecutorOptions
+from kpbench.bench.limits import MAX_POINTS, MAX_SIZE, MAX_VALUES, SEED_LIMIT
+from kpbench.bench.spec import SweepSpec, spec_from_dict
+from kpbench.bench.sweep import RowRecorder, RunOptions, run_sweep
 
 
 def _parse(argv):
@@ -118,7 +118,7 @@ def test_bad_flags_exit_2_with_the_flag_the_value_and_what_is_allowed(tmp_path, 
 
 
 def test_cpus_or_gpus_per_point_beyond_every_node_are_refused_before_submitting():
-    from kpbench.suite.executors import check_node_fits
+    from kpbench.bench.executors import check_node_fits
 
     class P:
         def __init__(self, device):
@@ -187,8 +187,8 @@ def test_a_row_the_store_refuses_keeps_its_batch_and_is_stored_as_an_error_row(t
 
 
 def _measured_row(N: int) -> dict:
-    from kpbench.suite.measure import base_row
-    from kpbench.suite.spec import expand
+    from kpbench.bench.measure import base_row
+    from kpbench.bench.spec import expand
 
     (point,) = expand(SweepSpec(backends=["numpy"], N=[N]))
     return {**base_row(point, "speed"), "status": "ok", "time_median_s": 0.01, "iterations": 1}

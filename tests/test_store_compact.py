@@ -15,7 +15,7 @@ import pytest
 from kpbench.results.compact import compact
 from kpbench.results.store import SWEEPS, ResultStore, run_folder, write_part
 from kpbench.results.store_cli import run_check
-from kpbench.suite.cli import main
+from kpbench.bench.cli import main
 
 RUNS = ("run-a", "run-b", "c/../weird run")      # the last is no plain name: a hashed folder
 

@@ -13,9 +13,9 @@ import pytest
 
 from kpbench.results.meta import RUNS, record_environment
 from kpbench.results.store import SWEEPS, ResultStore
-from kpbench.suite.cli import main
-from kpbench.suite.spec import spec_from_dict
-from kpbench.suite.sweep import RunOptions, run_sweep
+from kpbench.bench.cli import main
+from kpbench.bench.spec import spec_from_dict
+from kpbench.bench.sweep import RunOptions, run_sweep
 
 SWEEP = ["sweep", "speed", "--ops", "kernel_product", "--backends", "numpy", "--dtype", "float64",
          "--repeats", "3", "--warmup", "0", "--executor", "inline", "--no-progress"]

@@ -20,10 +20,10 @@ import pytest
 from kpbench.results.schema import SWEEP_SCHEMA
 from kpbench.results.store import SWEEPS, ResultStore
 from conftest import TEST_OPS_PLUGIN
-from kpbench.suite.executors import _worker_thread_env, point_runtime_env, thread_env_vars
-from kpbench.suite.measure import MeasureSettings
-from kpbench.suite.spec import expand, spec_from_dict
-from kpbench.suite.sweep import RunOptions, run_sweep
+from kpbench.bench.executors import _worker_thread_env, point_runtime_env, thread_env_vars
+from kpbench.bench.measure import MeasureSettings
+from kpbench.bench.spec import expand, spec_from_dict
+from kpbench.bench.sweep import RunOptions, run_sweep
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -148,8 +148,8 @@ def test_inline_ends_a_sweep_stuck_in_native_code_and_keeps_its_rows(tmp_path):
         sys.path.insert(0, {str(ROOT)!r})
         from kpbench import plugins
         plugins.use({TEST_OPS_PLUGIN!r})
-        from kpbench.suite.spec import spec_from_dict
-        from kpbench.suite.sweep import RunOptions, run_sweep
+        from kpbench.bench.spec import spec_from_dict
+        from kpbench.bench.sweep import RunOptions, run_sweep
         spec = spec_from_dict({{"kind": "speed", "ops": "kernel_product,_test_hang", "backends": "numpy",
                                "dtype": "float64", "N": "30", "blur": "30", "repeats": 1,
                                "warmup": 0, "timeout_s": 1}})

@@ -14,9 +14,9 @@ import pytest
 from conftest import TEST_OPS_PLUGIN
 from kpbench.results.lock import LOCK_FILE, StoreBusy, describe_holder, store_lock
 from kpbench.results.store import SWEEPS, ResultStore
-from kpbench.suite.cli import main
-from kpbench.suite.spec import spec_from_dict
-from kpbench.suite.sweep import RunOptions, run_sweep
+from kpbench.bench.cli import main
+from kpbench.bench.spec import spec_from_dict
+from kpbench.bench.sweep import RunOptions, run_sweep
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SEEDS = 6
@@ -29,7 +29,7 @@ SLEEPY = ["sweep", "speed", "--ops", "_test_sleep", "--backends", "numpy", "--dt
 def kpbench(*args: str) -> subprocess.Popen:
     env = {**os.environ, "KPBENCH_PLUGINS": TEST_OPS_PLUGIN,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.Popen([sys.executable, "-m", "kpbench.suite.cli", *args], env=env, text=True,
+    return subprocess.Popen([sys.executable, "-m", "kpbench.bench.cli", *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -62,7 +62,7 @@ def test_a_second_sweep_into_one_store_exits_2_or_waits_and_measures_nothing_twi
 
 def test_every_writer_of_a_store_takes_the_lock(tmp_path, capsys):
     """run_sweep (sweep, rerun, calibrate) and interleaved sweeps: refused while it is held."""
-    from kpbench.suite.interleave import Variant, run_interleaved
+    from kpbench.bench.interleave import Variant, run_interleaved
 
     spec = spec_from_dict({"kind": "speed", "ops": "kernel_product", "backends": "numpy",
                            "dtype": "float64", "N": "10", "repeats": 1, "warmup": 0})

@@ -5,9 +5,9 @@ import pytest
 
 from kpbench.backends import availability, get_backend
 from kpbench.backends.torch_dense import TorchBackend
-from kpbench.suite import workloads
-from kpbench.suite.measure import MeasureSettings, exact_ot_w2, run_point
-from kpbench.suite.spec import Point
+from kpbench.bench import workloads
+from kpbench.bench.measure import MeasureSettings, exact_ot_w2, run_point
+from kpbench.bench.spec import Point
 
 QUICK = MeasureSettings(repeats=3, warmup=1)   # fast, for statuses and values, not for figures
 
@@ -89,7 +89,7 @@ def test_a_call_longer_than_a_sample_is_timed_one_call_per_sample(test_ops):
 
 
 def test_cuda_timing_synchronises_around_its_events():
-    from kpbench.suite.measure import CudaEventTimer
+    from kpbench.bench.measure import CudaEventTimer
 
     log = []
 
@@ -234,8 +234,8 @@ def memory_row_in_a_fresh_process(pt: Point) -> dict:
     import subprocess
     import sys
 
-    code = ("import json, sys; from kpbench.suite.measure import MeasureSettings, run_point; "
-            "from kpbench.suite.spec import Point; "
+    code = ("import json, sys; from kpbench.bench.measure import MeasureSettings, run_point; "
+            "from kpbench.bench.spec import Point; "
             "row = run_point(Point(**json.loads(sys.argv[1])), 'memory', "
             "MeasureSettings(repeats=3, warmup=1)); "
             "print(json.dumps({k: row.get(k) for k in ('status', 'error', 'mem_method', "
@@ -318,7 +318,7 @@ def test_a_peer_is_checked_against_finite_differences_too_and_its_settings_are_r
 
 
 def test_the_sinkhorn_preflight_counts_the_cost_matrices_the_solve_caches():
-    from kpbench.suite.measure import dense_estimate
+    from kpbench.bench.measure import dense_estimate
 
     torch_bk = get_backend("torch")
     sink = point(op="sinkhorn", N=1000, M=3000)

@@ -3,8 +3,8 @@ failed because of the machine or the moment."""
 from __future__ import annotations
 
 from kpbench.results.store import SWEEPS, ResultStore
-from kpbench.suite.spec import spec_from_dict
-from kpbench.suite.sweep import RunOptions, run_sweep
+from kpbench.bench.spec import spec_from_dict
+from kpbench.bench.sweep import RunOptions, run_sweep
 
 
 def rows_per_op(out) -> dict:

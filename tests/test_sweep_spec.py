@@ -6,8 +6,8 @@ import argparse
 import pytest
 
 from kpbench.errors import KPBenchError
-from kpbench.suite import sweep_cli
-from kpbench.suite.spec import (
+from kpbench.bench import sweep_cli
+from kpbench.bench.spec import (
     Point, SweepSpec, count_points, expand, parse_bytes, parse_ints, parse_sizes, point_key,
     spec_from_dict,
 )
@@ -33,7 +33,7 @@ def test_parse_sizes_rejects_bad_input(text):
 
 
 def test_parse_iters_and_bytes():
-    from kpbench.suite.spec import _PARSERS
+    from kpbench.bench.spec import _PARSERS
 
     assert _PARSERS["iters"]("10,conv") == [10, None] == _PARSERS["iters"]("10, scaling")
     with pytest.raises(KPBenchError):

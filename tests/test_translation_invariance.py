@@ -15,8 +15,8 @@ import torch
 from kpbench import losses
 from kpbench.backends import get_backend
 from kpbench.backends.torch_dense import TorchBackend, dense_cost, dense_kernel
-from kpbench.suite.measure import MeasureSettings, run_point
-from kpbench.suite.spec import Point
+from kpbench.bench.measure import MeasureSettings, run_point
+from kpbench.bench.spec import Point
 
 U32 = 2.0**-24          # float32 unit round-off
 N, M, D = 200, 150, 3

@@ -11,8 +11,8 @@ import pytest
 
 from kpbench.results import compare
 from kpbench.results.store import SWEEPS, ResultStore
-from kpbench.suite.spec import expand, spec_from_dict
-from kpbench.suite.sweep import RunOptions, done_keys, run_sweep
+from kpbench.bench.spec import expand, spec_from_dict
+from kpbench.bench.sweep import RunOptions, done_keys, run_sweep
 from test_compare import compare_rows, timed_row
 from test_report import sweep_row
 

@@ -1,6 +1,6 @@
 """``backend="auto"``: the fastest available backend for a problem, from this machine's measurements.
 
-``kpbench calibrate`` (kpbench.suite.calibrate) times the primitives of each torch-based
+``kpbench calibrate`` (kpbench.bench.calibrate) times the primitives of each torch-based
 backend at a few sizes and writes a calibration table (JSON) to :func:`table_path`:
 ``$KPBENCH_CALIBRATION`` if set, else ``~/.cache/kpbench/calibration.json``.
 ``get_backend("auto", op=, N=, M=, D=, dtype=, device=)`` then calls :func:`resolve`.

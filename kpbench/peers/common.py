@@ -31,7 +31,7 @@ class DenseMemory:
     """The memory pre-flight of a dense peer (one that materialises N x M matrices): peak
     bytes = BUFFERS[grad] x N x M x itemsize, against the dense torch backend's budget.
     :func:`kpbench.losses._dispatch` asks it before the peer's own loss runs, as
-    :func:`kpbench.suite.measure.dense_estimate` does before a sweep point (N = M = the
+    :func:`kpbench.bench.measure.dense_estimate` does before a sweep point (N = M = the
     larger cloud). BUFFERS come from peak RSS measured by ``scripts/peer_memory.py``."""
 
     BUFFERS: dict = {}   # {False: forward, True: with backward}

@@ -17,7 +17,7 @@ A **time** change counts (regression above ``threshold``, improvement below
 * a row without any spread recorded is judged by its ratio alone.
 
 Two rows of one **interleaved** session (the same ``interleave_id``, see
-:mod:`kpbench.suite.interleave`: their i-th samples were taken one after the other, in
+:mod:`kpbench.bench.interleave`: their i-th samples were taken one after the other, in
 the same state of the machine) are compared **paired**: the time ratio is the median of
 the per-round ratios new_i / base_i, and the change counts when a two-sided Wilcoxon
 signed-rank test of their logarithms gives p < ``p_threshold`` (10 rounds or more can

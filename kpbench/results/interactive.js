@@ -81,7 +81,7 @@
 
   function selected(records) { return records.filter(passes); }
 
-  // the machine's limit (limit_s, kpbench.suite.costs) of each series, dotted in its colour
+  // the machine's limit (limit_s, kpbench.bench.costs) of each series, dotted in its colour
   function limitLines(ok) {
     const box = document.getElementById("kp-time-limit");
     if (!box || !box.checked) return [];

@@ -57,7 +57,7 @@ RESULT_FIELDS = [
     pa.field("rel_err_exact", pa.float64()),      # Sinkhorn vs exact OT (small N=M only)
     pa.field("value", pa.float64()),              # a scalar summary of the output (e.g. the loss)
     pa.field("iterations", pa.int64()),           # Sinkhorn iterations actually run
-    # -- timing detail (see kpbench.suite.measure) --
+    # -- timing detail (see kpbench.bench.measure) --
     pa.field("time_q1_s", pa.float64()),          # first quartile of the per-call sample times
     pa.field("time_q3_s", pa.float64()),          # third quartile
     pa.field("time_samples_s", pa.list_(pa.float64())),   # per-call time of every sample
@@ -91,7 +91,7 @@ RESULT_FIELDS = [
     pa.field("interleave_id", pa.string()),       # interleaved sweep: the session shared by the
                                                   # variants whose samples alternated (compare pairs them)
     pa.field("interleave_variants", pa.string()), # the variants of that session, comma-separated
-    # -- the machine's limit (speed rows; kpbench.suite.costs) --
+    # -- the machine's limit (speed rows; kpbench.bench.costs) --
     pa.field("limit_s", pa.float64()),            # the least time the machine's rates allow for the point
     pa.field("limit_frac", pa.float64()),         # limit_s / time_median_s (1 = at the limit)
     pa.field("limit_source", pa.string()),        # "measured cpu" | "device table H100" ...

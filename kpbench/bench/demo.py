@@ -1,6 +1,6 @@
 """``kpbench demo``: the main job. A small sweep on a local Ray cluster, then the report.
 
-Runs the sweeps of the ``demo`` preset (kpbench/suite/presets/demo.toml: kernel product
+Runs the sweeps of the ``demo`` preset (kpbench/bench/presets/demo.toml: kernel product
 and Sinkhorn on numpy/torch/keops for N up to 1e4, speed, memory and an accuracy pass;
 a few minutes on 2 CPU cores, most of it KeOps compiling its formulas the first time)
 into ``--out`` (default ``results``), then writes the report (Markdown + HTML) next to
@@ -32,9 +32,9 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from kpbench.errors import KPBenchError
     from kpbench.results.report import write_report
-    from kpbench.suite.spec import spec_from_dict
-    from kpbench.suite.sweep import RunOptions
-    from kpbench.suite.sweep_cli import load_config, run_specs
+    from kpbench.bench.spec import spec_from_dict
+    from kpbench.bench.sweep import RunOptions
+    from kpbench.bench.sweep_cli import load_config, run_specs
 
     try:
         options = RunOptions(executor=args.executor, out=args.out, resume=args.resume,

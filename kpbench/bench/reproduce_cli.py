@@ -2,7 +2,7 @@
 autograd backend; rows to Parquet (tables flow_1d, flow_2d, model_fitting), figures to PNG.
 
 With ``--check`` the run uses the settings of the reference values shipped with kpbench
-(kpbench/suite/reproductions/references/NAME.json, or ``--reference FILE``), compares its
+(kpbench/reproductions/references/NAME.json, or ``--reference FILE``), compares its
 numbers with them (each with its own tolerance and the reason for it), prints the numbers
 that moved and exits 1 if any did."""
 from __future__ import annotations
@@ -62,7 +62,7 @@ def run(args) -> int:
     import importlib
 
     from kpbench.errors import BackendUnavailable, KPBenchError
-    from kpbench.suite.reproductions import REPRODUCTIONS
+    from kpbench.reproductions import REPRODUCTIONS
 
     module = importlib.import_module(REPRODUCTIONS[args.which])
     try:
@@ -81,7 +81,7 @@ def run(args) -> int:
         print(f"{s.get('loss') or s.get('fidelity')}: {s['status']}: {s.get('error')}",
               file=sys.stderr)
     if checked is not None:
-        from kpbench.suite.reproductions.check import format_check
+        from kpbench.reproductions.check import format_check
 
         print(format_check(checked, reference))
         return 1 if failed or not all(c.ok for c in checked) else 0
@@ -94,7 +94,7 @@ def _settings(args) -> tuple[dict | None, dict]:
                  seed=args.seed, **_length_arg(args.which, args))
     reference = None
     if args.check or args.reference:
-        from kpbench.suite.reproductions import check
+        from kpbench.reproductions import check
 
         reference = check.load_reference(args.reference or check.reference_path(args.which))
         given = check.run_settings(reference, given)
@@ -114,6 +114,6 @@ def _length_arg(which: str, args) -> dict:
 def _check(reference: dict | None, summaries: list[dict]):
     if reference is None:
         return None
-    from kpbench.suite.reproductions.check import check
+    from kpbench.reproductions.check import check
 
     return check(reference, summaries)

@@ -12,7 +12,7 @@ import torch
 
 from kpbench import losses
 from kpbench.errors import KPBenchError
-from kpbench.suite.reproductions.common import Setup, Stopwatch, finite, nan_to_none, run_meta
+from kpbench.reproductions.common import Setup, Stopwatch, finite, nan_to_none, run_meta
 
 SNAPSHOT_TIMES = (0.0, 0.25, 0.5, 1.0, 2.0, 5.0)
 

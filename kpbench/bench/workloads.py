@@ -316,7 +316,7 @@ def flow_loss(point, backend: str):
 def _flow_op(point, backend: str, x, y) -> Prepared:
     import torch
 
-    from kpbench.suite.reproductions.flows import euler_step
+    from kpbench.reproductions.flows import euler_step
 
     loss_fn = flow_loss(point, backend)
     a = torch.full((point.N,), 1.0 / point.N, dtype=x.dtype, device=x.device)

@@ -10,7 +10,7 @@ unavailable here, a refusal by the free-memory budget); ``resume=False`` measure
 :func:`kpbench.results.store.latest_per_key` picks the newest).
 
 Nothing is measured before the spec, the run options and the results folder are checked
-(:mod:`kpbench.suite.spec`: a KPBenchError, exit 2 from the CLI). A row the store
+(:mod:`kpbench.bench.spec`: a KPBenchError, exit 2 from the CLI). A row the store
 refuses (a value out of its column's range) never takes its batch down: the batch is
 stored row by row, and that row as an ``error`` row of its point saying why.
 
@@ -32,10 +32,10 @@ from kpbench.results.lock import store_lock
 from kpbench.results.meta import record_environment, run_metadata
 from kpbench.results.schema import POINT_COLUMNS
 from kpbench.results.store import SWEEPS, ResultStore, latest_per_key
-from kpbench.suite import costs
-from kpbench.suite.executors import HARD_TIMEOUT_GRACE_S, ExecutorOptions, run_points
-from kpbench.suite.measure import MeasureSettings, error_text
-from kpbench.suite.spec import SweepSpec, check_run_options, check_writable, expand
+from kpbench.bench import costs
+from kpbench.bench.executors import HARD_TIMEOUT_GRACE_S, ExecutorOptions, run_points
+from kpbench.bench.measure import MeasureSettings, error_text
+from kpbench.bench.spec import SweepSpec, check_run_options, check_writable, expand
 
 FAILED = ("error", "timeout", "oom")
 NOT_RUN = ("skipped", "unsupported")

@@ -48,9 +48,9 @@ from kpbench.errors import KPBenchError
 from kpbench.results.meta import RUNS
 from kpbench.results.schema import POINT_COLUMNS
 from kpbench.results.store import SWEEPS
-from kpbench.suite import workloads
-from kpbench.suite.executors import EXECUTORS
-from kpbench.suite.limits import (MAX_BYTES, MAX_CPUS, MAX_OFFSET, MAX_POINTS, MAX_REPEATS, MAX_SCALE,
+from kpbench.bench import workloads
+from kpbench.bench.executors import EXECUTORS
+from kpbench.bench.limits import (MAX_BYTES, MAX_CPUS, MAX_OFFSET, MAX_POINTS, MAX_REPEATS, MAX_SCALE,
                                   MAX_SECONDS, MAX_SIZE, MAX_VALUES, MIN_SCALE, SEED_LIMIT)
 
 KINDS = ("speed", "memory", "accuracy")

@@ -1,6 +1,6 @@
 """Reproductions of the field's classic experiments, on any autograd backend.
 
-* ``gradient-flow-1d``: registration of an interval onto another (kpbench.suite.reproductions.gradient_flow_1d)
+* ``gradient-flow-1d``: registration of an interval onto another (kpbench.reproductions.gradient_flow_1d)
 * ``gradient-flow-2d``: flows between two densities of the unit square (gradient_flow_2d)
 * ``model-fitting``: a polynomial Gaussian-mixture model fitted by minimum divergence (model_fitting)
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 # CLI name -> module
 REPRODUCTIONS = {
-    "gradient-flow-1d": "kpbench.suite.reproductions.gradient_flow_1d",
-    "gradient-flow-2d": "kpbench.suite.reproductions.gradient_flow_2d",
-    "model-fitting": "kpbench.suite.reproductions.model_fitting",
+    "gradient-flow-1d": "kpbench.reproductions.gradient_flow_1d",
+    "gradient-flow-2d": "kpbench.reproductions.gradient_flow_2d",
+    "model-fitting": "kpbench.reproductions.model_fitting",
 }

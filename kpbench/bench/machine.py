@@ -47,7 +47,7 @@ THREADINGS = ("1", "all")
 def _median_rate(call, work: float) -> float:
     """``work`` units per call / the median seconds per call, over REPEATS samples (the
     calls per sample calibrated as the sweep's are)."""
-    from kpbench.suite.measure import WallTimer, calibrate_number
+    from kpbench.bench.measure import WallTimer, calibrate_number
 
     timer = WallTimer()
     call()

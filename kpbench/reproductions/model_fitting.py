@@ -31,12 +31,12 @@ from kpbench import datasets
 from kpbench.errors import KPBenchError
 from kpbench.results.files import save_figure
 from kpbench.results.store import ResultStore
-from kpbench.suite.reproductions.common import (
+from kpbench.reproductions.common import (
     Setup, Stopwatch, finite, make_setup, nan_to_none, print_table, pyplot, run_meta,
     select_specs,
 )
-from kpbench.suite.reproductions.flows import LossSpec
-from kpbench.suite.reproductions.metrics import energy_to_target
+from kpbench.reproductions.flows import LossSpec
+from kpbench.reproductions.metrics import energy_to_target
 
 TABLE = "model_fitting"
 FIGURES = "model_fitting"

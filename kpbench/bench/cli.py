@@ -8,14 +8,14 @@ import sys
 
 # sub-command -> module providing add_parser(subparsers)
 COMMANDS = {
-    "backends": "kpbench.suite.backends_cli",
-    "sweep": "kpbench.suite.sweep_cli",
-    "demo": "kpbench.suite.demo",
-    "reproduce": "kpbench.suite.reproduce_cli",
+    "backends": "kpbench.bench.backends_cli",
+    "sweep": "kpbench.bench.sweep_cli",
+    "demo": "kpbench.bench.demo",
+    "reproduce": "kpbench.bench.reproduce_cli",
     "report": "kpbench.results.report_cli",
     "compare": "kpbench.results.compare_cli",
-    "calibrate": "kpbench.suite.calibrate",
-    "rerun": "kpbench.suite.rerun",
+    "calibrate": "kpbench.bench.calibrate",
+    "rerun": "kpbench.bench.rerun",
     "store": "kpbench.results.store_cli",
 }
 

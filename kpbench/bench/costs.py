@@ -28,13 +28,13 @@ sinkhorn_grad                sinkhorn + the backward of the    +1    on NM + N^2
                              last step (3D + 2 per pair)
 ===========================  ================================  ====  ===========================
 
-The same formulas as the SASS predictor's minimal counts (kpbench.backends.cuda.sass).
+The same formulas as the SASS predictor's minimal counts (scripts/cuda_sass.py).
 Sinkhorn needs its iteration count (the row's ``iterations``, else the point's fixed
 ``iters``); a row without either (a peer that does not say how many its eps-scaling ran),
 a flow step or a custom op has no limit.
 
 ``limit_s = max(fma / FMA rate, exp / exp rate, bytes / bandwidth)``: the work overlapped
-perfectly. CPU rates from :mod:`kpbench.suite.machine` (one thread for a row pinned to one,
+perfectly. CPU rates from :mod:`kpbench.bench.machine` (one thread for a row pinned to one,
 else all; bandwidth: the copy rate, read + write), GPU rates from :mod:`kpbench.devices`
 (float64: exp counted at the FP64 FMA rate, a lower bound).
 """
@@ -102,7 +102,7 @@ def sinkhorn_cost(p: int, N: int, M: int, D: int, itemsize: int, iterations: int
 
 def op_cost(row: dict, dense: bool) -> Cost | None:
     """The cost of a speed row's point, None where the model has none."""
-    from kpbench.suite.workloads import OPS
+    from kpbench.bench.workloads import OPS
 
     info = OPS.get(row.get("op"))
     if info is None or info.family not in FAMILIES_WITH_COST:
@@ -195,7 +195,7 @@ def annotator(kind: str, points, warn=None):
         return lambda row: row
     limits = None
     if any(p.device != "cuda" for p in points):
-        from kpbench.suite.machine import cached_or_measured
+        from kpbench.bench.machine import cached_or_measured
 
         limits = cached_or_measured(warn)
     dense: dict[str, bool] = {}

@@ -76,7 +76,7 @@ def parse_variant(text: str) -> Variant:
     return Variant(name, os.path.abspath(path) if path else None, env=env)
 
 
-# -- the worker (python -m kpbench.suite.interleave --worker) ---------------------------
+# -- the worker (python -m kpbench.bench.interleave --worker) ---------------------------
 def _jsonable(value):
     if hasattr(value, "item"):          # numpy scalars
         return value.item()
@@ -91,8 +91,8 @@ def worker_main() -> None:
     """Measure the points the driver sends; before each timed sample say "ready" and
     wait for "go". The protocol uses the original stdout; library output goes to stderr."""
     from kpbench import plugins
-    from kpbench.suite import measure
-    from kpbench.suite.spec import Point
+    from kpbench.bench import measure
+    from kpbench.bench.spec import Point
 
     plugins.load()          # the variant's own KPBENCH_PLUGINS
     cpu = os.environ.get(CPU_ENV)
@@ -145,7 +145,7 @@ class VariantWorker:
         if self.variant.path:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [self.variant.path, env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
-            [self.variant.python, "-m", "kpbench.suite.interleave", "--worker"], env=env,
+            [self.variant.python, "-m", "kpbench.bench.interleave", "--worker"], env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
 
     def send(self, message: dict) -> None:
@@ -183,7 +183,7 @@ class VariantWorker:
 def measure_interleaved(point, kind: str, settings, workers: list[VariantWorker],
                         timeout_s: float, rng: random.Random) -> dict[str, dict]:
     """The rows of ``point`` for every variant, their timed samples taken in alternation."""
-    from kpbench.suite.executors import failure_row
+    from kpbench.bench.executors import failure_row
 
     request = {"point": asdict(point), "kind": kind, "settings": asdict(settings)}
     rows: dict[str, dict] = {}
@@ -261,9 +261,9 @@ def _run_interleaved(spec, variants, out, resume, progress, threads, seed, run_i
     from kpbench import plugins
     from kpbench.results.meta import record_environment, run_metadata
     from kpbench.results.store import SWEEPS, ResultStore
-    from kpbench.suite.measure import MeasureSettings
-    from kpbench.suite.spec import expand
-    from kpbench.suite.sweep import RowRecorder, _progress_bar, done_keys
+    from kpbench.bench.measure import MeasureSettings
+    from kpbench.bench.spec import expand
+    from kpbench.bench.sweep import RowRecorder, _progress_bar, done_keys
 
     started = time.monotonic()
     stores = {v.name: ResultStore(os.path.join(out, v.name)) for v in variants}

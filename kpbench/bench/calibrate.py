@@ -12,7 +12,7 @@ the crossovers read from them, and the machine it was measured on. It is written
 
 ``kpbench calibrate --limits`` measures instead this machine's limits (exp/s, FMA/s,
 memory bandwidth; one thread and all threads; a few seconds) and caches them per host
-(:mod:`kpbench.suite.machine`): every speed row's ``limit_s``/``limit_frac`` are read from
+(:mod:`kpbench.bench.machine`): every speed row's ``limit_s``/``limit_frac`` are read from
 them (a speed sweep on a machine without them measures them first).
 """
 from __future__ import annotations
@@ -123,7 +123,7 @@ def add_parser(subparsers) -> None:
 def run_limits() -> int:
     from kpbench import devices
     from kpbench.results.meta import gpu_name
-    from kpbench.suite import machine
+    from kpbench.bench import machine
 
     limits = machine.measure()
     try:
@@ -148,8 +148,8 @@ def run(args) -> int:
         return run_limits()
     from kpbench.errors import KPBenchError
     from kpbench.results.selection import load_run
-    from kpbench.suite.spec import spec_from_dict
-    from kpbench.suite.sweep import RunOptions, run_sweep
+    from kpbench.bench.spec import spec_from_dict
+    from kpbench.bench.sweep import RunOptions, run_sweep
 
     try:
         backends = args.backends or ",".join(auto.available_candidates("kernel_product", "float32", "cpu"))

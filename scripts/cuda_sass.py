@@ -35,7 +35,7 @@ from pathlib import Path
 
 from kpbench.devices import DEVICES
 
-from . import launcher
+from kpbench.backends.cuda import launcher
 
 H100 = DEVICES["H100"]     # SMs, clock and lanes: the one device table (kpbench.devices)
 SMS, CLOCK_HZ = H100.sms, H100.clock_hz

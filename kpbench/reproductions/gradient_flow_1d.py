@@ -12,10 +12,10 @@ import numpy as np
 from kpbench import datasets
 from kpbench.datasets import sources
 from kpbench.results.store import ResultStore
-from kpbench.suite.reproductions.common import (make_setup, print_table, pyplot,
+from kpbench.reproductions.common import (make_setup, print_table, pyplot,
                                                save_snapshot_figure, select_specs)
-from kpbench.suite.reproductions.flows import SUMMARY_COLUMNS, LossSpec, run_suite
-from kpbench.suite.reproductions.metrics import energy_to_target, w2_1d
+from kpbench.reproductions.flows import SUMMARY_COLUMNS, LossSpec, run_suite
+from kpbench.reproductions.metrics import energy_to_target, w2_1d
 
 TABLE = "flow_1d"
 FIGURES = "gradient_flow_1d"

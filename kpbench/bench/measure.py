@@ -45,7 +45,7 @@ Memory: after one untimed call (so compilation and caches are not counted), the 
   Where /proc is not writable the row keeps the dense estimate (``mem_method="estimate"``).
 
 Accuracy: one call, ``rel_err = |value - ref| / |ref|`` (norm-based for vector outputs)
-against the float64 reference on the same inputs (see :mod:`kpbench.suite.workloads`).
+against the float64 reference on the same inputs (see :mod:`kpbench.bench.workloads`).
 For ``sinkhorn`` with N = M <= 2000, p = 2, balanced and blur <= 0.1,
 ``rel_err_exact`` compares S_eps with the exact W2^2/2 (uniform weights: an assignment,
 scipy.optimize.linear_sum_assignment) -- the entropic bias plus the arithmetic error.
@@ -66,7 +66,7 @@ from kpbench.errors import BackendUnavailable, MemoryBudgetExceeded, format_byte
 from kpbench.results.determinism import deterministic
 from kpbench.results.fingerprint import input_hash
 from kpbench.results.meta import host_metadata
-from kpbench.suite import workloads
+from kpbench.bench import workloads
 
 EXACT_MAX_N = 2000
 EXACT_MAX_BLUR = 0.1
@@ -270,7 +270,7 @@ _pacer = _no_pacing
 
 
 def set_pacer(pacer=None) -> None:
-    """Call ``number = pacer(number)`` before every timed sample (kpbench.suite.interleave:
+    """Call ``number = pacer(number)`` before every timed sample (kpbench.bench.interleave:
     wait for this variant's turn, take the calls per sample of the session); None: none."""
     global _pacer
     _pacer = pacer or _no_pacing

@@ -51,7 +51,7 @@ from typing import Callable
 
 from kpbench.errors import KPBenchError
 from kpbench.results.meta import host_metadata
-from kpbench.suite.measure import THREAD_VARIABLES, MeasureSettings, base_row, run_point
+from kpbench.bench.measure import THREAD_VARIABLES, MeasureSettings, base_row, run_point
 
 EXECUTORS = ("ray", "inline")
 HARD_TIMEOUT_GRACE_S = 60.0

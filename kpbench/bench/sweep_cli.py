@@ -6,7 +6,7 @@
     kpbench sweep --list-presets
 
 A TOML file holds one or more ``[[sweep]]`` tables (keys: the fields of
-:class:`kpbench.suite.spec.SweepSpec`, values as on the command line or as TOML lists)
+:class:`kpbench.bench.spec.SweepSpec`, values as on the command line or as TOML lists)
 and optionally a ``[run]`` table (executor, out, cpus_per_point, ...). Flags given on
 the command line override the file for every sweep in it. What a [run] table sets is
 printed before the sweep starts (``preset kernel_speed.toml: [run] out = 'x' ...``);
@@ -24,7 +24,7 @@ import sys
 
 PRESETS_DIR = pathlib.Path(__file__).resolve().parent / "presets"
 
-# flag -> SweepSpec field (values parsed by kpbench.suite.spec)
+# flag -> SweepSpec field (values parsed by kpbench.bench.spec)
 SPEC_FLAGS = {
     "ops": "ops", "backends": "backends", "kernels": "kernels", "losses": "losses",
     "N": "N", "M": "M", "D": "D", "blur": "blur", "p": "p", "reach": "reach",
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what to measure (default: the file's, else speed)")
     parser.add_argument("--config", help="TOML file, or the name of a shipped preset")
     parser.add_argument("--list-presets", action="store_true", help="list shipped presets and exit")
-    from kpbench.suite.limits import LIMITS_HELP, MAX_POINTS, MAX_VALUES
+    from kpbench.bench.limits import LIMITS_HELP, MAX_POINTS, MAX_VALUES
 
     axes = parser.add_argument_group("sweep axes (comma lists; sizes also as ranges 1e2..1e5[:n])",
                                      LIMITS_HELP)
@@ -111,7 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--interleave", action="append", metavar="NAME[=PATH[:VAR=VALUE,...]]",
                        help="measure the speed sweep in two or more variants at once, their samples "
                             "alternating (a kpbench checkout PATH, environment variables); rows go "
-                            "to OUT/NAME; compare pairs them (kpbench.suite.interleave)")
+                            "to OUT/NAME; compare pairs them (kpbench.bench.interleave)")
     where.add_argument("--dry-run", action="store_true", help="list the points, run nothing")
     where.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -141,7 +141,7 @@ def run_specs(specs, run_options) -> int:
     """Run the sweeps one after another as one run (one run_id)."""
     import uuid
 
-    from kpbench.suite.sweep import run_sweep
+    from kpbench.bench.sweep import run_sweep
 
     run_id = uuid.uuid4().hex
     for i, spec in enumerate(specs, 1):
@@ -156,7 +156,7 @@ def run_interleaved_specs(specs, run_options, variant_texts: list[str]) -> int:
     """The sweeps measured in every variant, interleaved, one after another (one run_id)."""
     import uuid
 
-    from kpbench.suite.interleave import parse_variant, run_interleaved
+    from kpbench.bench.interleave import parse_variant, run_interleaved
 
     variants = [parse_variant(text) for text in variant_texts]
     run_id = uuid.uuid4().hex
@@ -171,8 +171,8 @@ def run_interleaved_specs(specs, run_options, variant_texts: list[str]) -> int:
 def build(args):
     """(list of SweepSpec, RunOptions) from the flags and the optional config file."""
     from kpbench.errors import KPBenchError
-    from kpbench.suite.spec import check_run_options, spec_from_dict
-    from kpbench.suite.sweep import RunOptions
+    from kpbench.bench.spec import check_run_options, spec_from_dict
+    from kpbench.bench.sweep import RunOptions
 
     tables, run_table = ([{}], {})
     if args.config:
@@ -230,7 +230,7 @@ def load_config(name: str) -> tuple[list[dict], dict]:
     import tomllib
 
     from kpbench.errors import KPBenchError
-    from kpbench.suite.spec import config_tables
+    from kpbench.bench.spec import config_tables
 
     path = resolve_config(name)
     try:
@@ -261,7 +261,7 @@ def _first_comment(path: pathlib.Path) -> str:
 
 
 def _dry_run(specs) -> int:
-    from kpbench.suite.spec import expand
+    from kpbench.bench.spec import expand
 
     for spec in specs:
         points = expand(spec)

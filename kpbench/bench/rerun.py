@@ -61,7 +61,7 @@ class RerunGroup:
     points: list
 
     def spec(self):
-        from kpbench.suite.spec import SweepSpec
+        from kpbench.bench.spec import SweepSpec
 
         s = self.settings
         return SweepSpec(
@@ -107,7 +107,7 @@ def plan(rows: pd.DataFrame, run_id: str = "?") -> list[RerunGroup]:
 
 def point_from_row(row: dict, kind: str):
     """The Point of a stored row; its key must be the row's (else the row is not rerunnable)."""
-    from kpbench.suite.spec import Point
+    from kpbench.bench.spec import Point
 
     values = {}
     for name in POINT_COLUMNS:
@@ -210,7 +210,7 @@ def rerun(store, run_id: str | None = None, out=None, executor: str | None = Non
           progress: bool = True, wait: bool = False) -> tuple[str, str, list[RerunGroup]]:
     """Measure the points of the stored run again as a new run; returns
     (old run_id, new run_id, the groups run)."""
-    from kpbench.suite.sweep import RunOptions, run_sweep
+    from kpbench.bench.sweep import RunOptions, run_sweep
 
     old_id, rows = load_run(store, run_id)
     groups = plan(rows, old_id)
