@@ -256,7 +256,7 @@ EOF
     echo "points run on the worker node $WORKER_SSH: $on_worker"
     [ "$on_worker" -gt 0 ] || WORKER_MISSING=${WORKER_MISSING:-"the worker node $WORKER_SSH ran no point"}
     log "kpbench report"
-    (cd "$ROOT" && PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m kpbench.bench.cli report \
+    (cd "$ROOT" && PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m kpbench report \
         "$WORK/fetched" --out "$WORK/report") | tail -3
     test -s "$WORK/report/report.html"
     log "ray down"

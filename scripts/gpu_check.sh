@@ -94,7 +94,7 @@ if [ "$DRY" = 1 ]; then
 else
     N_KP=1e4,1e5,1e6; N_SH=1e4,1e5; N_CPU=""
 fi
-KPB=("$PYTHON" -m kpbench.bench.cli)
+KPB=("$PYTHON" -m kpbench)
 REPORT_S=60   # kept back from the budget for the report, which runs last whatever happened
 SWEEP=(--executor inline --no-progress --out "$OUT/results" --D 3 --dtype float32 --repeats 5)
 

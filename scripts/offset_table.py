@@ -27,7 +27,7 @@ from kpbench.results.selection import sweep_frame
 from kpbench.results.tables import offset_table
 from kpbench.bench.spec import spec_from_dict
 from kpbench.bench.sweep import RunOptions, run_sweep
-from kpbench.bench.sweep_cli import load_config
+from kpbench.cli.sweep import load_config
 
 
 def conditioning_table() -> dict:

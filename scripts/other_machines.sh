@@ -12,7 +12,7 @@ trap 'rm -rf "$out"' EXIT
 
 reproduction_checks() {   # $1: a label for this pass
     for name in gradient-flow-1d gradient-flow-2d model-fitting; do
-        python -m kpbench.bench.cli reproduce "$name" --check --no-figures --out "$out/$1/$name" \
+        python -m kpbench reproduce "$name" --check --no-figures --out "$out/$1/$name" \
             | grep -E "^check against|MOVED|^check passed|^CHECK FAILED"
     done
 }

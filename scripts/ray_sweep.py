@@ -16,17 +16,19 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from kpbench.bench import sweep_cli
+    from kpbench.cli import sweep
+    from kpbench.cli.main import run_command
 
     parser = argparse.ArgumentParser(prog="ray_sweep.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sweep_cli.add_arguments(parser)
+    sweep.add_arguments(parser)
+    parser.set_defaults(command="sweep", func=sweep.run)   # errors said as by `kpbench sweep`
     args = parser.parse_args(argv)
     if args.executor not in (None, "ray"):
         parser.error("ray_sweep.py runs sweeps on a Ray cluster; use `kpbench sweep` for --executor inline")
     args.executor = "ray"
     args.address = args.address or os.environ.get("RAY_ADDRESS") or "auto"
-    return sweep_cli.run(args)
+    return run_command(args)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from kpbench.results import compare, compare_cli
+from kpbench.cli import compare as compare_cli
+from kpbench.results import compare
 from kpbench.results.selection import load_sweeps, select_run
 from test_report import run_cli, sweep_row, write_sweeps
 

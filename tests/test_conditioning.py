@@ -12,7 +12,7 @@ from kpbench.results.report import write_report
 from kpbench.results.selection import load_sweeps
 from kpbench.bench import measure, workloads
 from kpbench.bench import rerun as rr
-from kpbench.bench.cli import main
+from kpbench.cli.main import main
 from kpbench.bench.spec import Point, SweepSpec, count_points, expand, spec_from_dict
 from kpbench.bench.sweep import RunOptions, run_sweep
 

@@ -157,7 +157,7 @@ def test_a_compile_error_is_reported_with_the_compiler_output(monkeypatch, tmp_p
 
 
 def test_backends_command_says_host_execution(monkeypatch, capsys):
-    from kpbench.bench.cli import main
+    from kpbench.cli.main import main
 
     monkeypatch.setenv(host.ENV, "1")
     assert main(["backends"]) == 0

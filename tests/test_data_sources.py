@@ -218,7 +218,7 @@ def run(spec_values, out):
 
 def test_sweep_on_user_files_records_the_data_then_rerun_refuses_a_changed_file(tmp_path, capsys):
     from kpbench.results.selection import load_sweeps
-    from kpbench.bench.cli import main
+    from kpbench.cli.main import main
 
     ply = write_ply(tmp_path / "cloud.ply", cloud(40, 3, 7))
     npy = tmp_path / "cloud.npy"

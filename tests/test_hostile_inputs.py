@@ -12,7 +12,7 @@ import pytest
 from kpbench.backends.cxxflags import bad_token, check_cxxflags
 from kpbench.errors import BackendUnavailable, KPBenchError
 from kpbench.results.store import SWEEPS, ResultStore
-from kpbench.bench.cli import main
+from kpbench.cli.main import main
 from kpbench.bench.spec import SweepSpec
 from kpbench.bench.sweep import RunOptions, run_sweep
 

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from kpbench.results import compare as cmp
-from kpbench.results import report_cli
+from kpbench.cli import report as report_cli
 from kpbench.results.compare_page import write_page
 from kpbench.results.report import write_report
 from kpbench.results.schema import SWEEP_SCHEMA

@@ -73,8 +73,8 @@ def test_bad_interleaved_sweeps_are_refused(tmp_path, kind, variants, message):
 
 
 def test_the_sweep_command_interleaves_and_compare_pairs(tmp_path, capsys):
-    from kpbench.results import compare_cli
-    from kpbench.bench import sweep_cli
+    from kpbench.cli import compare as compare_cli
+    from kpbench.cli import sweep as sweep_cli
     from test_report import run_cli
 
     out = tmp_path / "ab"

@@ -17,7 +17,7 @@ from kpbench.bench import costs, machine
 def limits_file(tmp_path_factory):
     """This machine's limits measured once (``kpbench calibrate --limits``), cached in a
     file of the test's own, which the sweeps of this module read."""
-    from kpbench.bench.cli import main
+    from kpbench.cli.main import main
 
     path = tmp_path_factory.mktemp("limits") / "limits.json"
     before = os.environ.get("KPBENCH_LIMITS")

@@ -14,18 +14,20 @@ from kpbench.results import report, tables
 from kpbench.results.meta import run_metadata
 from kpbench.results.schema import POINT_COLUMNS
 from kpbench.results.store import ResultStore
-from kpbench.results import report_cli
+from kpbench.cli import report as report_cli
 from kpbench.results.selection import load_sweeps
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def run_cli(module, argv: list[str]) -> int:
-    """Run one ``kpbench`` sub-command through its own argparse parser, as the CLI does."""
+    """Run one ``kpbench`` sub-command through its own argparse parser, under the CLI's
+    error policy, as the CLI does."""
+    from kpbench.cli.main import run_command
+
     parser = argparse.ArgumentParser(prog="kpbench")
     module.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return run_command(parser.parse_args(argv))
 
 
 def sweep_row(op="kernel_product", backend="torch", N=1000, status="ok", time=None, mem=None,

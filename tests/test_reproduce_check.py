@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from kpbench.errors import KPBenchError
-from kpbench.bench.cli import main
+from kpbench.cli.main import main
 from kpbench.reproductions import REPRODUCTIONS
 from kpbench.reproductions import check as chk
 

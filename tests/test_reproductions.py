@@ -265,7 +265,7 @@ def test_nan_inputs_raising_kpbench_error_are_recorded_not_raised(gmm_target):
 
 # ---------------------------------------------------------------------- CLI
 def test_cli_runs_a_reproduction_and_refuses_numpy(tmp_path, capsys):
-    from kpbench.bench.cli import main
+    from kpbench.cli.main import main
 
     out = str(tmp_path)
     assert main(["reproduce", "gradient-flow-1d", "--N", "20", "--losses", "energy",

@@ -16,7 +16,7 @@ from kpbench.results.fingerprint import hash_mismatches, input_hash
 from kpbench.results.selection import load_sweeps, select_run
 from kpbench.results.store import SWEEPS, ResultStore
 from kpbench.bench import rerun as rr
-from kpbench.bench.cli import main
+from kpbench.cli.main import main
 from kpbench.bench.spec import SweepSpec
 from kpbench.bench.sweep import RunOptions, run_sweep
 

@@ -5,7 +5,6 @@ from the CLI); a row the store refuses never takes the rows of its batch with it
 """
 from __future__ import annotations
 
-import argparse
 import re
 import subprocess
 
@@ -14,21 +13,15 @@ import pytest
 from kpbench.errors import KPBenchError
 from kpbench.results.meta import run_metadata
 from kpbench.results.store import SWEEPS, ResultStore
-from kpbench.bench import sweep_cli
+from kpbench.cli.main import main
 from kpbench.bench.executors import ExecutorOptions
 from kpbench.bench.limits import MAX_POINTS, MAX_SIZE, MAX_VALUES, SEED_LIMIT
 from kpbench.bench.spec import SweepSpec, spec_from_dict
 from kpbench.bench.sweep import RowRecorder, RunOptions, run_sweep
 
 
-def _parse(argv):
-    parser = argparse.ArgumentParser()
-    sweep_cli.add_arguments(parser)
-    return parser.parse_args(argv)
-
-
 def _run_cli(argv, capsys) -> tuple[int, str]:
-    code = sweep_cli.run(_parse(argv))
+    code = main(["sweep", *argv])
     return code, capsys.readouterr().err
 
 

@@ -14,8 +14,8 @@ import pytest
 
 from kpbench.results.compact import compact
 from kpbench.results.store import SWEEPS, ResultStore, run_folder, write_part
-from kpbench.results.store_cli import run_check
-from kpbench.bench.cli import main
+from kpbench.cli.store import run_check
+from kpbench.cli.main import main
 
 RUNS = ("run-a", "run-b", "c/../weird run")      # the last is no plain name: a hashed folder
 

@@ -13,7 +13,7 @@ import pytest
 
 from kpbench.results.meta import RUNS, record_environment
 from kpbench.results.store import SWEEPS, ResultStore
-from kpbench.bench.cli import main
+from kpbench.cli.main import main
 from kpbench.bench.spec import spec_from_dict
 from kpbench.bench.sweep import RunOptions, run_sweep
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import TEST_OPS_PLUGIN
 from kpbench.results.lock import LOCK_FILE, StoreBusy, describe_holder, store_lock
 from kpbench.results.store import SWEEPS, ResultStore
-from kpbench.bench.cli import main
+from kpbench.cli.main import main
 from kpbench.bench.spec import spec_from_dict
 from kpbench.bench.sweep import RunOptions, run_sweep
 
@@ -29,7 +29,7 @@ SLEEPY = ["sweep", "speed", "--ops", "_test_sleep", "--backends", "numpy", "--dt
 def kpbench(*args: str) -> subprocess.Popen:
     env = {**os.environ, "KPBENCH_PLUGINS": TEST_OPS_PLUGIN,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.Popen([sys.executable, "-m", "kpbench.bench.cli", *args], env=env, text=True,
+    return subprocess.Popen([sys.executable, "-m", "kpbench", *args], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 

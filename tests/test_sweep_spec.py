@@ -6,7 +6,7 @@ import argparse
 import pytest
 
 from kpbench.errors import KPBenchError
-from kpbench.bench import sweep_cli
+from kpbench.cli import sweep as sweep_cli
 from kpbench.bench.spec import (
     Point, SweepSpec, count_points, expand, parse_bytes, parse_ints, parse_sizes, point_key,
     spec_from_dict,

@@ -96,7 +96,7 @@ def test_log_weights_may_be_minus_infinity():
 
 
 def test_cli_lists_backends_with_reasons(capsys):
-    from kpbench.bench.cli import main
+    from kpbench.cli.main import main
 
     assert main(["backends"]) == 0
     out = capsys.readouterr().out

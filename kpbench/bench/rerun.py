@@ -26,12 +26,10 @@ compares the two runs is printed.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import os
 import pathlib
-import sys
 import uuid
 from dataclasses import dataclass
 
@@ -276,50 +274,3 @@ def check_rerun(store, old_id: str, out, new_id: str) -> tuple[list[str], bool]:
         lines.append(f"build flags differ: CXXFLAGS {flags['old']} -> {flags['new']} "
                      "(workers of an already running Ray cluster keep their own environment)")
     return lines, differ
-
-
-# -- the command ---------------------------------------------------------------------
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "rerun", help="measure the points of a stored run again (then: kpbench compare)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("store", metavar="STORE", help="results dir (or its sweeps dir)")
-    parser.add_argument("--run-id", default=None, help="run to rerun (id or unique prefix; "
-                                                       "default: the latest)")
-    parser.add_argument("--out", default=None, help="results dir of the rerun (default: STORE)")
-    parser.add_argument("--executor", choices=("ray", "inline"), default=None,
-                        help="default: the stored run's")
-    parser.add_argument("--address", default=None, help="Ray cluster address")
-    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray cluster")
-    parser.add_argument("--wait", action="store_true",
-                        help="another sweep writing into --out: wait for it (default: exit 2)")
-    parser.add_argument("--dry-run", action="store_true", help="list the points, run nothing")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
-
-
-def run(args) -> int:
-    try:
-        if args.dry_run:
-            return _dry_run(args.store, args.run_id)
-        old_id, new_id, _ = rerun(args.store, args.run_id, args.out, args.executor,
-                                  args.address, args.num_cpus, progress=not args.no_progress,
-                                  wait=args.wait)
-        out = args.out or str(store_root(args.store))
-        lines, differ = check_rerun(args.store, old_id, out, new_id)
-    except (KPBenchError, ConnectionError) as exc:
-        print(f"kpbench rerun: error: {exc}", file=sys.stderr)
-        return 2
-    print("\n".join(lines))
-    print(f"rerun of {old_id} -> {new_id}; compare them with:\n"
-          f"  kpbench compare {args.store} {out} --run-id {old_id} {new_id}")
-    return 1 if differ else 0
-
-
-def _dry_run(store, run_id) -> int:
-    old_id, rows = load_run(store, run_id)
-    for group in plan(rows, old_id):
-        print(f"# {group.kind}: {len(group.points)} points, settings {group.settings}")
-        for point in group.points:
-            print(point.key(group.kind), point)
-    return 0

@@ -7,8 +7,9 @@ and so are ok speed rows whose median or samples are missing, NaN or infinite.
 """
 from __future__ import annotations
 
+import dataclasses
 import pathlib
-import sys
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -50,23 +51,12 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from kpbench.errors import KPBenchError
     from kpbench.results import compare as cmp
 
     runs = args.run_id or ("all", "all")
-    try:
-        sides = load_sides((args.baseline, args.new), runs)
-        result = cmp.compare(
-            *sides,
-            threshold=cmp.DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
-            err_floor=cmp.ERR_FLOOR if args.err_floor is None else args.err_floor,
-            mem_floor=cmp.MEM_FLOOR if args.mem_floor is None else args.mem_floor,
-            p_threshold=cmp.P_THRESHOLD if args.p_threshold is None else args.p_threshold,
-            allow_env_mismatch=args.allow_env_mismatch,
-        )
-    except KPBenchError as exc:
-        print(f"kpbench compare: error: {exc}", file=sys.stderr)
-        return 2
+    sides = load_sides((args.baseline, args.new), runs)
+    result = cmp.compare(*sides, **dataclasses.asdict(gate_settings(args)),
+                         allow_env_mismatch=args.allow_env_mismatch)
     print(f"baseline: {args.baseline} (run {runs[0]})  new: {args.new} (run {runs[1]})")
     for name, side in zip(("baseline", "new"), sides):
         made_up = int(side["synthetic"].eq(True).sum()) if "synthetic" in side else 0
@@ -85,6 +75,14 @@ def run(args) -> int:
 
         print(f"page: {write_page(result, page, f'{args.baseline} (run {runs[0]})', f'{args.new} (run {runs[1]})')}")
     return 1 if result.failed else 0
+
+
+def gate_settings(args):
+    """The GateSettings of the flags given (the others: GateSettings' own defaults)."""
+    from kpbench.results.compare import GateSettings
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(GateSettings)}
+    return GateSettings(**{name: value for name, value in given.items() if value is not None})
 
 
 def load_sides(paths: tuple[str, str], runs: tuple[str, str]) -> list:

@@ -8,8 +8,6 @@ one (say ``quarantine``) is one more entry, its ``run(args) -> exit code`` besid
 """
 from __future__ import annotations
 
-import sys
-
 CHECK_DESCRIPTION = (
     "Read every part file of every table of the store (each folder holding part-*.parquet "
     "files) and list the parts a read skips: unreadable (not Parquet, truncated, empty) or of "
@@ -50,14 +48,13 @@ def _store_argument(parser) -> None:
 
 
 def _open_store(args):
-    """The store of ``args.results_dir``, or None (said on stderr) when there is none."""
+    """The store of ``args.results_dir``; KPBenchError when there is none."""
+    from kpbench.errors import KPBenchError
     from kpbench.results.store import ResultStore, printable, store_root
 
     root = store_root(args.results_dir)
     if not root.is_dir():
-        print(f"kpbench store {args.verb}: error: no results directory at {printable(str(root))}",
-              file=sys.stderr)
-        return None
+        raise KPBenchError(f"no results directory at {printable(str(root))}")
     return ResultStore(root)
 
 
@@ -65,8 +62,6 @@ def run_check(args) -> int:
     from kpbench.results.store import duplicate_keys, printable, visible_parts
 
     store = _open_store(args)
-    if store is None:
-        return 2
     root = store.root
     found = 0
     for table in store.tables():
@@ -92,18 +87,11 @@ def run_check(args) -> int:
 
 def run_compact(args) -> int:
     from kpbench.results.compact import compact
-    from kpbench.results.lock import StoreBusy
     from kpbench.results.store import printable
 
     store = _open_store(args)
-    if store is None:
-        return 2
-    try:
-        for table in store.tables():
-            print(compact(store, table).summary())
-    except StoreBusy as exc:
-        print(f"kpbench store compact: error: {exc}", file=sys.stderr)
-        return 2
+    for table in store.tables():
+        print(compact(store, table).summary())      # a sweep writing the store: StoreBusy
     if not store.tables():
         print(f"no tables (folders of part-*.parquet files) in {printable(str(store.root))}")
     return 0

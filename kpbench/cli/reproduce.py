@@ -8,23 +8,35 @@ that moved and exits 1 if any did."""
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
 import sys
 
-# reproduction -> (default N, default dtype); mirrors the modules' defaults for --help
-DEFAULTS = {
-    "gradient-flow-1d": (50, "float64"),
-    "gradient-flow-2d": (300, "float64"),
-    "model-fitting": (200, "float32"),
-}
+from kpbench.reproductions import REPRODUCTIONS
+
+DEFAULTS_MARK = "%(reproduction defaults)s"     # filled from the modules when --help asks
+# the flags that are keyword arguments of a reproduction's run (those its run takes)
+SETTING_FLAGS = ("backend", "dtype", "device", "N", "M", "seed", "t_max", "iterations")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Fills the epilog with the reproductions' own defaults, read from their modules only
+    when the help is shown (importing them imports torch: not for every ``kpbench``)."""
+
+    def _format_text(self, text: str) -> str:
+        if DEFAULTS_MARK in text:
+            text = text.replace(DEFAULTS_MARK, "; ".join(
+                f"{name}: N={module.DEFAULT_N}, {_run_defaults(module)['dtype']}"
+                for name, module in ((name, _module(name)) for name in REPRODUCTIONS)))
+        return super()._format_text(text)
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "reproduce", help="run a classic experiment (gradient flows, model fitting)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="defaults: " + "; ".join(f"{k}: N={n}, {d}" for k, (n, d) in DEFAULTS.items()),
+        description=__doc__, formatter_class=_HelpFormatter, epilog="defaults: " + DEFAULTS_MARK,
     )
-    parser.add_argument("which", choices=list(DEFAULTS), help="the reproduction to run")
+    parser.add_argument("which", choices=list(REPRODUCTIONS), help="the reproduction to run")
     parser.add_argument("--backend", default=None,
                         help="torch | keops | cuda (an autograd backend; default torch)")
     parser.add_argument("--N", type=_positive, default=None,
@@ -59,21 +71,11 @@ def _positive(text: str) -> int:
 
 
 def run(args) -> int:
-    import importlib
-
-    from kpbench.errors import BackendUnavailable, KPBenchError
-    from kpbench.reproductions import REPRODUCTIONS
-
-    module = importlib.import_module(REPRODUCTIONS[args.which])
-    try:
-        reference, settings = _settings(args)
-        kwargs = dict(out=args.out, figures=not args.no_figures, **settings,
-                      losses=[s.strip() for s in args.losses.split(",")] if args.losses else None)
-        summaries = module.run(**kwargs)
-        checked = _check(reference, summaries)
-    except (KPBenchError, BackendUnavailable) as exc:
-        print(f"kpbench reproduce: error: {exc}", file=sys.stderr)
-        return 2
+    module = _module(args.which)
+    reference, settings = _settings(args, module)
+    summaries = module.run(out=args.out, figures=not args.no_figures, **settings,
+                           losses=[s.strip() for s in args.losses.split(",")] if args.losses else None)
+    checked = None if reference is None else _check(reference, summaries)
     module.report(summaries)
     print(f"rows: {args.out}/{module.TABLE}/   figures: {args.out}/figures/{module.FIGURES}/")
     failed = [s for s in summaries if s.get("status") in ("error", "oom")]
@@ -88,32 +90,31 @@ def run(args) -> int:
     return 1 if failed else 0
 
 
-def _settings(args) -> tuple[dict | None, dict]:
-    """(the reference or None, the keyword arguments of the reproduction's run)."""
-    given = dict(backend=args.backend, dtype=args.dtype, device=args.device, N=args.N, M=args.M,
-                 seed=args.seed, **_length_arg(args.which, args))
+def _module(name: str):
+    return importlib.import_module(REPRODUCTIONS[name])
+
+
+def _run_defaults(module) -> dict:
+    """The keyword defaults of the reproduction's ``run``: the one place they are written."""
+    return {name: p.default for name, p in inspect.signature(module.run).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def _settings(args, module) -> tuple[dict | None, dict]:
+    """(the reference or None, the keyword arguments given to the reproduction's run: the
+    flags given, or the reference's settings; the run's own defaults fill the others)."""
+    accepted = _run_defaults(module)
+    given = {name: getattr(args, name) for name in SETTING_FLAGS if name in accepted}
     reference = None
     if args.check or args.reference:
         from kpbench.reproductions import check
 
         reference = check.load_reference(args.reference or check.reference_path(args.which))
         given = check.run_settings(reference, given)
-    defaults = dict(backend="torch", dtype=DEFAULTS[args.which][1], device="auto", seed=0,
-                    **_length_arg(args.which, None))
-    return reference, {name: value if value is not None else defaults.get(name)
-                       for name, value in {**defaults, **given}.items()}
+    return reference, {name: value for name, value in given.items() if value is not None}
 
 
-def _length_arg(which: str, args) -> dict:
-    """How long the reproduction runs: iterations (model fitting) or t_max (flows)."""
-    if which == "model-fitting":
-        return {"iterations": None if args is None else args.iterations}
-    return {"t_max": 5.0 if args is None else args.t_max}
-
-
-def _check(reference: dict | None, summaries: list[dict]):
-    if reference is None:
-        return None
+def _check(reference: dict, summaries: list[dict]):
     from kpbench.reproductions.check import check
 
     return check(reference, summaries)

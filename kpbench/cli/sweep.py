@@ -20,9 +20,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import pathlib
-import sys
 
-PRESETS_DIR = pathlib.Path(__file__).resolve().parent / "presets"
+PRESETS_DIR = pathlib.Path(__file__).resolve().parents[1] / "bench" / "presets"
 
 # flag -> SweepSpec field (values parsed by kpbench.bench.spec)
 SPEC_FLAGS = {
@@ -117,24 +116,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from kpbench.errors import KPBenchError
-
     if args.list_presets:
         for path in sorted(PRESETS_DIR.glob("*.toml")):
             print(f"{path.stem:20s} {_first_comment(path)}")
         return 0
-    try:
-        specs, run_options = build(args)
-        for line in config_notes(args, run_options):
-            print(line, flush=True)
-        if args.dry_run:
-            return _dry_run(specs)
-        if args.interleave:
-            return run_interleaved_specs(specs, run_options, args.interleave)
-        return run_specs(specs, run_options)
-    except (KPBenchError, ConnectionError) as exc:
-        print(f"kpbench sweep: {exc}", file=sys.stderr)
-        return 2
+    specs, run_options = build(args)
+    for line in config_notes(args, run_options):
+        print(line, flush=True)
+    if args.dry_run:
+        return _dry_run(specs)
+    if args.interleave:
+        return run_interleaved_specs(specs, run_options, args.interleave)
+    return run_specs(specs, run_options)
 
 
 def run_specs(specs, run_options) -> int:

@@ -9,7 +9,6 @@ it. Rerunning resumes: points already stored are not measured again.
 from __future__ import annotations
 
 import argparse
-import sys
 
 DEMO_PRESET = "demo"
 
@@ -30,21 +29,16 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from kpbench.errors import KPBenchError
-    from kpbench.results.report import write_report
     from kpbench.bench.spec import spec_from_dict
     from kpbench.bench.sweep import RunOptions
-    from kpbench.bench.sweep_cli import load_config, run_specs
+    from kpbench.cli.sweep import load_config, run_specs
+    from kpbench.results.report import write_report
 
-    try:
-        options = RunOptions(executor=args.executor, out=args.out, resume=args.resume,
-                             num_cpus=args.num_cpus)
-        tables, _ = load_config(args.config)
-        specs = [spec_from_dict(t, where=f"sweep {i + 1} of {args.config}") for i, t in enumerate(tables)]
-        run_specs(specs, options)
-    except (KPBenchError, ConnectionError) as exc:
-        print(f"kpbench demo: {exc}", file=sys.stderr)
-        return 2
+    options = RunOptions(executor=args.executor, out=args.out, resume=args.resume,
+                         num_cpus=args.num_cpus)
+    tables, _ = load_config(args.config)
+    specs = [spec_from_dict(t, where=f"sweep {i + 1} of {args.config}") for i, t in enumerate(tables)]
+    run_specs(specs, options)
     report = write_report(args.out, args.report_dir)
     print(f"report: {report} (and report.md beside it)")
     return 0
