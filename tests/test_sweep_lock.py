@@ -12,7 +12,8 @@ import time
 import pytest
 
 from conftest import TEST_OPS_PLUGIN
-from kpbench.results.lock import LOCK_FILE, StoreBusy, describe_holder, store_lock
+from kpbench.results.layout import LOCK_FILE
+from kpbench.results.lock import StoreBusy, describe_holder, store_lock
 from kpbench.results.store import SWEEPS, ResultStore
 from kpbench.cli.main import main
 from kpbench.bench.spec import spec_from_dict

@@ -52,6 +52,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from kpbench.results import compare as cmp
+    from kpbench.results.layout import compare_page
 
     runs = args.run_id or ("all", "all")
     sides = load_sides((args.baseline, args.new), runs)
@@ -69,7 +70,7 @@ def run(args) -> int:
     wanted = NOTES_COLUMNS + cmp.LABEL_COLUMNS
     notes = [side[[c for c in dict.fromkeys(wanted) if c in side]] for side in sides]
     print("\n".join(reproducibility_notes(args.baseline, notes[0], args.new, notes[1])))
-    page = None if args.no_page else (args.page or default_page(args.new))
+    page = None if args.no_page else (args.page or compare_page(args.new))
     if page is not None:
         from kpbench.results.compare_page import write_page
 
@@ -99,10 +100,4 @@ def load_sides(paths: tuple[str, str], runs: tuple[str, str]) -> list:
     return [first, load_run(paths[1], None if runs[1] == "all" else runs[1], columns)]
 
 
-def default_page(new: str) -> pathlib.Path | None:
-    """NEW/report/compare.html for a results directory (or its sweeps/ folder), else None."""
-    from kpbench.results.store import SWEEPS
 
-    path = pathlib.Path(new)
-    root = path.parent if path.name == SWEEPS else path
-    return root / "report" / "compare.html" if (root / SWEEPS).is_dir() else None

@@ -13,6 +13,7 @@ import inspect
 import sys
 
 from kpbench.reproductions import REPRODUCTIONS
+from kpbench.results import layout
 
 DEFAULTS_MARK = "%(reproduction defaults)s"     # filled from the modules when --help asks
 # the flags that are keyword arguments of a reproduction's run (those its run takes)
@@ -77,7 +78,8 @@ def run(args) -> int:
                            losses=[s.strip() for s in args.losses.split(",")] if args.losses else None)
     checked = None if reference is None else _check(reference, summaries)
     module.report(summaries)
-    print(f"rows: {args.out}/{module.TABLE}/   figures: {args.out}/figures/{module.FIGURES}/")
+    print(f"rows: {layout.table_dir(args.out, module.TABLE)}/   "
+          f"figures: {layout.figures_dir(args.out, module.FIGURES)}/")
     failed = [s for s in summaries if s.get("status") in ("error", "oom")]
     for s in failed:
         print(f"{s.get('loss') or s.get('fidelity')}: {s['status']}: {s.get('error')}",

@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from kpbench.results import layout
+from kpbench.results.layout import SWEEPS, compacted_name, run_folder
 from kpbench.results.lock import store_lock
-from kpbench.results.store import (
-    COMPACTION_KEY, SWEEPS, ResultStore, compacted_name, run_folder, visible_parts, write_part,
-)
+from kpbench.results.store import COMPACTION_KEY, ResultStore, visible_parts, write_part
 
 FLAT = ""         # the table folder itself (parts of every run, as older versions wrote them)
 # the table folder's parts are merged this many at a time (a group's rows are held in memory;
@@ -94,9 +94,7 @@ def compact(store: ResultStore, table: str = SWEEPS, pause=None) -> Compaction:
 def _finish_earlier(store: ResultStore, table: str) -> int:
     """Remove the files an interrupted compaction left: both kinds are hidden from readers."""
     _, hidden = visible_parts(*store.listing(table))
-    folder = store.table_dir(table)
-    unfinished = [p for pattern in (".*.compacting*", "run-*/.*.compacting*") for p in folder.glob(pattern)
-                  if p.is_file() and not p.is_symlink()]
+    unfinished = layout.unfinished_compaction_files(store.table_dir(table))
     for path in hidden + unfinished:      # an incomplete group's outputs before its hidden files
         _remove(path)
     return len(hidden) + len(unfinished)
@@ -132,7 +130,7 @@ def _merge(store: ResultStore, table: str, sources: dict[str, list[pathlib.Path]
     for rows, final in zip(outputs.values(), names):
         result.rows += rows.num_rows
         metadata = {**(rows.schema.metadata or {}), COMPACTION_KEY: record}
-        tmp = final.with_name(f".{final.name}.compacting")
+        tmp = layout.compacting_path(final)
         write_part(rows.replace_schema_metadata(metadata), tmp)   # hidden: readers skip it
         temporaries.append((tmp, final))
     pause("written")
@@ -171,9 +169,9 @@ def _concat(table: str, parts: list[pa.Table]) -> pa.Table:
 
 def _output_path(table_dir: pathlib.Path, folder: str, group: str, i: int, n: int,
                  paths: list[pathlib.Path]) -> pathlib.Path:
-    oldest = min(p.name for p in paths)[len("part-"):].split("-")[0]
+    oldest = layout.part_stamp(min(p.name for p in paths))
     stamp = oldest if oldest.isalnum() else _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-    return table_dir / folder / f"part-{stamp}-c{group}-{i}of{n}.parquet"
+    return table_dir / folder / layout.compacted_part_name(stamp, group, i, n)
 
 
 def _rel(path: pathlib.Path, table_dir: pathlib.Path) -> str:
@@ -185,7 +183,7 @@ def _remove(path: pathlib.Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
-    if path.parent.name.startswith("run-"):
+    if layout.in_run_folder(path):
         try:
             path.parent.rmdir()           # an emptied run folder (fails, harmlessly, if not empty)
         except OSError:

@@ -13,6 +13,8 @@ import os
 import pathlib
 import tempfile
 
+from kpbench.results.layout import figures_dir
+
 
 def figures(results_dir: pathlib.Path, skip: pathlib.Path | None = None
             ) -> tuple[list[tuple[pathlib.Path, str]], list[str]]:
@@ -22,7 +24,7 @@ def figures(results_dir: pathlib.Path, skip: pathlib.Path | None = None
     root = results_dir.resolve()
     skip = skip.resolve() if skip is not None else None
     found, refused = [], []
-    for top, dirs, names in os.walk(results_dir / "figures"):   # not into links to folders
+    for top, dirs, names in os.walk(figures_dir(results_dir)):   # not into links to folders
         top = pathlib.Path(top)
         if skip is not None and (top.resolve() == skip or skip in top.resolve().parents):
             continue

@@ -21,8 +21,8 @@ import socket
 import sys
 
 from kpbench.errors import KPBenchError
+from kpbench.results.layout import lock_path
 
-LOCK_FILE = ".sweep.lock"
 
 
 class StoreBusy(KPBenchError):
@@ -39,11 +39,11 @@ def store_lock(root, wait: bool = False):
         return
     root = pathlib.Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / LOCK_FILE, "a+", encoding="utf-8") as handle:
+    with open(lock_path(root), "a+", encoding="utf-8") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = describe_holder(root / LOCK_FILE)
+            holder = describe_holder(lock_path(root))
             if not wait:
                 raise StoreBusy(
                     f"{root} is being written by another sweep ({holder}); two sweeps into one "

@@ -29,11 +29,10 @@ import subprocess
 import sys
 import uuid
 
+from kpbench.results.layout import RUNS, store_root
 from kpbench.results.schema import META_FIELDS
 
 META_COLUMNS = [f.name for f in META_FIELDS]
-HOST_COLUMNS = ("host", "cpu", "gpu", "torch_version", "pykeops_version", "ray_version",
-                "numpy_version", "python_version", "cxxflags")
 
 
 def run_metadata(run_id: str | None = None, sweep: str | None = None,
@@ -118,7 +117,6 @@ def _version(dist: str) -> str | None:
 
 
 # -- the environment of a run, stored once per run ------------------------------------
-RUNS = "runs"
 # environment variables that change what a point computes or how fast
 RESULT_ENV_VARS = ("CXXFLAGS", "CFLAGS", "CXX", "CC", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                    "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
@@ -257,9 +255,7 @@ def load_environment(path, run_id: str) -> dict | None:
     None when the run has none (stored before environments were recorded)."""
     from kpbench.results.store import ResultStore
 
-    root = pathlib.Path(path)
-    root = root.parent if root.name == "sweeps" else root
-    runs = ResultStore(root).read(RUNS)
+    runs = ResultStore(store_root(path)).read(RUNS)
     if runs.empty or "run_id" not in runs:
         return None
     match = runs[runs["run_id"] == run_id]
@@ -307,5 +303,5 @@ def _short(value, width: int = 80) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
-__all__ = ["run_metadata", "host_metadata", "git_commit", "META_COLUMNS", "HOST_COLUMNS",
+__all__ = ["run_metadata", "host_metadata", "git_commit", "META_COLUMNS",
            "environment", "record_environment", "load_environment", "env_diff", "RUNS"]

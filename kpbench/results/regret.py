@@ -17,9 +17,10 @@ import pandas as pd
 from kpbench.backends import auto
 from kpbench.results.escape import plotly_text
 from kpbench.results.format import config_label, fmt_n, fmt_seconds
+from kpbench.results.layout import CALIBRATION_COPY
 from kpbench.results.selection import cells, config_dict
 
-TABLE_IN_STORE = pathlib.Path("calibration") / "calibration.json"
+TABLE_IN_STORE = CALIBRATION_COPY            # under a results folder
 GOAL = 1.1
 SUMMARY_HEADER = ["points", "count", "median regret", "max regret", f"share <= {GOAL}x"]
 

@@ -30,7 +30,7 @@ import pathlib
 import pandas as pd
 
 from kpbench.errors import KPBenchError
-from kpbench.results import datasets_view, files, plots, regret, side_by_side, tables
+from kpbench.results import datasets_view, files, layout, plots, regret, side_by_side, tables
 from kpbench.results.document import (
     Bold, Code, Details, Document, Heading, Image, Lines, Para, Table, render_html, render_markdown,
 )
@@ -212,11 +212,11 @@ def write_report(results_dir: str | os.PathLike, out_dir: str | os.PathLike | No
     results_dir = pathlib.Path(results_dir)
     if not results_dir.is_dir():
         raise KPBenchError(f"no results directory at {results_dir}")
-    link = results_dir / "report"
+    link = layout.report_dir(results_dir)
     if out_dir is None and link.is_symlink():
         raise KPBenchError(f"{link} is a link (to {os.readlink(link)!r}): the report is not written "
                            "through it; pass --out DIR to write it elsewhere")
-    out_dir = pathlib.Path(out_dir) if out_dir is not None else results_dir / "report"
+    out_dir = pathlib.Path(out_dir) if out_dir is not None else link
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = build_document(results_dir, out_dir, baseline, interactive, data)
     files.replace_file(out_dir / "report.md", render_markdown(doc, out_dir).encode("utf-8"))

@@ -1,16 +1,9 @@
 """The results store: one folder per table, one Parquet part file per append.
 
-Layout::
-
-    <root>/<table>/part-<utc time>-<uuid>.parquet               (other tables; sweeps of old versions)
-    <root>/sweeps/run-<run_id>/part-<utc time>-<uuid>.parquet   (sweeps: a folder per run)
-    <root>/sweeps/run-<run_id>/part-<utc time>-c<group>-<i>of<n>.parquet   (compacted)
-
-A ``sweeps`` part whose rows share one run goes into that run's folder (``run-`` and the
-run id, or ``run-h`` and a hash of it when the id is not a plain name), so reading one run
-opens that run's parts alone; stores written by earlier versions (every part in the table
-folder) are read as they are. Folder names carry no ``key=value``, so pandas and pyarrow
-read a table folder recursively without inventing a partition column.
+The layout (folders and file names) is :mod:`kpbench.results.layout`'s. A ``sweeps`` part
+whose rows share one run goes into that run's folder, so reading one run opens that run's
+parts alone; stores written by earlier versions (every part in the table folder) are read
+as they are.
 
 Compaction (:mod:`kpbench.results.compact`) merges parts into one per run. Its outputs
 (group ``<group>``, ``n`` of them) each name, in their footer, the parts they replace; a
@@ -41,12 +34,10 @@ permissive promotion: int with float, null with anything; not string with a numb
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import math
 import os
 import pathlib
-import re
 import sys
 import uuid
 from dataclasses import dataclass
@@ -57,12 +48,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kpbench.errors import KPBenchError
+from kpbench.results import layout
+from kpbench.results.layout import SWEEPS, compacted_name, run_folder, store_root
 from kpbench.results.schema import STATUSES, SWEEP_SCHEMA
 
-SWEEPS = "sweeps"
 COMPACTION_KEY = b"kpbench.compaction"     # a compaction output's footer: what it replaces
-_COMPACTED = re.compile(r"part-(?P<stamp>[0-9A-Za-z]+)-c(?P<group>[0-9a-f]{12})-(?P<i>[0-9]+)of(?P<n>[0-9]+)\.parquet")
-_PLAIN_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _READ_ATTEMPTS = 5
 _SCHEMAS = {SWEEPS: SWEEP_SCHEMA}
 _REQUIRED = {SWEEPS: ("key", "status")}
@@ -94,12 +84,10 @@ class ResultStore:
 
     # -- paths ----------------------------------------------------------------
     def table_dir(self, table: str) -> pathlib.Path:
-        _check_table_name(table)
-        return self.root / table
+        return layout.table_dir(self.root, table)
 
     def figures_dir(self, name: str) -> pathlib.Path:
-        _check_table_name(name)
-        path = self.root / "figures" / name
+        path = layout.figures_dir(self.root, name)
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -108,7 +96,7 @@ class ResultStore:
         if not self.root.is_dir():
             return []
         return sorted(d.name for d in self.root.iterdir() if d.is_dir()
-                      and not d.name.startswith((".", "_")) and self.parts(d.name))
+                      and layout.is_table_name(d.name) and self.parts(d.name))
 
     def parts(self, table: str, runs: set[str] | None = None) -> list[pathlib.Path]:
         """The part files of ``table`` a read takes (see :func:`visible_parts`), oldest first;
@@ -126,12 +114,10 @@ class ResultStore:
         if not folder.is_dir():
             return [], set()
         wanted = None if runs is None else {run_folder(r) for r in runs}
-        folders = [folder] + [sub for sub in folder.glob("run-*") if sub.is_dir() and not sub.is_symlink()]
-        pending = {parsed[0] for sub in folders for p in sub.glob(".part-*.compacting")
-                   if (parsed := compacted_name(p.name[1:-len(".compacting")])) is not None}
+        folders = [folder] + layout.run_folders(folder)
         found = [p for sub in folders if sub == folder or wanted is None or sub.name in wanted
-                 for p in sub.glob("part-*.parquet") if p.is_file()]
-        return sorted(found, key=lambda p: (p.name, str(p))), pending
+                 for p in sub.glob(layout.PART_GLOB) if p.is_file()]
+        return sorted(found, key=lambda p: (p.name, str(p))), layout.compacting_groups(folders)
 
     # -- writing --------------------------------------------------------------
     def append(self, table: str, rows: list[dict]) -> pathlib.Path | None:
@@ -149,7 +135,7 @@ class ResultStore:
             raise KPBenchError(f"an Arrow table for {table!r} must have the {table} schema")
         folder = self.table_dir(table) / self._run_folder_of(table, arrow_table)
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-        return write_part(arrow_table, folder / f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet")
+        return write_part(arrow_table, folder / layout.part_name(stamp, uuid.uuid4().hex[:12]))
 
     @staticmethod
     def _run_folder_of(table: str, arrow_table: pa.Table) -> str:
@@ -290,14 +276,6 @@ def _conformed(part: pq.ParquetFile, footer: pa.Schema, schema: pa.Schema | None
                      for f in fields], schema=pa.schema(fields))
 
 
-def run_folder(run_id: str) -> str:
-    """The folder of a run's sweeps parts: ``run-<run_id>``, or ``run-h<hash>`` for an id
-    that is not a plain name (the id is data: it never becomes a path as it is)."""
-    if _PLAIN_RUN_ID.fullmatch(run_id):
-        return f"run-{run_id}"
-    return "run-h" + hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()[:24]
-
-
 def write_part(arrow_table: pa.Table, path: pathlib.Path) -> pathlib.Path:
     """Write ``arrow_table`` at ``path`` atomically: a hidden temporary file beside it, then
     renamed (readers ignore hidden files, so a part is complete or absent)."""
@@ -310,12 +288,6 @@ def write_part(arrow_table: pa.Table, path: pathlib.Path) -> pathlib.Path:
         if tmp.exists():
             tmp.unlink()
     return path
-
-
-def compacted_name(name: str):
-    """(group, i, n) of a compaction output's file name; None for any other part."""
-    match = _COMPACTED.fullmatch(name)
-    return None if match is None else (match["group"], int(match["i"]), int(match["n"]))
 
 
 def compaction_record(path: pathlib.Path) -> dict | None:
@@ -349,7 +321,7 @@ def visible_parts(listed: list[pathlib.Path], pending: set[str] = frozenset()
             groups.setdefault(parsed[0], []).append(path)
     if not groups:
         return listed, []
-    table_dir = _table_dir_of(listed)
+    table_dir = layout.table_folder_of(listed[0])
     by_relative = {_relative(p, table_dir): p for p in listed}
     hidden: set[pathlib.Path] = set()
     for group, members in groups.items():
@@ -363,11 +335,6 @@ def visible_parts(listed: list[pathlib.Path], pending: set[str] = frozenset()
         hidden.update(by_relative[r] for r in record["replaces"]
                       if isinstance(r, str) and r in by_relative and r not in own)
     return [p for p in listed if p not in hidden], [p for p in listed if p in hidden]
-
-
-def _table_dir_of(listed: list[pathlib.Path]) -> pathlib.Path:
-    first = listed[0]
-    return first.parent.parent if first.parent.name.startswith("run-") else first.parent
 
 
 def _relative(path: pathlib.Path, table_dir: pathlib.Path) -> str:
@@ -399,12 +366,6 @@ def duplicate_keys(frame: pd.DataFrame) -> list[tuple[str, str, int]]:
         return []
     counts = frame.dropna(subset=["run_id", "key"]).groupby(["run_id", "key"]).size()
     return [(str(run), str(key), int(n)) for (run, key), n in counts.items() if n > 1]
-
-
-def store_root(path: str | os.PathLike) -> pathlib.Path:
-    """The store of a results dir given as itself or as its ``sweeps`` folder."""
-    path = pathlib.Path(path)
-    return path.parent if path.name == SWEEPS else path
 
 
 def printable(text: str, limit: int = 300) -> str:
@@ -445,11 +406,6 @@ def _warn_once(damaged: list[DamagedPart], root: pathlib.Path) -> None:
         _warned.add(part.path.resolve())
         print(f"kpbench: warning: skipped the damaged part {part} (the file is left as it is; "
               f"'kpbench store check {printable(str(root))}' lists every one)", file=sys.stderr)
-
-
-def _check_table_name(name: str) -> None:
-    if not name or not isinstance(name, str) or "/" in name or name.startswith((".", "_")):
-        raise KPBenchError(f"bad table name {name!r}: use a plain folder name like 'sweeps'")
 
 
 def _to_arrow(table: str, rows: list[dict]) -> pa.Table:
