@@ -1,10 +1,11 @@
 """``kpbench backends``: which backends run here, and why the others do not."""
 from __future__ import annotations
 
+from kpbench.cli import add_verb
+
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("backends", help="list backends and their availability")
-    parser.set_defaults(func=run)
+    add_verb(subparsers, "backends", run, help="list backends and their availability")
 
 
 def run(args) -> int:

@@ -2,18 +2,17 @@
 (its doc is this command's description)."""
 from __future__ import annotations
 
-import argparse
 import pathlib
 
 from kpbench.backends import auto
 from kpbench.bench import calibrate as calibration
 from kpbench.bench.calibrate import DEFAULT_N, DEFAULT_OPS, STORE_COPY
+from kpbench.cli import add_verb
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "calibrate", help="time the backends on this machine; backend='auto' picks from it",
-        description=calibration.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_verb(subparsers, "calibrate", run, doc=calibration.__doc__,
+                      help="time the backends on this machine; backend='auto' picks from it")
     parser.add_argument("--out", default="results", help="results store for the sweep rows (default results)")
     parser.add_argument("--table", default=None, help=f"where the table goes (default {auto.table_path()})")
     parser.add_argument("--ops", default=",".join(DEFAULT_OPS), help="ops to time (default kernel_product,softmin)")
@@ -28,7 +27,6 @@ def add_parser(subparsers) -> None:
                         help="instead: measure this machine's limits (exp/s, FMA/s, GB/s; 1 thread "
                              "and all threads; a few seconds), cache them per host (speed rows' "
                              "limit_s reads them) and print them with the GPU's device table entry")
-    parser.set_defaults(func=run)
 
 
 def run(args) -> int:

@@ -1,32 +1,28 @@
 """``kpbench compare BASELINE NEW [--threshold 1.1]``: exit 1 on a time/memory/status regression.
 
-A time regression needs the ratio past the threshold *and* timing distributions that
-differ (rank test on the samples, else non-overlapping IQRs); rows from different hosts,
-GPUs or torch/pykeops/numpy versions are refused (exit 2) unless --allow-env-mismatch,
-and so are ok speed rows whose median or samples are missing, NaN or infinite.
+Match the sweep points of BASELINE and NEW by key and print the ratios new/baseline of
+median time, peak memory and relative error. Exit status 1 when a time or memory ratio
+exceeds the threshold (for time: and the two timing distributions differ, by a Mann-Whitney
+rank test on the samples or, without enough samples, non-overlapping inter-quartile ranges)
+or a point that was ok fails in NEW; 0 otherwise; 2 on bad input, including rows measured on
+different hosts, GPUs or library versions (unless --allow-env-mismatch) and ok speed rows
+without a usable time (median or a sample missing, NaN, infinite or not positive: named by
+run, key and column). Relative errors are compared only when both exceed --err-floor and
+never fail the comparison.
 """
 from __future__ import annotations
 
 import dataclasses
 import pathlib
 
+from kpbench.cli import add_verb, doc_body
+
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "compare", help="compare two runs point by point; exit 1 on a regression",
-        description="Match the sweep points of BASELINE and NEW by key and print the ratios "
-                    "new/baseline of median time, peak memory and relative error. Exit status "
-                    "1 when a time or memory ratio exceeds the threshold (for time: and the two "
-                    "timing distributions differ, by a Mann-Whitney rank test on the samples "
-                    "or, without enough samples, non-overlapping inter-quartile ranges) or a "
-                    "point that was ok fails in NEW; 0 otherwise; 2 on bad input, including "
-                    "rows measured on different hosts, GPUs or library versions (unless "
-                    "--allow-env-mismatch) and ok speed rows without a usable time (median or "
-                    "a sample missing, NaN, infinite or not positive: named by run, key and "
-                    "column). Relative errors are compared only when both "
-                    "exceed --err-floor and never fail the comparison.")
-    parser.add_argument("baseline", metavar="BASELINE", help="results dir or sweeps Parquet dir")
-    parser.add_argument("new", metavar="NEW", help="results dir or sweeps Parquet dir")
+    parser = add_verb(subparsers, "compare", run, description=doc_body(__doc__),
+                      help="compare two runs point by point; exit 1 on a regression")
+    for side in ("baseline", "new"):
+        parser.add_argument(side, metavar=side.upper(), help="results dir or sweeps Parquet dir")
     parser.add_argument("--threshold", type=float, default=None,
                         help="regression factor (default 1.1): ratio > T regresses, < 1/T improves")
     parser.add_argument("--run-id", nargs=2, metavar=("BASE_RUN", "NEW_RUN"), default=None,
@@ -47,7 +43,6 @@ def add_parser(subparsers) -> None:
                         help="where the comparison page goes (default: NEW/report/compare.html "
                              "when NEW is a results directory)")
     parser.add_argument("--no-page", action="store_true", help="print the table only")
-    parser.set_defaults(func=run)
 
 
 def run(args) -> int:

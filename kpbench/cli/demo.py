@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 
+from kpbench.cli import add_verb
+
 DEMO_PRESET = "demo"
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "demo", help="run the demo sweep on a local Ray cluster and write the report",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_verb(subparsers, "demo", run, doc=__doc__,
+                      help="run the demo sweep on a local Ray cluster and write the report")
     parser.add_argument("--out", default="results", help="results folder (default results)")
     parser.add_argument("--report-dir", help="where the report goes (default <out>/report)")
     parser.add_argument("--executor", choices=("ray", "inline"), default="ray")
@@ -25,7 +26,6 @@ def add_parser(subparsers) -> None:
                         help="another preset or TOML file instead of the demo's")
     parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                         help="skip points already stored (default on)")
-    parser.set_defaults(func=run)
 
 
 def run(args) -> int:

@@ -1,15 +1,18 @@
-"""``kpbench report RESULTS_DIR [--out DIR]``: Markdown + HTML report of a results store."""
+"""``kpbench report RESULTS_DIR [--out DIR]``: Markdown + HTML report of a results store.
+
+Interactive charts (time, who wins where, accuracy vs time, memory, statuses), tables (time,
+speed-up vs a baseline backend in the same dtype and device, memory, error, status counts),
+the crossover map, the OOM frontier, PNG plots and reproduction figures, read from the
+Parquet store alone.
+"""
 from __future__ import annotations
+
+from kpbench.cli import add_verb, doc_body
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "report", help="write report.md and a self-contained report.html from a results store",
-        description="Interactive charts (time, who wins where, accuracy vs time, memory, "
-                    "statuses), tables (time, speed-up vs a baseline backend in the same dtype "
-                    "and device, memory, error, status counts), the crossover map, the OOM "
-                    "frontier, PNG plots and reproduction figures, read from the Parquet "
-                    "store alone.")
+    parser = add_verb(subparsers, "report", run, description=doc_body(__doc__),
+                      help="write report.md and a self-contained report.html from a results store")
     parser.add_argument("results_dir", metavar="RESULTS_DIR", help="results directory (with sweeps/)")
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="output directory (default: RESULTS_DIR/report)")
@@ -19,7 +22,6 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--data", default=None, metavar="SOURCES",
                         help="only these data sources, comma-separated ('default': the default pair; "
                              "file:PATH as stored)")
-    parser.set_defaults(func=run)
 
 
 def run(args) -> int:

@@ -12,6 +12,7 @@ import importlib
 import inspect
 import sys
 
+from kpbench.cli import add_verb
 from kpbench.reproductions import REPRODUCTIONS
 from kpbench.results import layout
 
@@ -32,43 +33,41 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return super()._format_text(text)
 
 
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "reproduce", help="run a classic experiment (gradient flows, model fitting)",
-        description=__doc__, formatter_class=_HelpFormatter, epilog="defaults: " + DEFAULTS_MARK,
-    )
-    parser.add_argument("which", choices=list(REPRODUCTIONS), help="the reproduction to run")
-    parser.add_argument("--backend", default=None,
-                        help="torch | keops | cuda (an autograd backend; default torch)")
-    parser.add_argument("--N", type=_positive, default=None,
-                        help="source points (model points for model-fitting)")
-    parser.add_argument("--M", type=_positive, default=None,
-                        help="target points (default: N; 200 for model-fitting)")
-    parser.add_argument("--out", default="results", help="result store root (default results)")
-    parser.add_argument("--dtype", choices=["float64", "float32"], default=None,
-                        help="default float64 for the flows, float32 for model-fitting")
-    parser.add_argument("--seed", type=int, default=None, help="default 0")
-    parser.add_argument("--device", default=None, help="auto | cpu | cuda[:k] (default auto)")
-    parser.add_argument("--losses", default=None,
-                        help="comma-separated loss/fidelity labels to run (default: all)")
-    parser.add_argument("--t-max", type=float, default=None,
-                        help="flows: integrate t in [0, t-max] (default 5)")
-    parser.add_argument("--iterations", type=_positive, default=None,
-                        help="model-fitting: iterations per fidelity (default: 1000/500/500/500)")
-    parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
-    parser.add_argument("--check", action="store_true",
-                        help="run with the shipped reference's settings and compare; exit 1 "
-                             "when a number moved beyond its tolerance")
-    parser.add_argument("--reference", default=None,
-                        help="with --check: this reference file instead of the shipped one")
-    parser.set_defaults(func=run)
-
-
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+# the flags (not given: None, and the reproduction's run uses its own default)
+ARGUMENTS = (
+    ("--backend", dict(help="torch | keops | cuda (an autograd backend; default torch)")),
+    ("--N", dict(type=_positive, help="source points (model points for model-fitting)")),
+    ("--M", dict(type=_positive, help="target points (default: N; 200 for model-fitting)")),
+    ("--out", dict(default="results", help="result store root (default results)")),
+    ("--dtype", dict(choices=["float64", "float32"],
+                     help="default float64 for the flows, float32 for model-fitting")),
+    ("--seed", dict(type=int, help="default 0")),
+    ("--device", dict(help="auto | cpu | cuda[:k] (default auto)")),
+    ("--losses", dict(help="comma-separated loss/fidelity labels to run (default: all)")),
+    ("--t-max", dict(type=float, help="flows: integrate t in [0, t-max] (default 5)")),
+    ("--iterations", dict(type=_positive,
+                          help="model-fitting: iterations per fidelity (default: 1000/500/500/500)")),
+    ("--no-figures", dict(action="store_true", help="skip the PNG figures")),
+    ("--check", dict(action="store_true", help="run with the shipped reference's settings and "
+                                               "compare; exit 1 when a number moved beyond its tolerance")),
+    ("--reference", dict(help="with --check: this reference file instead of the shipped one")),
+)
+
+
+def add_parser(subparsers) -> None:
+    parser = add_verb(subparsers, "reproduce", run, doc=__doc__, formatter_class=_HelpFormatter,
+                      epilog="defaults: " + DEFAULTS_MARK,
+                      help="run a classic experiment (gradient flows, model fitting)")
+    parser.add_argument("which", choices=list(REPRODUCTIONS), help="the reproduction to run")
+    for flag, options in ARGUMENTS:
+        parser.add_argument(flag, **options)
 
 
 def run(args) -> int:

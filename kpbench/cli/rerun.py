@@ -2,15 +2,13 @@
 (its doc is this command's description)."""
 from __future__ import annotations
 
-import argparse
-
 from kpbench.bench import rerun as rerun_logic
+from kpbench.cli import add_verb
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "rerun", help="measure the points of a stored run again (then: kpbench compare)",
-        description=rerun_logic.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_verb(subparsers, "rerun", run, doc=rerun_logic.__doc__,
+                      help="measure the points of a stored run again (then: kpbench compare)")
     parser.add_argument("store", metavar="STORE", help="results dir (or its sweeps dir)")
     parser.add_argument("--run-id", default=None, help="run to rerun (id or unique prefix; "
                                                        "default: the latest)")
@@ -23,7 +21,6 @@ def add_parser(subparsers) -> None:
                         help="another sweep writing into --out: wait for it (default: exit 2)")
     parser.add_argument("--dry-run", action="store_true", help="list the points, run nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
 
 
 def run(args) -> int:

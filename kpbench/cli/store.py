@@ -8,6 +8,8 @@ one (say ``quarantine``) is one more entry, its ``run(args) -> exit code`` besid
 """
 from __future__ import annotations
 
+from kpbench.cli import add_verb
+
 CHECK_DESCRIPTION = (
     "Read every part file of every table of the store (each folder holding part-*.parquet "
     "files) and list the parts a read skips: unreadable (not Parquet, truncated, empty) or of "
@@ -38,9 +40,7 @@ def add_parser(subparsers) -> None:
         description="Commands on a results store (the folder a sweep writes: sweeps/, runs/, ...).")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for name, (help_text, description, add_arguments, run) in VERBS.items():
-        verb = verbs.add_parser(name, help=help_text, description=description)
-        add_arguments(verb)
-        verb.set_defaults(func=run)
+        add_arguments(add_verb(verbs, name, run, help=help_text, description=description))
 
 
 def _store_argument(parser) -> None:

@@ -21,6 +21,8 @@ import argparse
 import dataclasses
 import pathlib
 
+from kpbench.cli import add_verb
+
 PRESETS_DIR = pathlib.Path(__file__).resolve().parents[1] / "bench" / "presets"
 
 # flag -> SweepSpec field (values parsed by kpbench.bench.spec)
@@ -36,11 +38,8 @@ RUN_FLAGS = ("executor", "out", "address", "num_cpus", "cpus_per_point", "gpus_p
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "sweep", help="run a speed/memory/accuracy sweep (Ray or inline) into Parquet",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    parser.set_defaults(func=run)
+    add_arguments(add_verb(subparsers, "sweep", run, doc=__doc__,
+                           help="run a speed/memory/accuracy sweep (Ray or inline) into Parquet"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
