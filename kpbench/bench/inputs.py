@@ -83,15 +83,6 @@ def conditioned(point, data: Data) -> Data:
     return moved_data
 
 
-def at_scale(point):
-    """``point`` with blur and reach times its scale: what its op computes with. The result's
-    scale is None, so that applying this twice (prepare inside the reference) scales once."""
-    if point.scale is None:
-        return point
-    reach = None if point.reach is None else point.reach * point.scale
-    return dataclasses.replace(point, blur=point.blur * point.scale, reach=reach, scale=None)
-
-
 def cast(array: np.ndarray, backend, dtype: str, device: str):
     """``array`` as the backend takes it: numpy for numpy, else a torch tensor on ``device``."""
     if backend.array_module == "numpy":

@@ -36,7 +36,7 @@ import numpy as np
 
 from kpbench.backends import Backend, get_backend, losses_table
 from kpbench.backends.sinkhorn_types import SinkhornOptions, SinkhornResult
-from kpbench.bench.inputs import Data, at_scale, cast, moved
+from kpbench.bench.inputs import Data, cast, moved
 from kpbench.errors import KPBenchError
 
 FLOW_LOSSES = ("sinkhorn", "mmd", "energy", "hausdorff", "log_likelihood")
@@ -63,16 +63,25 @@ OPS: dict[str, OpInfo] = {
 }
 
 
-def loss_of(point) -> str | None:
-    """The loss ``point`` computes: sinkhorn for the Sinkhorn ops, the flow's loss (held
-    in ``kernel``) for flow_step; None for the primitives and custom ops."""
-    family = OPS[point.op].family
-    return "sinkhorn" if family == "sinkhorn" else point.kernel if family == "flow" else None
+def loss_of(op: str, kernel: str | None) -> str | None:
+    """The loss op ``op`` computes: sinkhorn for the Sinkhorn ops, the flow's loss (held
+    in the point's ``kernel``) for flow_step; None for the primitives and custom ops."""
+    family = OPS[op].family
+    return "sinkhorn" if family == "sinkhorn" else kernel if family == "flow" else None
 
 
-def memory_op(point) -> str:
-    """What a dense backend's memory_estimate is asked for ``point``'s op."""
-    return OPS[point.op].primitive or losses_table.memory_op(loss_of(point))
+def memory_op(op: str, kernel: str | None) -> str:
+    """What a dense backend's memory_estimate is asked for op ``op`` (``kernel``: the point's)."""
+    return OPS[op].primitive or losses_table.memory_op(loss_of(op, kernel))
+
+
+def at_scale(point):
+    """``point`` with blur and reach times its scale: what its op computes with. The result's
+    scale is None, so that applying this twice (prepare inside the reference) scales once."""
+    if point.scale is None:
+        return point
+    reach = None if point.reach is None else point.reach * point.scale
+    return dataclasses.replace(point, blur=point.blur * point.scale, reach=reach, scale=None)
 
 
 def op_fields(op: str, name: str | None = None) -> set[str]:

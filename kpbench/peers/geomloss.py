@@ -10,7 +10,7 @@ What GeomLoss's options mean next to ours:
 * unbalanced (``reach``): its value is (rho + eps/2) <a, e^{-f_aa/rho} - e^{-f_ba/rho}> + ...
   and its ``UnbalancedWeight`` backward is never called by autograd, so its gradient is
   (rho + eps/2)/(rho + eps) times the true one along mass-preserving directions
-  (kpbench.gradcheck shows it); run as is, on purpose.
+  (kpbench.bench.measure.gradcheck shows it); run as is, on purpose.
 * tensorized p=1: squared distances clamped at 1e-8 (distances >= 1e-4), so S(a, a) != 0.
 * online float64: 1/eps is passed as a float32 tensor (``torch.Tensor([1 / eps])``),
   hence ~1e-9 relative differences from its tensorized backend in float64.

@@ -13,7 +13,7 @@ import functools
 import numpy as np
 
 from kpbench.bench import ops
-from kpbench.bench.inputs import at_scale, cast
+from kpbench.bench.inputs import cast
 
 from .gradcheck import fd_gradient_error
 from .timing import first_call
@@ -83,7 +83,7 @@ def grad_fd_error(point, backend, data) -> float | None:
     converged float64 solves)."""
     if point.op not in ("sinkhorn_grad", "flow_step") or max(point.N, point.M) > GRAD_FD_MAX_N:
         return None
-    point = at_scale(point)
+    point = ops.at_scale(point)
     converged = dataclasses.replace(point, iters=None, scaling=None, tol=None)
     x = cast(data.x, backend, point.dtype, point.device)
     a, b = data.weights(point.N, point.M) if point.op == "sinkhorn_grad" else \

@@ -194,7 +194,7 @@ def dense_estimate(point, backend) -> int | None:
         return None
     info = ops.OPS[point.op]
     itemsize = np.dtype(point.dtype).itemsize
-    op = ops.memory_op(point)
+    op = ops.memory_op(point.op, point.kernel)
     if info.primitive:
         return int(backend.memory_estimate(op, point.N, point.M, point.D, itemsize,
                                            grad=info.grad))
