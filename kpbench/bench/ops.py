@@ -37,6 +37,7 @@ import numpy as np
 from kpbench.backends import Backend, get_backend, losses_table
 from kpbench.backends.sinkhorn_types import SinkhornOptions, SinkhornResult
 from kpbench.bench.inputs import Data, cast, moved
+from kpbench.bench.outputs import Prepared, Summary, to_numpy, vector_summary
 from kpbench.errors import KPBenchError
 
 FLOW_LOSSES = ("sinkhorn", "mmd", "energy", "hausdorff", "log_likelihood")
@@ -111,38 +112,6 @@ def register_op(info: OpInfo, prepare_op) -> None:
 _CUSTOM_PREPARE: dict[str, Callable] = {}
 
 
-# -- outputs ---------------------------------------------------------------------
-@dataclass
-class Summary:
-    """What a call's output is reduced to: a scalar, maybe a vector, maybe iterations,
-    and for Sinkhorn how well it solved (``marginal_err``, ``converged``) where known."""
-
-    value: float
-    vector: np.ndarray | None = None
-    iterations: int | None = None
-    marginal_err: float | None = None
-    converged: bool | None = None
-
-
-def _to_numpy(t) -> np.ndarray:
-    if hasattr(t, "detach"):
-        t = t.detach().cpu().double().numpy()
-    return np.asarray(t, dtype=np.float64)
-
-
-def _vector_summary(out, iterations=None) -> Summary:
-    v = _to_numpy(out).ravel()
-    return Summary(float(np.linalg.norm(v)), v, iterations)
-
-
-@dataclass
-class Prepared:
-    """``call()`` is what is timed; ``summarize(call())`` reduces its output."""
-
-    call: Callable[[], object]
-    summarize: Callable[[object], Summary]
-
-
 # -- the ops -----------------------------------------------------------------------
 def prepare(point, data: Data, backend=None, dtype: str | None = None,
             device: str | None = None, preflight: bool = True) -> Prepared:
@@ -167,7 +136,7 @@ def prepare(point, data: Data, backend=None, dtype: str | None = None,
     if family == "softmin":
         h = cast(data.h, backend, dtype, device)
         return Prepared(losses.bind_softmin(x, y, h, eps=point.eps, p=point.p, **bound),
-                        _vector_summary)
+                        vector_summary)
     if family == "sinkhorn":
         a, b = (None if w is None else cast(w, backend, dtype, device)
                 for w in (getattr(data.clouds, "a", None), getattr(data.clouds, "b", None)))
@@ -180,7 +149,7 @@ def _kernel_op(point, bound: dict, x, y, b, c) -> Prepared:
 
     if not OPS[point.op].grad:
         return Prepared(losses.bind_kernel_product(x, y, b, kernel=point.kernel,
-                                                   blur=point.blur, **bound), _vector_summary)
+                                                   blur=point.blur, **bound), vector_summary)
     import torch
 
     x = x.detach().requires_grad_(True)
@@ -190,7 +159,7 @@ def _kernel_op(point, bound: dict, x, y, b, c) -> Prepared:
         (grad,) = torch.autograd.grad((forward() * c).sum(), x)
         return grad
 
-    return Prepared(call, _vector_summary)
+    return Prepared(call, vector_summary)
 
 
 def sinkhorn_options(point) -> dict:
@@ -224,7 +193,7 @@ def _sinkhorn_op(point, bound: dict, x, y, a=None, b=None) -> Prepared:
         return gradient, result
 
     def summarize(out):
-        vector = _to_numpy(out[0]).ravel()
+        vector = to_numpy(out[0]).ravel()
         return _solve_summary(out[1], float(np.linalg.norm(vector)), vector)
 
     return Prepared(call, summarize)
@@ -298,7 +267,7 @@ def _reference_of(point, data: Data) -> Summary:
         return Summary(float(flow_loss(point, "numpy")(None, data.x, None, data.y)))
     if point.op == "kernel_product_grad":
         grad = ref.np_kernel_product_grad(data.x, data.y, data.b, data.c, point.kernel, point.blur)
-        return _vector_summary(grad)
+        return vector_summary(grad)
     if point.op == "sinkhorn_grad":
         a, b = data.weights(point.N, point.M)
         _value, _f, _g, info = ref.np_sinkhorn(a, data.x, b, data.y, p=point.p, blur=point.blur,
