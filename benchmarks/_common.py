@@ -1,5 +1,9 @@
 """Shared set-up of the asv benchmarks: points, inputs and skips, built on the sweep's own
-workloads (kpbench.bench.workloads), so asv times exactly what ``kpbench sweep`` times.
+ops (kpbench.bench.ops), so asv times exactly what ``kpbench sweep`` times.
+
+``scripts/asv_history.sh`` times older commits with today's benchmark files: the names are
+imported from today's places, else from those of older commits (kpbench.bench.workloads /
+measure.py before the measure package, kpbench.suite.* before the move to kpbench.bench).
 
 An unavailable combination (a backend missing here, no CUDA device, numpy with autograd)
 raises NotImplementedError in ``setup``, which asv reports as skipped (n/a).
@@ -17,8 +21,28 @@ except ImportError:
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import kpbench.losses  # noqa: E402,F401  (torch, backends: imported once by asv's forkserver)
-from kpbench.bench import measure, workloads  # noqa: E402
-from kpbench.bench.spec import Point  # noqa: E402
+
+try:   # today's layout
+    from kpbench.bench import ops as _ops
+    from kpbench.bench.inputs import make_data
+    from kpbench.bench.measure import MeasureSettings
+    from kpbench.bench.measure.accuracy import relative_error
+    from kpbench.bench.measure.memory import measure_memory as _measure_memory
+    from kpbench.bench.measure.point import check_supported as _check_supported
+    _old = None
+except ImportError:   # an older commit: workloads + measure.py, in kpbench.bench or kpbench.suite
+    try:
+        from kpbench.bench import measure as _old_measure, workloads as _old
+    except ImportError:
+        from kpbench.suite import measure as _old_measure, workloads as _old
+    make_data, relative_error = _old.make_data, _old.relative_error
+    MeasureSettings = _old_measure.MeasureSettings
+for _place in ("kpbench.bench.plan", "kpbench.bench.spec", "kpbench.suite.spec"):
+    try:
+        Point = __import__(_place, fromlist=["Point"]).Point
+        break
+    except ImportError:
+        continue
 
 BACKENDS = ["numpy", "torch", "keops", "cuda"]
 DEVICES = ["cpu", "cuda"]
@@ -51,10 +75,29 @@ def supported_point(op: str, backend: str, device: str, n: int) -> Point:
         raise NotImplementedError("the cuda backend runs on a CUDA device only")
     point = make_point(op, backend, device, n)
     try:
-        measure.check_supported(point)
+        if _old is not None:
+            _old_measure.check_supported(point)
+        else:
+            from kpbench.backends import get_backend
+
+            _check_supported(point, get_backend(point.backend), "accuracy")
     except Exception as exc:  # unavailable backend / device / dtype / autograd
         raise NotImplementedError(str(exc)) from exc
     return point
+
+
+def prepare(point, data):
+    return (_old or _ops).prepare(point, data)
+
+
+def reference(point, data):
+    return (_old or _ops).reference(point, data)
+
+
+def measure_memory(point, prepared, data) -> dict:
+    if _old is not None:
+        return _old_measure.measure_memory(point, data, MeasureSettings())
+    return _measure_memory(point, prepared, MeasureSettings())
 
 
 def set_torch_threads() -> None:
@@ -76,8 +119,8 @@ class Workload:
     def setup(self, backend, device, n):
         self.point = supported_point(self.op, backend, device, n)
         set_torch_threads()
-        self.data = workloads.make_data(self.point)
-        self.prepared = workloads.prepare(self.point, self.data)
+        self.data = make_data(self.point)
+        self.prepared = prepare(self.point, self.data)
         if backend in COMPILING:
             self.prepared.call()
 
@@ -92,14 +135,14 @@ class Workload:
 
 
 class PeakMemory(Workload):
-    """The sweep's own per-call peak (kpbench.bench.measure.measure_memory): on CPU the
+    """The sweep's own per-call peak (kpbench.bench.measure.memory): on CPU the
     worker's resident high-water mark over one call beyond what was resident before it
     (``rss_delta``), on CUDA torch's allocator peak (``cuda_max_allocated``); bytes.
     Unlike asv's ``peakmem_*`` (the whole benchmark process's maximum RSS: interpreter
     and torch included, flat below N=1e3), it shows the call's own memory."""
 
     def peak_bytes(self) -> int:
-        measured = measure.measure_memory(self.point, self.data, measure.MeasureSettings())
+        measured = measure_memory(self.point, self.prepared, self.data)
         if measured["peak_mem_bytes"] is None:
             raise NotImplementedError("no per-call memory measure here (/proc not writable)")
         return measured["peak_mem_bytes"]
@@ -115,4 +158,4 @@ class Accuracy(Workload):
 
     def relative_error(self) -> float:
         summary = self.prepared.summarize(self.run())
-        return workloads.relative_error(summary, workloads.reference(self.point, self.data))
+        return relative_error(summary, reference(self.point, self.data))

@@ -7,27 +7,37 @@ class KPBenchError(ValueError):
 
 
 class BackendUnavailable(RuntimeError):
-    """The backend cannot run here; the message says why (e.g. 'no CUDA device')."""
+    """The backend cannot run here; the message says why (e.g. 'no CUDA device').
+
+    ``retryable``, on every refusal (this class, its subclass and MemoryBudgetExceeded):
+    whether it depends on this machine or this moment, so that another machine or a later
+    run may measure the point (sweeps store it; ``--retry-failed`` redoes those rows)."""
+
+    retryable = True
 
 
 class UnsupportedCombination(BackendUnavailable):
     """The backend runs here, but not this op or these options (a peer without ``tol``,
-    a loss-only peer asked for a primitive); sweeps record it as ``unsupported``, not
-    retryable (``by_design``: no other machine would run it)."""
+    a loss-only peer asked for a primitive, a dtype it lacks); sweeps record it as
+    ``unsupported``, not retryable: no other machine would run it."""
 
-    by_design = True
+    retryable = False
 
 
 class MemoryBudgetExceeded(MemoryError):
-    """A dense computation refused before it would exhaust memory."""
+    """A dense computation refused before it would exhaust memory. ``retryable``: the
+    budget came from the free memory of the moment (a backend's own), not from a number
+    the user gave (``--memory-budget``), which would refuse it again."""
 
-    def __init__(self, what: str, estimate_bytes: int, budget_bytes: int):
+    def __init__(self, what: str, estimate_bytes: int, budget_bytes: int, *,
+                 retryable: bool = True, message: str | None = None):
         self.estimate_bytes = int(estimate_bytes)
         self.budget_bytes = int(budget_bytes)
-        super().__init__(
+        self.retryable = retryable
+        super().__init__(message or (
             f"{what} needs an estimated {format_bytes(estimate_bytes)} "
             f"but the memory budget is {format_bytes(budget_bytes)}"
-        )
+        ))
 
 
 def format_bytes(n: float) -> str:

@@ -9,24 +9,29 @@ Calling convention (close to GeomLoss): weights first, then positions; ``a=None`
   :mod:`kpbench.reference`, a peer library) gets the validated inputs and returns
   what it computes (the reference: a Python float).
 
-Each public function validates its parameters and inputs once, then hands them to
-:func:`_dispatch`, the one place that picks the backend's own implementation or the
-one written here on the primitives. Sinkhorn's solver is :mod:`kpbench.sinkhorn`.
+Binding, explicitly: ``bind_kernel_product``, ``bind_softmin``, ``bind_sinkhorn`` and
+``bind_loss(name, ...)`` validate the parameters and inputs once, resolve the backend (a
+Backend object is used as is) and, with ``preflight=True``, check a dense backend's
+memory; they return a zero-argument callable that runs the computation alone (what a
+benchmark times). The public losses are ``bind_...(...)()``. :func:`_bound` is the one
+place that picks the backend's own implementation or the one written here on the
+primitives. Sinkhorn's solver is :mod:`kpbench.sinkhorn`.
 """
 from __future__ import annotations
 
-import contextvars
 import functools
 
 import numpy as np
 import torch
 
+from . import sinkhorn as _solver
 from .backends import Backend, get_backend
-from .backends.base import (check_blur, check_flag, check_kernel, check_number, check_p,
-                            check_pair, check_signal, check_whole, dtype_info)
+from .backends.base import (check_blur, check_flag, check_kernel, check_p, check_pair,
+                            check_signal, check_whole, dtype_info)
+from .backends.losses_table import memory_op
+from .backends.sinkhorn_types import SinkhornOptions, SinkhornResult
 from .errors import KPBenchError, UnsupportedCombination
-from .sinkhorn import (MAX_ITER, SCHEDULES, SinkhornSolver, check_solver_options, diameter,
-                       epsilon_schedule, fixed_schedule)
+from .sinkhorn import diameter
 
 MASS_TOLERANCE = 1e-5  # relative difference of total masses tolerated by balanced OT
 
@@ -65,9 +70,12 @@ def _check_weights(w, n: int, cloud: str, name: str, dtype: str) -> None:
 
 
 def _resolve(backend, op: str, x, y) -> Backend:
-    """The backend object; "auto" picks the fastest for this problem from the machine's
-    calibration (:mod:`kpbench.backends.auto`, which logs and keeps its choice)."""
-    if not (isinstance(backend, str) and backend == "auto"):
+    """The backend object (one given is used as is: its caller looked it up); "auto" picks
+    the fastest for this problem from the machine's calibration (:mod:`kpbench.backends.auto`,
+    which logs and keeps its choice)."""
+    if isinstance(backend, Backend):
+        return backend
+    if backend != "auto":
         return get_backend(backend)
     x = _as_tensor(x)
     return get_backend("auto", op=op, N=x.shape[0], M=len(y), D=x.shape[1],
@@ -106,82 +114,66 @@ def _check_balanced(a, b, reach) -> None:
         )
 
 
-def _check_reach(reach) -> float | None:
-    return None if reach is None else check_blur(reach, "reach")
-
-
 # -- the primitives, with conversion and validation --------------------------
-def kernel_product(x, y, b, *, kernel: str = "gaussian", blur: float = 0.1,
-                   backend: str | Backend = "torch"):
-    """out_i = sum_j k(x_i, y_j) b_j."""
+def bind_kernel_product(x, y, b, *, kernel: str = "gaussian", blur: float = 0.1,
+                        backend: str | Backend = "torch", preflight: bool = True):
+    """out_i = sum_j k(x_i, y_j) b_j, checked now, as a zero-argument callable."""
     bk = _resolve(backend, "kernel_product", x, y)
     if bk.array_module == "torch":
         x = _as_tensor(x)
         y, b = _as_tensor(y, like=x), _as_tensor(b, like=x)
-    return _run_or_bind(bk.bind_kernel_product(x, y, b, kernel=kernel, blur=blur))
+    return bk.bind_kernel_product(x, y, b, kernel=kernel, blur=blur, preflight=preflight)
 
 
-def softmin(x, y, h, *, eps: float, p: int = 2, backend: str | Backend = "torch"):
-    """out_i = -eps log sum_j exp(h_j - |x_i - y_j|^p / (p eps))."""
+def kernel_product(x, y, b, *, kernel: str = "gaussian", blur: float = 0.1,
+                   backend: str | Backend = "torch"):
+    """out_i = sum_j k(x_i, y_j) b_j."""
+    return bind_kernel_product(x, y, b, kernel=kernel, blur=blur, backend=backend)()
+
+
+def bind_softmin(x, y, h, *, eps: float, p: int = 2, backend: str | Backend = "torch",
+                 preflight: bool = True):
+    """out_i = -eps log sum_j exp(h_j - |x_i - y_j|^p / (p eps)), checked now, as a callable."""
     bk = _resolve(backend, "softmin", x, y)
     if bk.array_module == "torch":
         x = _as_tensor(x)
         y, h = _as_tensor(y, like=x), _as_tensor(h, like=x)
-    return _run_or_bind(bk.bind_softmin(x, y, h, eps=eps, p=p))
+    return bk.bind_softmin(x, y, h, eps=eps, p=p, preflight=preflight)
+
+
+def softmin(x, y, h, *, eps: float, p: int = 2, backend: str | Backend = "torch"):
+    """out_i = -eps log sum_j exp(h_j - |x_i - y_j|^p / (p eps))."""
+    return bind_softmin(x, y, h, eps=eps, p=p, backend=backend)()
 
 
 # -- the one dispatch -------------------------------------------------------
-_BINDING = contextvars.ContextVar("kpbench_losses_binding", default=False)
-
-# what a loss's memory check asks the backend about: its largest primitive call (at the
-# N x N / M x M size of the self terms), or the loss itself where it keeps prepared pairs
-_PRIMITIVE_OF = {"mmd": "kernel_product", "energy": "kernel_product",
-                 "sinkhorn_multiplicative": "kernel_product", "hausdorff": "hausdorff", "log_likelihood": "softmin", "sinkhorn": "sinkhorn"}
-
-
-def memory_op(loss: str) -> str:
-    """What a dense backend's memory_estimate is asked for loss ``loss`` (a LOSSES name)."""
-    return _PRIMITIVE_OF[loss]
-
-
-def bind(function, *args, **kwargs):
-    """``function(*args, **kwargs)`` checked now, returned as a zero-argument callable
-    that runs only the computation (backend lookup, conversions, validation and the
-    memory check are done here, once). ``function``: a loss or primitive of this module.
-    """
-    token = _BINDING.set(True)
-    try:
-        return function(*args, **kwargs)
-    finally:
-        _BINDING.reset(token)
-
-
-def _run_or_bind(call):
-    return call if _BINDING.get() else call()
-
-
-def _dispatch(name: str, bk: Backend, a, x, b, y, **params):
-    """The backend's own implementation of loss ``name`` if it has one, else ours
-    (after the memory check of its largest primitive call)."""
+def _bound(name: str, bk: Backend, a, x, b, y, preflight: bool, **params):
+    """The backend's own implementation of loss ``name`` if it has one, else ours, bound
+    to the validated inputs (after the memory check of its largest call: ``preflight``)."""
     implementation = bk.own_losses.get(name)
     if implementation is None and not bk.capabilities.primitives:
         raise UnsupportedCombination(f"{bk.name} has no {name} (and no primitives)")
-    # the pre-flight of a dense backend (its own losses too: a dense peer at N=200000
-    # tried to allocate 160-320 GB), with the op and sizes measure.dense_estimate asks
-    size = max(x.shape[0], y.shape[0])
-    bk.check_memory(memory_op(name), size, size, x.shape[1], x)
+    if preflight:
+        # a dense backend's check (its own losses too: a dense peer at N=200000 tried to
+        # allocate 160-320 GB), with the op and sizes the sweep's pre-flight asks
+        size = max(x.shape[0], y.shape[0])
+        bk.check_memory(memory_op(name), size, size, x.shape[1], x)
     implementation = implementation or _ON_PRIMITIVES[name]
-    return _run_or_bind(functools.partial(implementation, bk, a, x, b, y, **params))
+    return functools.partial(implementation, bk, a, x, b, y, **params)
 
 
 # -- kernel losses -----------------------------------------------------------
 def mmd(a=None, x=None, b=None, y=None, *, kernel: str = "gaussian", blur: float = 0.1,
         backend: str | Backend = "torch"):
     """Kernel distance 1/2 |alpha - beta|_k^2 (kernel 'energy': the energy distance)."""
+    return bind_loss("mmd", a, x, b, y, kernel=kernel, blur=blur, backend=backend)()
+
+
+def _bind_mmd(a, x, b, y, *, kernel="gaussian", blur=0.1, backend="torch", preflight=True):
     kernel, blur = check_kernel(kernel), check_blur(blur)
     bk, a, x, b, y = _prepare(a, x, b, y, backend, "mmd")
     _check_quadratic_terms(bk, a, x, b, y, kernel, blur)
-    return _dispatch("mmd", bk, a, x, b, y, kernel=kernel, blur=blur)
+    return _bound("mmd", bk, a, x, b, y, preflight, kernel=kernel, blur=blur)
 
 
 def _check_quadratic_terms(bk, a, x, b, y, kernel, blur) -> None:
@@ -205,18 +197,33 @@ def _mmd(bk, a, x, b, y, *, kernel, blur):
     return 0.5 * (quad(a, x, a, x) + quad(b, y, b, y) - 2 * quad(a, x, b, y))
 
 
+def _mmd(bk, a, x, b, y, *, kernel, blur):
+    def quad(u, p, v, q):
+        return (u * bk.kernel_product(p, q, v, kernel=kernel, blur=blur, validate=False)).sum()
+
+    return 0.5 * (quad(a, x, a, x) + quad(b, y, b, y) - 2 * quad(a, x, b, y))
+
+
 def energy_distance(a=None, x=None, b=None, y=None, *, backend: str | Backend = "torch"):
     """1/2 |alpha - beta|^2 for the energy kernel k(x, y) = -|x - y|."""
-    return mmd(a, x, b, y, kernel="energy", blur=1.0, backend=backend)
+    return bind_loss("energy", a, x, b, y, backend=backend)()
+
+
+def _bind_energy(a, x, b, y, *, backend="torch", preflight=True):
+    return _bind_mmd(a, x, b, y, kernel="energy", blur=1.0, backend=backend, preflight=preflight)
 
 
 def hausdorff(a=None, x=None, b=None, y=None, *, p: int = 2, blur: float = 0.1,
               backend: str | Backend = "torch"):
     """Debiased soft Hausdorff divergence built on the softmin (eps = blur**p):
     <a, softmin_beta(x) - softmin_alpha(x)> + <b, softmin_alpha(y) - softmin_beta(y)>."""
+    return bind_loss("hausdorff", a, x, b, y, p=p, blur=blur, backend=backend)()
+
+
+def _bind_hausdorff(a, x, b, y, *, p=2, blur=0.1, backend="torch", preflight=True):
     p, blur = check_p(p), check_blur(blur)
     bk, a, x, b, y = _prepare(a, x, b, y, backend, "hausdorff")
-    return _dispatch("hausdorff", bk, a, x, b, y, p=p, blur=blur)
+    return _bound("hausdorff", bk, a, x, b, y, preflight, p=p, blur=blur)
 
 
 def _hausdorff(bk, a, x, b, y, *, p, blur):
@@ -234,9 +241,13 @@ def log_likelihood(a=None, x=None, b=None, y=None, *, blur: float = 0.25,
                    backend: str | Backend = "torch"):
     """Negative log-likelihood of the samples (b, y) under the Gaussian kernel density
     of (a, x): -sum_j b_j log sum_i a_i exp(-|y_j - x_i|^2 / (2 blur^2)), in the log domain."""
+    return bind_loss("log_likelihood", a, x, b, y, blur=blur, backend=backend)()
+
+
+def _bind_log_likelihood(a, x, b, y, *, blur=0.25, backend="torch", preflight=True):
     blur = check_blur(blur)
     bk, a, x, b, y = _prepare(a, x, b, y, backend, "log_likelihood")
-    return _dispatch("log_likelihood", bk, a, x, b, y, blur=blur)
+    return _bound("log_likelihood", bk, a, x, b, y, preflight, blur=blur)
 
 
 def _log_likelihood(bk, a, x, b, y, *, blur):
@@ -263,48 +274,43 @@ def sinkhorn(a=None, x=None, b=None, y=None, *, p: int = 2, blur: float = 0.05,
     list, whose first eps runs twice: GeomLoss's balanced p=2 values and gradients to
     round-off; what differs unbalanced or at p=1 is listed in
     :func:`kpbench.sinkhorn.epsilon_schedule`).
-    ``return_info=True`` returns (result, info): "iterations", "eps_schedule",
-    "marginal_err" (|pi 1 - a|_1 + |pi^T 1 - b|_1 of the cross potentials; unbalanced:
-    the optimality residual) and "converged" (None without ``tol``; else whether the
-    solve stopped by ``tol`` rather than ``max_iter``).
+    ``return_info=True`` returns (result, :class:`~kpbench.backends.sinkhorn_types.SinkhornResult`):
+    its ``iterations``, ``eps_schedule``, ``marginal_err`` (|pi 1 - a|_1 + |pi^T 1 - b|_1
+    of the cross potentials; unbalanced: the optimality residual) and ``converged`` (None
+    without ``tol``; else whether the solve stopped by ``tol`` rather than ``max_iter``).
     The float64 reference (backend "numpy") always solves to its own tolerance
     (:mod:`kpbench.reference.sinkhorn`); ``scaling`` does not apply to it.
     """
-    p, blur = check_p(p), check_blur(blur)
-    reach = _check_reach(reach)
-    iters, tol, max_iter = check_solver_options(iters=iters, tol=tol, max_iter=max_iter)
-    scaling = check_number(scaling, "scaling")
-    debias, potentials = check_flag(debias, "debias"), check_flag(potentials, "potentials")
+    options = SinkhornOptions(p=p, blur=blur, scaling=scaling, reach=reach, debias=debias,
+                              potentials=potentials, iters=iters, tol=tol, max_iter=max_iter,
+                              schedule=schedule)
     return_info = check_flag(return_info, "return_info")
-    if schedule not in SCHEDULES:
-        raise KPBenchError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    result = bind_sinkhorn(a, x, b, y, options=options, backend=backend)()
+    return (result.output(options), result) if return_info else result.output(options)
+
+
+def bind_sinkhorn(a=None, x=None, b=None, y=None, *, options: SinkhornOptions | None = None,
+                  backend: str | Backend = "torch", preflight: bool = True, **keywords):
+    """:func:`sinkhorn` checked now, as a zero-argument callable returning its
+    :class:`SinkhornResult`; the options as a :class:`SinkhornOptions` or as the keywords
+    of :func:`sinkhorn` (not both)."""
+    if options is not None and keywords:
+        raise KPBenchError(f"give the Sinkhorn options as options= or as keywords, not both "
+                           f"(got {', '.join(keywords)})")
+    options = options if options is not None else SinkhornOptions(**keywords)
     bk, a, x, b, y = _prepare(a, x, b, y, backend, "sinkhorn")
-    _check_balanced(a, b, reach)
-    return _dispatch("sinkhorn", bk, a, x, b, y, p=p, blur=blur, scaling=scaling, reach=reach,
-                     debias=debias, potentials=potentials, iters=iters, tol=tol,
-                     max_iter=max_iter, return_info=return_info, schedule=schedule)
+    _check_balanced(a, b, options.reach)
+    return _bound("sinkhorn", bk, a, x, b, y, preflight, options=options)
 
 
-def _sinkhorn(bk, a, x, b, y, *, p, blur, scaling, reach, debias, potentials, iters, tol,
-              max_iter, return_info, schedule="kpbench"):
-    radius = diameter(x, y, blur, p, reach)   # refuses scales the dtype cannot compute
-    eps_list = (epsilon_schedule(radius, blur, p, scaling, schedule) if iters is None
-                else fixed_schedule(blur, p, iters))
-    eps = eps_list[-1]
-    solver = SinkhornSolver(bk, a, x, b, y, p=p, reach=reach, debias=debias)
-    state, iterations, converged = solver.solve(eps_list, tol,
-                                                MAX_ITER if max_iter is None else max_iter)
-    final = solver.extrapolate(state, eps)
-    if potentials:
-        f_ba, g_ab, f_aa, g_bb = final
-        result = (f_ba - f_aa, g_ab - g_bb) if debias else (f_ba, g_ab)
-    else:
-        result = solver.value(final, eps)
-    if not return_info:
-        return result
-    info = {"iterations": iterations, "eps_schedule": eps_list, "converged": converged,
-            "marginal_err": solver.marginal_error(state, final, eps)}
-    return result, info
+def _bind_sinkhorn_value(a, x, b, y, *, backend="torch", preflight=True, **keywords):
+    options = SinkhornOptions(**keywords)
+    solve = bind_sinkhorn(a, x, b, y, options=options, backend=backend, preflight=preflight)
+    return lambda: solve().output(options)
+
+
+def _sinkhorn(bk, a, x, b, y, *, options: SinkhornOptions) -> SinkhornResult:
+    return _solver.solve(bk, a, x, b, y, options)
 
 
 def sinkhorn_multiplicative(a=None, x=None, b=None, y=None, *, p: int = 2, blur: float = 0.15,
@@ -317,13 +323,19 @@ def sinkhorn_multiplicative(a=None, x=None, b=None, y=None, *, p: int = 2, blur:
     blur = .15 in float32 for points more than ~2 apart: the result is then NaN, on
     purpose. Use :func:`sinkhorn` (log domain) for a stable computation.
     """
+    return bind_loss("sinkhorn_multiplicative", a, x, b, y, p=p, blur=blur, iters=iters,
+                     debias=debias, backend=backend)()
+
+
+def _bind_sinkhorn_multiplicative(a, x, b, y, *, p=2, blur=0.15, iters=1000, debias=True,
+                                  backend="torch", preflight=True):
     p, blur = check_p(p), check_blur(blur)
     iters, debias = check_whole(iters, "iters"), check_flag(debias, "debias")
     bk, a, x, b, y = _prepare(a, x, b, y, backend, "sinkhorn_multiplicative")
     _check_balanced(a, b, None)
     bk.kernel_range(x, y, "gaussian" if p == 2 else "laplacian", blur)
-    return _dispatch("sinkhorn_multiplicative", bk, a, x, b, y, p=p, blur=blur,
-                     iters=iters, debias=debias)
+    return _bound("sinkhorn_multiplicative", bk, a, x, b, y, preflight, p=p, blur=blur,
+                  iters=iters, debias=debias)
 
 
 def _sinkhorn_multiplicative(bk, a, x, b, y, *, p, blur, iters, debias):
@@ -363,14 +375,34 @@ LOSSES = {
     "sinkhorn": sinkhorn,
     "sinkhorn_multiplicative": sinkhorn_multiplicative,
 }
+_BINDERS = {
+    "mmd": _bind_mmd,
+    "energy": _bind_energy,
+    "hausdorff": _bind_hausdorff,
+    "log_likelihood": _bind_log_likelihood,
+    "sinkhorn": _bind_sinkhorn_value,
+    "sinkhorn_multiplicative": _bind_sinkhorn_multiplicative,
+}
+
+
+def _known(name: str) -> str:
+    if name not in LOSSES:
+        raise KPBenchError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    return name
+
+
+def bind_loss(name: str, a=None, x=None, b=None, y=None, *, backend: str | Backend = "torch",
+              preflight: bool = True, **params):
+    """Loss ``name`` (a LOSSES name) with ``params``, checked now, as a zero-argument
+    callable returning its value (``preflight=False``: the caller made the memory check)."""
+    return _BINDERS[_known(name)](a, x, b, y, backend=backend, preflight=preflight, **params)
 
 
 def make_loss(name: str, **params):
     """The loss ``name`` with its parameters bound: ``loss(a, x, b, y, backend=...)``."""
-    if name not in LOSSES:
-        raise KPBenchError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
-    return functools.partial(LOSSES[name], **params)
+    return functools.partial(LOSSES[_known(name)], **params)
 
 
-__all__ = ["bind", "kernel_product", "softmin", "mmd", "energy_distance", "hausdorff", "log_likelihood",
-           "sinkhorn", "sinkhorn_multiplicative", "make_loss", "LOSSES"]
+__all__ = ["bind_kernel_product", "bind_softmin", "bind_sinkhorn", "bind_loss", "kernel_product",
+           "softmin", "mmd", "energy_distance", "hausdorff", "log_likelihood", "sinkhorn",
+           "sinkhorn_multiplicative", "make_loss", "LOSSES", "SinkhornOptions", "SinkhornResult"]

@@ -2,7 +2,7 @@
 
 A plugin is a module name (``package.module``) or a path to a ``.py`` file; importing
 it registers what it offers (``kpbench.backends.register_backend``,
-``kpbench.bench.workloads.register_op``). ``KPBENCH_PLUGINS`` (comma-separated) names
+``kpbench.bench.ops.register_op``). ``KPBENCH_PLUGINS`` (comma-separated) names
 the plugins of a process; :func:`use` adds one here and to that variable, so that the
 processes started afterwards (sweep workers, subprocesses) load it too. Sweeps also
 send the active plugins with every point, so a worker of an already running Ray

@@ -10,17 +10,18 @@ The float64 reference (:mod:`kpbench.reference.sinkhorn`) is written independent
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from kpbench.backends.base import check_blur, check_number, check_p, check_whole
+from kpbench.backends.base import check_blur, check_p
+from kpbench.backends.sinkhorn_types import (MAX_ITER, SCHEDULES, SinkhornOptions,
+                                             SinkhornResult, check_solver_options)
 from kpbench.errors import KPBenchError
 
-MAX_ITER = 1000   # default cap on iterations of the tol phase
-
-
-SCHEDULES = ("kpbench", "geomloss")
+__all__ = ["MAX_ITER", "SCHEDULES", "SinkhornOptions", "SinkhornResult", "SinkhornSolver",
+           "check_solver_options", "diameter", "epsilon_schedule", "fixed_schedule", "solve"]
 
 
 def epsilon_schedule(diameter: float, blur: float, p: int, scaling: float,
@@ -63,18 +64,6 @@ def _geomloss_schedule(diameter: float, blur: float, p: int, scaling: float) -> 
     diameter = diameter if diameter > 0 else blur   # GeomLoss itself would take log(0)
     exponents = np.arange(p * np.log(diameter), p * np.log(blur), p * np.log(scaling))
     return [diameter**p] + [float(np.exp(e)) for e in exponents] + [blur**p]
-
-
-def check_solver_options(*, iters, tol, max_iter) -> tuple:
-    """(iters, tol, max_iter) checked before any work is done: whole numbers >= 1 and a
-    finite tol >= 0, or None; strings, bools, NaN and 2.7 iterations are refused."""
-    iters = None if iters is None else check_whole(iters, "iters")
-    max_iter = None if max_iter is None else check_whole(max_iter, "max_iter")
-    if tol is not None:
-        tol = check_number(tol, "tol")
-        if not (math.isfinite(tol) and tol >= 0):
-            raise KPBenchError(f"tol must be a finite number >= 0, got {tol!r}")
-    return iters, tol, max_iter
 
 
 def fixed_schedule(blur: float, p: int, iters: int) -> list[float]:
@@ -140,10 +129,19 @@ def diameter(x, y, blur: float | None = None, p: int = 2, reach: float | None = 
     return value
 
 
+class Potentials(NamedTuple):
+    """The solver's state: the cross potentials and the self ones (None without debias)."""
+
+    f_ba: object
+    g_ab: object
+    f_aa: object = None
+    g_bb: object = None
+
+
 class SinkhornSolver:
     """The log-domain Sinkhorn loop on a backend's prepared pairs (see the module docstring).
 
-    State: the potentials [f_ba, g_ab, f_aa, g_bb] (the self ones None without debias).
+    State: :class:`Potentials` (f_ba, g_ab, f_aa, g_bb; the self ones None without debias).
     The loop runs on pairs of the detached clouds (:meth:`Backend.prepare_pair`: cost
     matrices or compiled reductions made once per solve); the last, differentiable step
     calls the backend's softmin with the other cloud detached (envelope theorem).
@@ -170,33 +168,33 @@ class SinkhornSolver:
 
     def init(self, eps):
         zero_a, zero_b = torch.zeros_like(self.a_log), torch.zeros_like(self.b_log)
-        state = [self._f(zero_b, eps), self._g(zero_a, eps), None, None]
-        if self.debias:
-            state[2] = self._self(self.xx, self.a_log, zero_a, eps)
-            state[3] = self._self(self.yy, self.b_log, zero_b, eps)
-        return state
+        cross = self._f(zero_b, eps), self._g(zero_a, eps)
+        if not self.debias:
+            return Potentials(*cross)
+        return Potentials(*cross, self._self(self.xx, self.a_log, zero_a, eps),
+                          self._self(self.yy, self.b_log, zero_b, eps))
 
     def _self_updates(self, state, eps):
         if not self.debias:
             return None, None
-        return (self._self(self.xx, self.a_log, state[2], eps),
-                self._self(self.yy, self.b_log, state[3], eps))
+        return (self._self(self.xx, self.a_log, state.f_aa, eps),
+                self._self(self.yy, self.b_log, state.g_bb, eps))
 
     def update(self, state, eps):
         """One symmetric (Jacobi) update of all potentials: 4 softmins (2 without debias)."""
-        f_ba, g_ab, f_aa, g_bb = state
-        return [self._f(g_ab, eps), self._g(f_ba, eps), *self._self_updates(state, eps)]
+        return Potentials(self._f(state.g_ab, eps), self._g(state.f_ba, eps),
+                          *self._self_updates(state, eps))
 
     def alternate(self, state, eps):
         """Convergence phase at fixed eps: alternating (Gauss-Seidel) updates of the cross
         potentials, which converge much faster than averaged ones at small eps; the
         self-potentials keep their averaged update. 4 softmins (2 without debias)."""
         f_aa, g_bb = self._self_updates(state, eps)
-        f_ba = self._f(state[1], eps)
+        f_ba = self._f(state.g_ab, eps)
         g_ab = self._g(f_ba, eps)
         if self.debias:
-            f_aa, g_bb = 0.5 * (state[2] + f_aa), 0.5 * (state[3] + g_bb)
-        return [f_ba, g_ab, f_aa, g_bb]
+            f_aa, g_bb = 0.5 * (state.f_aa + f_aa), 0.5 * (state.g_bb + g_bb)
+        return Potentials(f_ba, g_ab, f_aa, g_bb)
 
     def solve(self, schedule, tol, max_iter):
         """(state, iterations, converged): converged is None without ``tol``, else whether
@@ -210,7 +208,7 @@ class SinkhornSolver:
             converged = None if tol is None else False
             while tol is not None and iterations < max_iter:
                 new = self.alternate(state, schedule[-1])
-                change = float((new[0] - state[0]).abs().max())
+                change = float((new.f_ba - state.f_ba).abs().max())
                 state, iterations = new, iterations + 1
                 if change < tol:
                     converged = True
@@ -229,14 +227,15 @@ class SinkhornSolver:
         potentials on x and w.r.t. y in those on y (the other cloud detached)."""
         lam = damping(eps, self.reach, self.p)
         x, y = self.x, self.y
-        f_ba, g_ab, f_aa, g_bb = [None if s is None else s.detach() for s in state]
-        new = [lam * self._softmin(self.xy, x, y.detach(), self.b_log + g_ab / eps, eps),
-               lam * self._softmin(self.xy, y, x.detach(), self.a_log + f_ba / eps, eps,
-                                   reverse=True), None, None]
-        if self.debias:
-            new[2] = lam * self._softmin(self.xx, x, x.detach(), self.a_log + f_aa / eps, eps)
-            new[3] = lam * self._softmin(self.yy, y, y.detach(), self.b_log + g_bb / eps, eps)
-        return new
+        f_ba, g_ab, f_aa, g_bb = (None if s is None else s.detach() for s in state)
+        cross = (lam * self._softmin(self.xy, x, y.detach(), self.b_log + g_ab / eps, eps),
+                 lam * self._softmin(self.xy, y, x.detach(), self.a_log + f_ba / eps, eps,
+                                     reverse=True))
+        if not self.debias:
+            return Potentials(*cross)
+        return Potentials(*cross,
+                          lam * self._softmin(self.xx, x, x.detach(), self.a_log + f_aa / eps, eps),
+                          lam * self._softmin(self.yy, y, y.detach(), self.b_log + g_bb / eps, eps))
 
     def marginal_error(self, state, final, eps) -> float:
         """|pi 1 - a|_1 + |pi^T 1 - b|_1 of the plan of the cross potentials (f, g) of
@@ -245,7 +244,7 @@ class SinkhornSolver:
         lam = damping(eps, self.reach, self.p)
         with torch.no_grad():
             error = 0.0
-            for w, f, f_new in ((self.a, state[0], final[0]), (self.b, state[1], final[1])):
+            for w, f, f_new in ((self.a, state.f_ba, final.f_ba), (self.b, state.g_ab, final.g_ab)):
                 w, f = w.detach(), f.detach()
                 marginal = w * torch.exp((f - f_new.detach() / lam) / eps)
                 target = w if self.reach is None else w * torch.exp(-f / self.reach**self.p)
@@ -308,4 +307,25 @@ def _weigh(term, rho, eps):
 
 
 def _average(old, new):
-    return [None if o is None else 0.5 * (o + n) for o, n in zip(old, new)]
+    return Potentials(*(None if o is None else 0.5 * (o + n) for o, n in zip(old, new)))
+
+
+def solve(bk, a, x, b, y, options: SinkhornOptions) -> SinkhornResult:
+    """:func:`kpbench.losses.sinkhorn` on the backend's primitives (inputs validated)."""
+    p, blur = options.p, options.blur
+    radius = diameter(x, y, blur, p, options.reach)   # refuses scales the dtype cannot compute
+    eps_list = (epsilon_schedule(radius, blur, p, options.scaling, options.schedule)
+                if options.iters is None else fixed_schedule(blur, p, options.iters))
+    eps = eps_list[-1]
+    solver = SinkhornSolver(bk, a, x, b, y, p=p, reach=options.reach, debias=options.debias)
+    max_iter = MAX_ITER if options.max_iter is None else options.max_iter
+    state, iterations, converged = solver.solve(eps_list, options.tol, max_iter)
+    final = solver.extrapolate(state, eps)
+    result = SinkhornResult(iterations=iterations, eps_schedule=eps_list, converged=converged,
+                            marginal_err=solver.marginal_error(state, final, eps))
+    if options.potentials:
+        result.potentials = ((final.f_ba - final.f_aa, final.g_ab - final.g_bb) if options.debias
+                             else (final.f_ba, final.g_ab))
+    else:
+        result.value = solver.value(final, eps)
+    return result

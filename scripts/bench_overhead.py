@@ -4,7 +4,7 @@ For each backend and primitive at N = M = 100, D = 3 (float32; numpy float64), i
 process and interleaved (raw, bound, raw, bound, ... so that drift hits both alike):
 
 * raw:    the backend's computation itself (``Backend._kernel_product`` / ``_softmin``);
-* bound:  what a sweep times, ``kpbench.losses.bind(...)`` (checks done before, once);
+* bound:  what a sweep times, ``kpbench.losses.bind_*(...)`` (checks done before, once);
 * sweep:  a real sweep row (``run_point``) for the same point, a raw sample taken just
           before each of its samples (the sweep's pacing hook, outside its timed region).
 
@@ -29,9 +29,10 @@ import torch
 
 from kpbench import losses
 from kpbench.backends import available_backends, get_backend
-from kpbench.bench.measure import MeasureSettings, pin_threads, run_point, set_pacer
+from kpbench.bench.measure import MeasureSettings, run_point, set_pacer
+from kpbench.bench.measure.threads import pin_threads
 from kpbench.bench.spec import Point
-from kpbench.bench.workloads import cast, make_data
+from kpbench.bench.inputs import cast, make_data
 
 N = 100
 
@@ -51,12 +52,12 @@ def calls(pt: Point):
     if pt.op == "kernel_product":
         b = cast(data.b, bk, pt.dtype, "cpu")
         raw = lambda: bk._kernel_product(x, y, b, kernel="gaussian", blur=pt.blur)  # noqa: E731
-        bound = losses.bind(losses.kernel_product, x, y, b, kernel="gaussian", blur=pt.blur,
-                            backend=pt.backend)
+        bound = losses.bind_kernel_product(x, y, b, kernel="gaussian", blur=pt.blur,
+                                           backend=pt.backend)
     else:
         h = cast(data.h, bk, pt.dtype, "cpu")
         raw = lambda: bk._softmin(x, y, h, eps=pt.eps, p=2)  # noqa: E731
-        bound = losses.bind(losses.softmin, x, y, h, eps=pt.eps, p=2, backend=pt.backend)
+        bound = losses.bind_softmin(x, y, h, eps=pt.eps, p=2, backend=pt.backend)
     return raw, bound
 
 

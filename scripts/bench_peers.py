@@ -63,11 +63,11 @@ def sinkhorn_calls(n, backend, peer_backend, grad):
     x, y = clouds(n, grad=grad)
     peer = SamplesLoss("sinkhorn", p=P, blur=BLUR, scaling=SCALING, backend=peer_backend)
     calls = {
-        f"ours ({backend}, geomloss schedule)": losses.bind(
-            losses.sinkhorn, x=x, y=y, p=P, blur=BLUR, scaling=SCALING, backend=backend,
+        f"ours ({backend}, geomloss schedule)": losses.bind_loss(
+            "sinkhorn", x=x, y=y, p=P, blur=BLUR, scaling=SCALING, backend=backend,
             schedule="geomloss"),
-        f"ours ({backend}, kpbench schedule)": losses.bind(
-            losses.sinkhorn, x=x, y=y, p=P, blur=BLUR, scaling=SCALING, backend=backend),
+        f"ours ({backend}, kpbench schedule)": losses.bind_loss(
+            "sinkhorn", x=x, y=y, p=P, blur=BLUR, scaling=SCALING, backend=backend),
         f"geomloss {peer_backend}": lambda: peer(x, y),
     }
     if grad:
@@ -86,8 +86,7 @@ def kernel_product_calls(n):
         K = (-((x_i - y_j) ** 2).sum(-1) / (2 * BLUR**2)).exp()
         return K @ b
 
-    ours = losses.bind(losses.kernel_product, x, y, b, kernel="gaussian", blur=BLUR,
-                       backend="keops")
+    ours = losses.bind_kernel_product(x, y, b, kernel="gaussian", blur=BLUR, backend="keops")
     assert torch.allclose(ours(), raw(), rtol=1e-4, atol=1e-6)
     return {"ours (keops)": ours, "raw pykeops": raw}
 

@@ -5,12 +5,12 @@
 
 Every run is a fresh process (``--child``) that computes the sweep ops (kernel product and
 its gradient, softmin, Sinkhorn to convergence and its gradient) on the same seeded inputs
-(kpbench.bench.workloads) for numpy float64, torch float32/float64 and keops
+(kpbench.bench.ops) for numpy float64, torch float32/float64 and keops
 float32/float64 (and the CUDA device where one is visible), with torch, OpenMP and BLAS
 threads all fixed to ``--threads``. Runs A and B use the same settings: their max
 difference says whether the point is bit-reproducible. Run C uses another thread count:
 its difference to A says what changing the threads does. The result feeds the table of
-kpbench.results.determinism.
+kpbench.backends.determinism.
 """
 from __future__ import annotations
 
@@ -57,13 +57,14 @@ def child(N: int, threads: int, out: str) -> None:
     """One run: every point's output vector (or value) into ``out`` (npz)."""
     import torch
 
-    from kpbench.bench import workloads
+    from kpbench.bench import ops
+    from kpbench.bench.inputs import make_data
 
     torch.set_num_threads(threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     results = {}
     for point in points(N, devices):
-        prepared = workloads.prepare(point, workloads.make_data(point))
+        prepared = ops.prepare(point, make_data(point))
         summary = prepared.summarize(prepared.call())
         results[label(point)] = summary.vector if summary.vector is not None else np.array([summary.value])
     np.savez(out, **results)

@@ -10,7 +10,8 @@ import pytest
 from kpbench.errors import KPBenchError
 from kpbench.results.report import write_report
 from kpbench.results.selection import load_sweeps
-from kpbench.bench import measure, workloads
+from kpbench.bench import measure, ops
+from kpbench.bench.inputs import make_data
 from kpbench.bench import rerun as rr
 from kpbench.cli.main import main
 from kpbench.bench.spec import Point, SweepSpec, count_points, expand, spec_from_dict
@@ -73,8 +74,8 @@ def test_the_cli_refuses_an_offset_on_a_speed_sweep_naming_the_flag(capsys):
 
 
 def test_make_data_moves_and_rounds_the_inputs_of_a_moved_point_only():
-    plain = workloads.make_data(KP)
-    data = workloads.make_data(moved(KP, offset=1e4, scale=2.0))
+    plain = make_data(KP)
+    data = make_data(moved(KP, offset=1e4, scale=2.0))
     for name in ("x", "y"):
         expected = (2.0 * getattr(plain, name) + 1e4).astype(np.float32).astype(np.float64)
         np.testing.assert_array_equal(getattr(data, name), expected)
@@ -85,7 +86,7 @@ def test_make_data_moves_and_rounds_the_inputs_of_a_moved_point_only():
 
 def _reference_value(point, scale):
     point = moved(point, backend="numpy", dtype="float64", scale=scale)
-    summary = workloads.reference(point, workloads.make_data(point))
+    summary = ops.reference(point, make_data(point))
     return summary.vector if summary.vector is not None else summary.value
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from kpbench.datasets import sources
 from kpbench.errors import KPBenchError
-from kpbench.bench import workloads
+from kpbench.bench import ops
+from kpbench.bench.inputs import make_data
 from kpbench.bench.spec import Point, SweepSpec, expand, spec_from_dict
 
 
@@ -36,7 +37,7 @@ def test_default_source_is_the_historical_pair_bit_for_bit():
     from kpbench.datasets import gaussian_blobs, uniform_cube
 
     point = Point("sinkhorn", "torch", "sinkhorn", 40, 30, 3, 0.05, 2, None, "float32", "cpu", 4, None, 0.5)
-    data = workloads.make_data(point)
+    data = make_data(point)
     assert np.array_equal(data.x, uniform_cube(40, 3, seed=4))
     assert np.array_equal(data.y, gaussian_blobs(30, 3, seed=5))
 
@@ -81,7 +82,7 @@ def test_a_plugin_registers_a_dataset():
     try:
         spec = SweepSpec(ops=["kernel_product"], backends=["torch"], N=[5], data=["twin_points"])
         (point,) = expand(spec)
-        assert point.data == "twin_points" and workloads.make_data(point).y.sum() == 5 * 3
+        assert point.data == "twin_points" and make_data(point).y.sum() == 5 * 3
     finally:
         sources._SOURCES.pop("twin_points")
     with pytest.raises(KPBenchError, match="without ':'"):
@@ -258,10 +259,10 @@ def test_weights_of_a_file_reach_the_sinkhorn_op_and_its_truth(tmp_path):
     np.savez(tmp_path / "w.npz", x=x, y=y, a=np.linspace(1, 3, 12), b=np.linspace(3, 1, 12))
     point = Point("sinkhorn", "numpy", "sinkhorn", 12, 12, 2, 0.1, 2, None, "float64", "cpu", 0,
                   None, None, data=f"file:{tmp_path / 'w.npz'}")
-    data = workloads.make_data(point)
-    weighted = workloads.prepare(point, data)
+    data = make_data(point)
+    weighted = ops.prepare(point, data)
     value = weighted.summarize(weighted.call()).value
-    uniform = workloads.prepare(point, dataclasses.replace(data))   # a copy without the weights
+    uniform = ops.prepare(point, dataclasses.replace(data))   # a copy without the weights
     assert abs(value - uniform.summarize(uniform.call()).value) > 1e-3 * abs(value)
 
 

@@ -78,8 +78,8 @@ def test_reference_primal_and_dual_agree_and_it_converges():
     for params in (dict(p=2, blur=0.05), dict(p=1, blur=0.05), dict(p=2, blur=0.1, reach=0.3),
                    dict(p=2, blur=0.1, reach=0.3, debias=False)):
         value, info = losses.sinkhorn(x=x, y=y, backend="numpy", return_info=True, **params)
-        assert info["converged"] and info["marginal_err"] <= 1e-12, (params, info)
-        assert info["primal"] == pytest.approx(info["dual"], rel=1e-9, abs=1e-13), (params, info)
+        assert info.converged and info.marginal_err <= 1e-12, (params, info)
+        assert info.primal == pytest.approx(info.value, rel=1e-9, abs=1e-13), (params, info)
 
 
 # -- the reference refuses what it cannot compute, and says when it did not converge ------
@@ -121,8 +121,8 @@ def test_reference_convergence_needs_the_primal_dual_gap_closed(monkeypatch):
     monkeypatch.setattr(reference, "GAP_TOLERANCE", -1.0)
     _, info = losses.sinkhorn(x=x, y=y, blur=0.1, backend="numpy", return_info=True,
                               max_iter=300)
-    assert info["marginal_err"] <= 1e-12 and info["primal"] != info["dual"]
-    assert not info["converged"] and info["iterations"] == 300
+    assert info.marginal_err <= 1e-12 and info.primal != info.value
+    assert not info.converged and info.iterations == 300
 
 
 def test_reference_is_bounded_in_time_and_annealing_levels(monkeypatch):
@@ -138,7 +138,7 @@ def test_reference_is_bounded_in_time_and_annealing_levels(monkeypatch):
     _, info = losses.sinkhorn(x=x * 1e3, y=y * 1e3, blur=0.05, backend="numpy",
                               return_info=True)
     assert time.monotonic() - started < 5
-    assert not info["converged"] and info["iterations"] < 100_000
+    assert not info.converged and info.iterations < 100_000
 
 
 @pytest.mark.parametrize("backend,exact", [("numpy", 1e-9), ("torch", 1e-12)])
@@ -311,7 +311,7 @@ def test_potentials_and_info():
     (f, g), info = losses.sinkhorn(x=torch.tensor(x), y=torch.tensor(y), potentials=True,
                                    return_info=True, **CONVERGED)
     assert f.shape == (60,) and g.shape == (50,)
-    assert info["iterations"] > len(info["eps_schedule"])
+    assert info.iterations > len(info.eps_schedule)
     a, b = np.full(60, 1 / 60), np.full(50, 1 / 50)
     f, g = gauge_fixed(f.numpy(), g.numpy(), a, b)
     ref_f, ref_g = losses.sinkhorn(x=x, y=y, potentials=True, backend="numpy")
@@ -321,7 +321,7 @@ def test_potentials_and_info():
 def test_fixed_iteration_count():
     x, y = cloud_pair()
     _, info = losses.sinkhorn(x=x, y=y, iters=7, return_info=True, backend="torch")
-    assert info["iterations"] == 7 and info["eps_schedule"] == [0.05**2] * 7
+    assert info.iterations == 7 and info.eps_schedule == [0.05**2] * 7
 
 
 def test_backend_auto_picks_one_for_the_problem_and_says_which():
@@ -352,13 +352,13 @@ def unequal_masses(seed=9):
 @pytest.mark.parametrize("debias", [True, False])
 def test_unbalanced_value_equals_the_primal_with_unequal_masses(backend, debias):
     """The value is the dual objective at the converged potentials, which equals the primal
-    (the reference's info["primal"]); GeomLoss's (rho + eps/2) formula is off by
+    (the reference's info.primal); GeomLoss's (rho + eps/2) formula is off by
     eps (m_a m_b - (m_a + m_b)/2) without debias (here 0.01 * -0.09 = 9e-4 absolute)."""
     a, x, b, y = unequal_masses()
     params = dict(UNBALANCED, debias=debias)
     _, info = losses.sinkhorn(a, x, b, y, backend="numpy", return_info=True, **params)
     value = float(losses.sinkhorn(*t64(a, x, b, y), backend=backend, **params))
-    assert value == pytest.approx(info["primal"], rel=1e-9)
+    assert value == pytest.approx(info.primal, rel=1e-9)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -373,7 +373,7 @@ def test_balanced_raw_value_with_mass_m_is_the_primal_and_the_large_reach_limit(
     _, info = losses.sinkhorn(a, x, b, y, backend="numpy", return_info=True, **params)
     value = float(losses.sinkhorn(*t64(a, x, b, y), backend=backend, tol=1e-12, max_iter=2000,
                                   **params))
-    assert value == pytest.approx(info["primal"], rel=1e-9)
+    assert value == pytest.approx(info.primal, rel=1e-9)
     far = float(losses.sinkhorn(a, x, b, y, backend="numpy", reach=1e4, **params))
     assert value == pytest.approx(far, rel=1e-6)   # the unbalanced limit: O(eps / rho) away
 
@@ -391,7 +391,7 @@ def test_unbalanced_value_holds_off_convergence(backend, seed):
     truth, info = losses.sinkhorn(x=x, y=y, backend="numpy", return_info=True, **params)
     xt, yt = t64(x, y)
     value = float(losses.sinkhorn(x=xt, y=yt, backend=backend, **params))
-    assert info["converged"]
+    assert info.converged
     assert value >= 0
     assert value == pytest.approx(truth, rel=0.01)
 
@@ -454,12 +454,12 @@ def test_each_iteration_costs_one_softmin_per_potential(debias, per_iteration):
     x, y = t64(*cloud_pair(30, 20))
     _, info = losses.sinkhorn(x=x, y=y, blur=0.1, tol=1e-9, debias=debias, backend=bk,
                               return_info=True)
-    assert info["iterations"] > len(info["eps_schedule"]) + 5   # the tol phase ran
-    assert type(bk).calls == per_iteration * (info["iterations"] + 2)
+    assert info.iterations > len(info.eps_schedule) + 5   # the tol phase ran
+    assert type(bk).calls == per_iteration * (info.iterations + 2)
 
 
 def test_marginal_error_is_that_of_the_cross_plan():
-    """info["marginal_err"] = |pi 1 - a|_1 + |pi^T 1 - b|_1 of the solver's potentials,
+    """info.marginal_err = |pi 1 - a|_1 + |pi^T 1 - b|_1 of the solver's potentials,
     checked against the plan built from them in float64."""
     from kpbench.backends import get_backend
     from kpbench.sinkhorn import SinkhornSolver
@@ -484,10 +484,10 @@ def test_converged_flag_and_marginal_error_follow_the_tolerance(reach):
     _, fast = losses.sinkhorn(**run)
     _, tight = losses.sinkhorn(tol=1e-11, max_iter=3000, **run)
     _, capped = losses.sinkhorn(tol=1e-11, max_iter=12, **run)
-    assert fast["converged"] is None and tight["converged"] is True
-    assert capped["converged"] is False and capped["iterations"] == 12
-    assert tight["marginal_err"] < 1e-9 < fast["marginal_err"]
-    assert tight["marginal_err"] < capped["marginal_err"]
+    assert fast.converged is None and tight.converged is True
+    assert capped.converged is False and capped.iterations == 12
+    assert tight.marginal_err < 1e-9 < fast.marginal_err
+    assert tight.marginal_err < capped.marginal_err
 
 
 def test_geomloss_schedule_runs_the_first_eps_twice():

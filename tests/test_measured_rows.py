@@ -22,8 +22,9 @@ from kpbench.backends.torch_dense import TorchBackend
 from kpbench.results.fingerprint import hash_mismatches, input_hash
 from kpbench.results.schema import SWEEP_SCHEMA
 from kpbench.results.store import SWEEPS, ResultStore
-from kpbench.bench import workloads
-from kpbench.bench.measure import MIN_SAMPLE_S, MeasureSettings, run_point
+from kpbench.bench.inputs import make_data
+from kpbench.bench.measure import MeasureSettings, run_point
+from kpbench.bench.measure.timing import MIN_SAMPLE_S
 from kpbench.bench.rerun import rerun
 from kpbench.bench.spec import Point, spec_from_dict
 from kpbench.bench.sweep import RunOptions, run_sweep
@@ -211,7 +212,7 @@ def test_a_part_of_another_type_names_the_type_cut_at_60_characters(tmp_path):
 
 # -- inputs, provably the same problem ---------------------------------------------------
 def test_the_input_hash_changes_with_every_generated_array():
-    data = workloads.make_data(Point(op="kernel_product", backend="torch", kernel="gaussian",
+    data = make_data(Point(op="kernel_product", backend="torch", kernel="gaussian",
                                      N=30, M=20, D=3, blur=0.1, p=None, reach=None,
                                      dtype="float64", device="cpu", seed=0, iters=None,
                                      scaling=None))
@@ -230,7 +231,7 @@ def test_a_row_hashes_every_generated_array_of_its_point():
                blur=0.1, p=None, reach=None, dtype="float64", device="cpu", seed=4,
                iters=None, scaling=None)
     row = run_point(pt, "accuracy", MeasureSettings(repeats=1, warmup=0))
-    data = workloads.make_data(pt)
+    data = make_data(pt)
     every = [getattr(data, f.name) for f in dataclasses.fields(data)]
     assert row["status"] == "ok", row["error"]
     assert row["input_hash"] == input_hash(every, "float64")
@@ -275,7 +276,7 @@ def test_rerun_measures_again_with_every_stored_setting(tmp_path, test_ops, caps
 
 
 def test_a_long_error_is_cut_and_says_so():
-    from kpbench.bench.measure import ERROR_MAX_CHARS, error_text
+    from kpbench.bench.measure.point import ERROR_MAX_CHARS, error_text
 
     assert error_text(ValueError("x" * (ERROR_MAX_CHARS - 12))) == "ValueError: " + "x" * (ERROR_MAX_CHARS - 12)
     cut = error_text(ValueError("x" * ERROR_MAX_CHARS))
@@ -320,7 +321,7 @@ def test_a_speed_row_keeps_the_value_of_the_computation(spin_row):
 
 
 def test_proc_status_sizes_are_kibibytes():
-    from kpbench.bench.measure import _proc_status_bytes
+    from kpbench.bench.measure.memory import _proc_status_bytes
 
     with open("/proc/self/status") as f:   # the size of the mapped libraries: stable
         kib = [int(line.split()[1]) for line in f if line.startswith("VmLib:")][0]
@@ -331,13 +332,14 @@ def test_proc_status_sizes_are_kibibytes():
 
 def test_the_preflight_of_a_differentiated_softmin_loss_counts_its_kept_calls():
     from kpbench.backends import get_backend
-    from kpbench.bench.measure import LOSS_CALLS_KEPT_FOR_BACKWARD, dense_estimate
+    from kpbench.backends.losses_table import CALLS_KEPT_FOR_BACKWARD
+    from kpbench.bench.measure.point import dense_estimate
 
     flow = Point(op="flow_step", backend="torch", kernel="log_likelihood", N=300, M=500, D=3,
                  blur=0.1, p=2, reach=None, dtype="float32", device="cpu", seed=0, iters=None,
                  scaling=None)
     per_call = get_backend("torch").memory_estimate("softmin", 500, 500, 3, 4, grad=True)
-    assert dense_estimate(flow) == LOSS_CALLS_KEPT_FOR_BACKWARD * per_call
+    assert dense_estimate(flow, get_backend("torch")) == CALLS_KEPT_FOR_BACKWARD * per_call
 
 
 class LossesOnly(TorchBackend):

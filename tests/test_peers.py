@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kpbench import losses
-from kpbench.gradcheck import fd_gradient_errors
+from kpbench.bench.measure.gradcheck import fd_gradient_errors
 
 pytest.importorskip("geomloss")
 
@@ -139,7 +139,7 @@ def test_pot_unbalanced_is_its_plan_at_the_true_objective(debias):
     loss = functools.partial(losses.sinkhorn, p=2, blur=0.1, reach=0.5, debias=debias)
     truth = loss(a, x, b, y, backend="numpy")
     value, info = loss(a, x, b, y, backend="pot", return_info=True)
-    assert float(value) == pytest.approx(truth, rel=1e-9) and info["converged"] is True
+    assert float(value) == pytest.approx(truth, rel=1e-9) and info.converged is True
     errors = fd_gradient_errors(loss, a, x, b, y, backend="pot", balanced=False)
     assert max(errors.values()) < 1e-6, errors
 
@@ -150,7 +150,7 @@ def test_pot_unbalanced_says_when_its_solver_did_not_converge():
     with pytest.warns(UserWarning, match="did not converge"):
         _value, info = losses.sinkhorn(x=x, y=y, blur=0.05, reach=0.5, backend="pot",
                                        return_info=True)
-    assert info["converged"] is False
+    assert info.converged is False
 
 
 def test_pot_unbalanced_is_not_converged_when_its_plan_is_not_the_optimum():
@@ -168,13 +168,13 @@ def test_pot_unbalanced_is_not_converged_when_its_plan_is_not_the_optimum():
         warnings.simplefilter("error")   # POT itself does not warn here: it thinks it is done
         value, info = losses.sinkhorn(a, x, b, y, backend="pot", **kwargs)
     assert abs(float(value) - truth) > 0.5 * truth
-    assert info["converged"] is False and info["marginal_err"] > 1.0
+    assert info.converged is False and info.marginal_err > 1.0
     # and a converged plan passes the same check
     x, y = clouds()
     a, b = torch.full((40,), 0.7 / 40, dtype=x.dtype), torch.full((30,), 1.3 / 30, dtype=x.dtype)
     value, info = losses.sinkhorn(a, x, b, y, p=2, blur=0.1, reach=0.5, debias=False,
                                   backend="pot", return_info=True)
-    assert info["converged"] is True and info["marginal_err"] < 1e-6
+    assert info.converged is True and info.marginal_err < 1e-6
 
 
 @pytest.mark.parametrize("call,reason", [

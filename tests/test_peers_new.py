@@ -91,9 +91,10 @@ def test_flash_sinkhorn_speed_points_refused_where_interpreted(flash):
 
 
 def test_flash_sinkhorn_settings_recorded(flash):
-    from kpbench.bench.measure import backend_settings
+    from kpbench.backends import get_backend
+    from kpbench.bench.measure.point import backend_settings
 
-    on, off = (json.loads(backend_settings(name))
+    on, off = (json.loads(backend_settings(get_backend(name)))
                for name in ("flash-sinkhorn", "flash-sinkhorn-no-tf32"))
     assert on["library"] == off["library"] == "flash-sinkhorn" and on["version"] == "0.4.1"
     assert (on["allow_tf32"], off["allow_tf32"]) == (True, False)
@@ -121,7 +122,7 @@ def test_ott_converged_matches_ours_to_round_off(ott):
     value, info = losses.sinkhorn(x=x, y=y, blur=0.1, tol=1e-12, max_iter=5000, backend="ott",
                                   return_info=True)
     assert float(value) == pytest.approx(ours, rel=1e-12)
-    assert info["converged"] is True and info["iterations"] > len(info["eps_schedule"])
+    assert info.converged is True and info.iterations > len(info.eps_schedule)
     _, g_theirs = value_and_grad("ott", x, y, blur=0.1, tol=1e-12, max_iter=5000)
     assert relative(g_theirs, g_ours) < 1e-9
 
@@ -134,21 +135,22 @@ def test_ott_runs_our_schedule_and_fixed_counts(ott):
                                   return_info=True)
     _, ours = losses.sinkhorn(x=x, y=y, blur=0.1, scaling=0.5, backend="torch",
                               return_info=True)
-    assert info["iterations"] == len(ours["eps_schedule"]) and info["converged"] is None
-    assert info["eps_schedule"] == ours["eps_schedule"]
+    assert info.iterations == len(ours.eps_schedule) and info.converged is None
+    assert info.eps_schedule == ours.eps_schedule
     online = losses.sinkhorn(x=x, y=y, blur=0.1, scaling=0.5, backend="ott-online")
     assert float(online) == pytest.approx(float(dense), rel=1e-12)
     _, fixed = losses.sinkhorn(x=x, y=y, blur=0.1, iters=7, backend="ott", return_info=True)
-    assert fixed["iterations"] == 7
+    assert fixed.iterations == 7
 
 
 def test_ott_settings_recorded_and_refusals(ott):
-    from kpbench.bench.measure import backend_settings
+    from kpbench.backends import get_backend
+    from kpbench.bench.measure.point import backend_settings
 
-    settings = json.loads(backend_settings("ott"))
+    settings = json.loads(backend_settings(get_backend("ott")))
     assert settings["library"] == "ott-jax" and settings["version"] == "0.6.0"
     assert settings["jax"].startswith("0.8.") and "scale_cost=2.0" in settings["cost"]
-    assert json.loads(backend_settings("ott-online"))["batch_size"]
+    assert json.loads(backend_settings(get_backend("ott-online")))["batch_size"]
     x, y = clouds()
     with pytest.raises(UnsupportedCombination, match="potentials"):
         losses.sinkhorn(x=x, y=y, potentials=True, backend="ott")

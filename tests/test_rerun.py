@@ -260,7 +260,8 @@ def test_env_diff_lists_what_changed(monkeypatch):
 
 # -- determinism --------------------------------------------------------------------------
 def test_determinism_table_claims_only_what_was_measured():
-    from kpbench.results.determinism import deterministic, tolerance
+    from kpbench.backends.determinism import deterministic
+    from kpbench.results.determinism import tolerance
 
     assert deterministic("torch", "float32", "cpu") and deterministic("numpy", "float64", "cpu")
     assert not deterministic("torch", "float32", "cuda") and not deterministic("keops", "float64", "cuda:1")
@@ -273,8 +274,9 @@ def test_determinism_table_claims_only_what_was_measured():
 @pytest.mark.parametrize("op", ["kernel_product", "sinkhorn_grad"])
 def test_points_claimed_deterministic_give_the_same_bits_twice(op):
     from kpbench.backends import available_backends
-    from kpbench.results.determinism import DETERMINISTIC
-    from kpbench.bench import workloads
+    from kpbench.backends.determinism import DETERMINISTIC
+    from kpbench.bench import ops
+    from kpbench.bench.inputs import make_data
     from kpbench.bench.spec import Point
 
     sink = op.startswith("sinkhorn")
@@ -286,8 +288,8 @@ def test_points_claimed_deterministic_give_the_same_bits_twice(op):
                           N=300, M=300, D=3, blur=0.05, p=2 if sink else None, reach=None,
                           dtype=dtype, device=device, seed=0, iters=None,
                           scaling=0.5 if sink else None)
-            data = workloads.make_data(point)
-            a, b = (workloads.prepare(point, data) for _ in range(2))
+            data = make_data(point)
+            a, b = (ops.prepare(point, data) for _ in range(2))
             first, second = (p.summarize(p.call()).vector for p in (a, b))
             assert np.array_equal(first, second), (backend, dtype)
 

@@ -5,8 +5,10 @@ import pytest
 
 from kpbench.backends import availability, get_backend
 from kpbench.backends.torch_dense import TorchBackend
-from kpbench.bench import workloads
-from kpbench.bench.measure import MeasureSettings, exact_ot_w2, run_point
+from kpbench.bench import ops
+from kpbench.bench.inputs import make_data
+from kpbench.bench.measure import MeasureSettings, run_point
+from kpbench.bench.measure.accuracy import exact_ot_w2
 from kpbench.bench.spec import Point
 
 QUICK = MeasureSettings(repeats=3, warmup=1)   # fast, for statuses and values, not for figures
@@ -58,9 +60,10 @@ def test_preflight_refusal_is_skipped_with_the_estimate():
     assert "pre-flight" in row["error"] and row.get("time_median_s") is None
 
 
-def test_the_backend_refusing_itself_is_skipped_too():
-    # the pre-flight budget is huge, so the backend's own budget check is what refuses
-    row = run_point(point(N=200_000, M=200_000), "speed", MeasureSettings(memory_budget=10**18))
+def test_the_backends_own_budget_refuses_without_a_users_budget():
+    # no user budget: the backend's own (from free memory) is the pre-flight's; a user's
+    # budget replaces it (tests/test_memory_budget.py)
+    row = run_point(point(N=200_000, M=200_000), "speed", QUICK)
     assert row["status"] == "skipped" and "memory budget" in row["error"]
 
 
@@ -89,7 +92,7 @@ def test_a_call_longer_than_a_sample_is_timed_one_call_per_sample(test_ops):
 
 
 def test_cuda_timing_synchronises_around_its_events():
-    from kpbench.bench.measure import CudaEventTimer
+    from kpbench.bench.measure.timing import CudaEventTimer
 
     log = []
 
@@ -166,7 +169,7 @@ def test_accuracy_rows_say_whether_their_truth_converged():
     for blur in (0.01, 0.1):
         pt = point(op="sinkhorn", dtype="float64", N=60, M=60, blur=blur, scaling=0.5)
         rows[blur] = run_point(pt, "accuracy", QUICK)
-        truth = workloads.reference(pt, workloads.make_data(pt))   # kept from the row's solve
+        truth = ops.reference(pt, make_data(pt))   # kept from the row's solve
         assert rows[blur]["truth_converged"] is truth.converged
         assert rows[blur]["truth_marginal_err"] == truth.marginal_err
     assert rows[0.01]["truth_converged"] is False and rows[0.01]["truth_marginal_err"] > 1e-9
@@ -196,7 +199,7 @@ def test_sinkhorn_accuracy_and_the_exact_ot_comparison():
     row = run_point(point(op="sinkhorn", N=300, M=300, blur=0.05, scaling=0.5), "accuracy", QUICK)
     # rel_err is against the converged reference: what eps-scaling at .5 leaves undone
     assert row["status"] == "ok" and 1e-4 < row["rel_err"] < 0.1
-    data = workloads.make_data(point(op="sinkhorn", N=300, M=300))
+    data = make_data(point(op="sinkhorn", N=300, M=300))
     exact = exact_ot_w2(data.x, data.y)
     assert row["rel_err_exact"] == pytest.approx(abs(row["value"] - exact) / exact)
     assert row["rel_err_exact"] < 0.2   # S_eps -> W2^2/2 as blur -> 0
@@ -318,12 +321,12 @@ def test_a_peer_is_checked_against_finite_differences_too_and_its_settings_are_r
 
 
 def test_the_sinkhorn_preflight_counts_the_cost_matrices_the_solve_caches():
-    from kpbench.bench.measure import dense_estimate
+    from kpbench.bench.measure.point import dense_estimate
 
     torch_bk = get_backend("torch")
     sink = point(op="sinkhorn", N=1000, M=3000)
-    assert dense_estimate(sink) == torch_bk.memory_estimate("sinkhorn", 3000, 3000, 3, 4)
-    assert dense_estimate(sink) > torch_bk.memory_estimate("softmin", 3000, 3000, 3, 4)
+    assert dense_estimate(sink, torch_bk) == torch_bk.memory_estimate("sinkhorn", 3000, 3000, 3, 4)
+    assert dense_estimate(sink, torch_bk) > torch_bk.memory_estimate("softmin", 3000, 3000, 3, 4)
     mmd = point(op="flow_step", kernel="energy", N=1000, M=1000)
-    assert dense_estimate(mmd) == 4 * torch_bk.memory_estimate("kernel_product", 1000, 1000, 3, 4,
+    assert dense_estimate(mmd, torch_bk) == 4 * torch_bk.memory_estimate("kernel_product", 1000, 1000, 3, 4,
                                                                grad=True)

@@ -37,12 +37,11 @@ from dataclasses import dataclass, field
 
 from kpbench.errors import KPBenchError
 
+from .losses_table import primitive_of
+
 log = logging.getLogger("kpbench.auto")
 
 CANDIDATES = ("torch", "keops", "cuda")
-PRIMITIVE_OF = {"mmd": "kernel_product", "energy": "kernel_product", "gaussian": "kernel_product",
-                "laplacian": "kernel_product", "sinkhorn": "softmin", "hausdorff": "softmin",
-                "log_likelihood": "softmin", "sinkhorn_multiplicative": "kernel_product"}
 DENSE_MAX_SIZE = 4e6          # the default rule: dense torch up to N*M = 4e6
 FAILED = ("oom", "skipped", "timeout")
 TABLE_VERSION = 1
@@ -178,7 +177,7 @@ def _op_names(op: str) -> list[str]:
     base = op.removesuffix("_grad")
     if base != op:
         names.append(base)
-    primitive = PRIMITIVE_OF.get(base)
+    primitive = primitive_of(base)
     if primitive:
         names += [primitive + "_grad", primitive] if op.endswith("_grad") else [primitive]
     return names

@@ -284,12 +284,14 @@ class Backend:
     # -- the two primitives -------------------------------------------------
     # ``bind_*`` checks everything once and returns the bare computation as a
     # zero-argument callable (what benchmarks time); the plain methods call it at once.
-    # ``validate=False`` skips the input and memory checks: for callers that made them.
+    # ``validate=False`` skips the input and memory checks: for callers that made them;
+    # ``preflight=False`` skips the memory check only (a sweep point made its one pre-flight).
     def _require_primitives(self, op: str) -> None:
         if not self.capabilities.primitives:
             raise UnsupportedCombination(f"{self.name} offers losses only, no {op} primitive")
 
-    def bind_kernel_product(self, x, y, b, *, kernel: str, blur: float, validate: bool = True):
+    def bind_kernel_product(self, x, y, b, *, kernel: str, blur: float, validate: bool = True,
+                            preflight: bool = True):
         self._require_primitives("kernel_product")
         check_kernel(kernel)
         blur = check_blur(blur)
@@ -297,11 +299,13 @@ class Backend:
             check_pair(x, y)
             check_signal(b, y.shape[0], "y", "b", like=x)
             self.kernel_range(x, y, kernel, blur)
+        if validate and preflight:
             self.check_memory("kernel_product", x.shape[0], y.shape[0], x.shape[1], x,
                               K=_columns(b))
         return functools.partial(self._kernel_product, x, y, b, kernel=kernel, blur=blur)
 
-    def bind_softmin(self, x, y, h, *, eps: float, p: int, validate: bool = True):
+    def bind_softmin(self, x, y, h, *, eps: float, p: int, validate: bool = True,
+                     preflight: bool = True):
         self._require_primitives("softmin")
         eps = check_blur(eps, "eps")
         p = check_p(p)
@@ -310,6 +314,7 @@ class Backend:
             if len(h.shape) != 1:
                 raise KPBenchError(f"h must have shape ({y.shape[0]},), got {tuple(h.shape)}")
             check_signal(h, y.shape[0], "y", "h", allow_minus_inf=True, like=x)
+        if validate and preflight:
             self.check_memory("softmin", x.shape[0], y.shape[0], x.shape[1], x)
         return functools.partial(self._softmin, x, y, h, eps=eps, p=p)
 

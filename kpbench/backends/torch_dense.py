@@ -23,6 +23,7 @@ import math
 import torch
 
 from .base import Backend, Capabilities, Pair, check_p
+from .losses_table import CALLS_KEPT_FOR_BACKWARD
 
 # N x M buffers alive at the peak of one call (distances, kernel/exponent, result of
 # the reduction's temporaries); with autograd, the saved tensors and the backward's own
@@ -33,7 +34,6 @@ GRAD_FACTOR = 4.5
 # Losses on prepared pairs keep their cost matrices (xy, xx, yy) and one shared scratch
 # matrix for a whole solve, plus one primitive call at a time (four kept for a backward).
 PAIR_BUFFERS = {"sinkhorn": 4, "hausdorff": 4}
-CALLS_KEPT_FOR_BACKWARD = 4
 # N x K buffers of a kernel product with K columns: its output (and, with autograd, the
 # output's gradient); peak RSS growth measured 100 MB (200 MB with backward) at N = M = 100,
 # K = 250000, float32 -- where the N x M count alone estimated 120 KB

@@ -102,7 +102,7 @@ def sinkhorn_cost(p: int, N: int, M: int, D: int, itemsize: int, iterations: int
 
 def op_cost(row: dict, dense: bool) -> Cost | None:
     """The cost of a speed row's point, None where the model has none."""
-    from kpbench.bench.workloads import OPS
+    from kpbench.bench.ops import OPS
 
     info = OPS.get(row.get("op"))
     if info is None or info.family not in FAMILIES_WITH_COST:

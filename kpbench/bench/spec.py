@@ -48,7 +48,7 @@ from kpbench.errors import KPBenchError
 from kpbench.results.meta import RUNS
 from kpbench.results.schema import POINT_COLUMNS
 from kpbench.results.store import SWEEPS
-from kpbench.bench import workloads
+from kpbench.bench import ops
 from kpbench.bench.executors import EXECUTORS
 from kpbench.bench.limits import (MAX_BYTES, MAX_CPUS, MAX_OFFSET, MAX_POINTS, MAX_REPEATS, MAX_SCALE,
                                   MAX_SECONDS, MAX_SIZE, MAX_VALUES, MIN_SCALE, SEED_LIMIT)
@@ -83,7 +83,7 @@ class Point:
     scaling: float | None
     tol: float | None = None
     offset: float | None = None   # conditioning (accuracy): x -> scale * x + offset, blur and
-    scale: float | None = None    # reach times scale; None: not moved (workloads.make_data)
+    scale: float | None = None    # reach times scale; None: not moved (inputs.make_data)
     data: str | None = None          # the data source (kpbench.datasets.sources); None: the default pair
 
     def as_row(self) -> dict:
@@ -240,12 +240,12 @@ def _op_variants(op: str, spec: SweepSpec) -> list[dict]:
 
 def _variant_axes(op: str, spec: SweepSpec) -> list[tuple[str, dict]]:
     """(kernel name, {axis: values}) of ``op``: the axes it does not use hold [None]."""
-    info = workloads.OPS[op]
+    info = ops.OPS[op]
     names = spec.kernels if info.family == "kernel" else (
         spec.losses if info.family == "flow" else [info.family])
     out = []
     for name in dict.fromkeys(names):
-        uses = workloads.op_fields(op, name)
+        uses = ops.op_fields(op, name)
         out.append((name, {axis: getattr(spec, axis) if axis in uses else [None]
                            for axis in ("p", "reach", "iters", "scaling", "tol")}))
     return out
@@ -499,10 +499,10 @@ def _check_conditioning(spec: SweepSpec) -> None:
 # Each field's check (SweepSpec.validate, and spec_from_dict key by key, naming the key).
 FIELD_CHECKS: dict[str, Callable[[Any], None]] = {
     "kind": lambda v: _one_of("kind", [v], KINDS),
-    "ops": lambda v: _one_of("op", v, list(workloads.OPS)),
+    "ops": lambda v: _one_of("op", v, list(ops.OPS)),
     "backends": lambda v: _one_of("backend", v, backend_names()),
     "kernels": lambda v: _one_of("kernel", v, KERNELS),
-    "losses": lambda v: _one_of("loss", v, workloads.FLOW_LOSSES),
+    "losses": lambda v: _one_of("loss", v, ops.FLOW_LOSSES),
     "dtype": lambda v: _one_of("dtype", v, DTYPES),
     "device": lambda v: _one_of("device", v, DEVICES),
     "p": lambda v: _one_of("p", v, POWERS),

@@ -21,17 +21,11 @@ def refuse(condition: bool, backend: Backend, what: str) -> None:
         raise UnsupportedCombination(f"{backend.name} does not support {what}")
 
 
-def sinkhorn_info(iterations, eps_list, marginal_err=None, converged=None) -> dict:
-    """The info dict of :func:`kpbench.losses.sinkhorn` (None where the peer does not say)."""
-    return {"iterations": iterations, "eps_schedule": eps_list, "marginal_err": marginal_err,
-            "converged": converged}
-
-
 class DenseMemory:
     """The memory pre-flight of a dense peer (one that materialises N x M matrices): peak
     bytes = BUFFERS[grad] x N x M x itemsize, against the dense torch backend's budget.
-    :func:`kpbench.losses._dispatch` asks it before the peer's own loss runs, as
-    :func:`kpbench.bench.measure.dense_estimate` does before a sweep point (N = M = the
+    :func:`kpbench.losses._bound` asks it before the peer's own loss runs (unless the
+    caller made it), as :func:`kpbench.bench.measure.point.preflight` does before a sweep point (N = M = the
     larger cloud). BUFFERS come from peak RSS measured by ``scripts/peer_memory.py``."""
 
     BUFFERS: dict = {}   # {False: forward, True: with backward}

@@ -38,9 +38,10 @@ import sys
 import torch
 
 from kpbench.backends.base import Backend, Capabilities
+from kpbench.backends.sinkhorn_types import SinkhornOptions, SinkhornResult
 from kpbench.errors import BackendUnavailable
 
-from .common import refuse, sinkhorn_info
+from .common import refuse
 
 LABEL = "interpreted: correctness only"
 INTERPRET_ENV = "TRITON_INTERPRET"
@@ -105,31 +106,31 @@ def _on_host(tensors):
 
 
 # -- the loss ---------------------------------------------------------------------------
-def _sinkhorn(bk, a, x, b, y, *, p, blur, scaling, reach, debias, potentials, iters, tol,
-              max_iter, return_info, schedule="kpbench"):
+def _sinkhorn(bk, a, x, b, y, *, options: SinkhornOptions) -> SinkhornResult:
     from kpbench.sinkhorn import diameter, epsilon_schedule, fixed_schedule
 
-    refuse(p != 2, bk, "p=1 (squared Euclidean cost only)")
-    refuse(potentials, bk, "potentials=True (its potentials are OT(a, b)'s, not debiased)")
-    refuse(tol is not None or max_iter is not None, bk, "a tolerance (tol=, max_iter=)")
+    o = options
+    refuse(o.p != 2, bk, "p=1 (squared Euclidean cost only)")
+    refuse(o.potentials, bk, "potentials=True (its potentials are OT(a, b)'s, not debiased)")
+    refuse(o.tol is not None or o.max_iter is not None, bk, "a tolerance (tol=, max_iter=)")
     refuse(bk.interpreted and x.is_cuda, bk, "CUDA tensors without a visible CUDA device")
     refuse(not bk.interpreted and not x.is_cuda, bk,
            "CPU tensors where a GPU is visible (its kernels run on CUDA tensors: --device cuda)")
     for name, w in (("a", a), ("b", b)):
         refuse(abs(float(w.detach().sum()) - 1.0) > MASS_TOL, bk,
                f"weights {name} of total {float(w.detach().sum()):.6g} (probability weights only)")
-    eps_list = (epsilon_schedule(diameter(x, y, blur, p), blur, p, scaling, schedule)
-                if iters is None else fixed_schedule(blur, p, iters))
+    eps_list = (epsilon_schedule(diameter(x, y, o.blur, o.p), o.blur, o.p, o.scaling, o.schedule)
+                if o.iters is None else fixed_schedule(o.blur, o.p, o.iters))
     loss = _library().SamplesLoss(
-        "sinkhorn", p=2, blur=blur, reach=reach, scaling=scaling, debias=debias,
+        "sinkhorn", p=2, blur=o.blur, reach=o.reach, scaling=o.scaling, debias=o.debias,
         half_cost=True, eps_list=eps_list, normalize=False, allow_tf32=bk.tf32,
         autotune=not bk.interpreted)
     if bk.interpreted:
         value = loss(*_on_host((a, x, b, y))).as_subclass(torch.Tensor)
     else:
         value = loss(a, x, b, y)
-    value = value.to(x.dtype)
-    return (value, sinkhorn_info(len(eps_list), eps_list)) if return_info else value
+    return SinkhornResult(value=value.to(x.dtype), iterations=len(eps_list),
+                          eps_schedule=eps_list)
 
 
 class FlashSinkhorn(Backend):

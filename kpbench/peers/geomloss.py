@@ -10,7 +10,7 @@ What GeomLoss's options mean next to ours:
 * unbalanced (``reach``): its value is (rho + eps/2) <a, e^{-f_aa/rho} - e^{-f_ba/rho}> + ...
   and its ``UnbalancedWeight`` backward is never called by autograd, so its gradient is
   (rho + eps/2)/(rho + eps) times the true one along mass-preserving directions
-  (kpbench.gradcheck shows it); run as is, on purpose.
+  (kpbench.bench.measure.gradcheck shows it); run as is, on purpose.
 * tensorized p=1: squared distances clamped at 1e-8 (distances >= 1e-4), so S(a, a) != 0.
 * online float64: 1/eps is passed as a float32 tensor (``torch.Tensor([1 / eps])``),
   hence ~1e-9 relative differences from its tensorized backend in float64.
@@ -18,23 +18,26 @@ What GeomLoss's options mean next to ours:
 from __future__ import annotations
 
 from kpbench.backends.base import Backend, Capabilities
+from kpbench.backends.sinkhorn_types import SinkhornOptions, SinkhornResult
 
-from .common import DenseMemory, package_available, refuse, sinkhorn_info
+from .common import DenseMemory, package_available, refuse
 
 
-def _sinkhorn(bk, a, x, b, y, *, p, blur, scaling, reach, debias, potentials, iters, tol,
-              max_iter, return_info, schedule="kpbench"):
-    refuse(iters is not None, bk, "a fixed iteration count (iters=)")
-    refuse(tol is not None or max_iter is not None, bk, "a tolerance (tol=, max_iter=)")
+def _sinkhorn(bk, a, x, b, y, *, options: SinkhornOptions) -> SinkhornResult:
+    refuse(options.iters is not None, bk, "a fixed iteration count (iters=)")
+    refuse(options.tol is not None or options.max_iter is not None, bk,
+           "a tolerance (tol=, max_iter=)")
     from geomloss import SamplesLoss
 
-    loss = SamplesLoss("sinkhorn", p=p, blur=blur, reach=reach, scaling=scaling, debias=debias,
-                       potentials=potentials, backend=bk.geomloss_backend, **bk.extra)
-    result = loss(a, x, b, y)
-    if not return_info:
-        return result
-    eps_list = geomloss_eps_list(x, y, p, blur, reach, scaling)
-    return result, sinkhorn_info(len(eps_list), eps_list)
+    o = options
+    loss = SamplesLoss("sinkhorn", p=o.p, blur=o.blur, reach=o.reach, scaling=o.scaling,
+                       debias=o.debias, potentials=o.potentials, backend=bk.geomloss_backend,
+                       **bk.extra)
+    out = loss(a, x, b, y)
+    eps_list = geomloss_eps_list(x, y, o.p, o.blur, o.reach, o.scaling)
+    return SinkhornResult(value=None if o.potentials else out,
+                          potentials=out if o.potentials else None,
+                          iterations=len(eps_list), eps_schedule=eps_list)
 
 
 def geomloss_eps_list(x, y, p, blur, reach, scaling) -> list[float]:

@@ -47,8 +47,9 @@ import math
 import torch
 
 from kpbench.backends.base import Backend, Capabilities
+from kpbench.backends.sinkhorn_types import SinkhornOptions, SinkhornResult
 
-from .common import DenseMemory, package_available, refuse, sinkhorn_info
+from .common import DenseMemory, package_available, refuse
 
 MAX_ITER = 1000            # as kpbench's default cap of the tol phase
 CHECK_EVERY = 10           # OTT's inner_iterations when a threshold is checked
@@ -153,32 +154,30 @@ def _schedule(x, y, p, blur, scaling):
     return eps_list, (eps_list[0] / blur**p, scaling**p, len(eps_list))
 
 
-def _sinkhorn(bk, a, x, b, y, *, p, blur, scaling, reach, debias, potentials, iters, tol,
-              max_iter, return_info, schedule="kpbench"):
-    refuse(potentials, bk, "potentials=True (not wired)")
-    refuse(schedule != "kpbench", bk, f"schedule={schedule!r} (its Epsilon decays "
-                                      "geometrically: the kpbench schedule only)")
+def _sinkhorn(bk, a, x, b, y, *, options: SinkhornOptions) -> SinkhornResult:
+    o = options
+    refuse(o.potentials, bk, "potentials=True (not wired)")
+    refuse(o.schedule != "kpbench", bk, f"schedule={o.schedule!r} (its Epsilon decays "
+                                        "geometrically: the kpbench schedule only)")
     refuse(x.device.type != "cpu", bk, "CUDA tensors here (JAX runs on the host: no jax "
                                        "CUDA plugin wired)")
     # converged (reach .5, blur .1, float64, tol 1e-12) OTT's unbalanced value is 3.2e-4 off
     # ours debiased and 4.7e-3 raw, where balanced agrees to 2e-16: not the same quantity
     # until the cause is found, so not measured as if it were
-    refuse(reach is not None, bk, "reach (unbalanced): OTT 0.6.0's converged unbalanced value "
-                                  "differs from kpbench's (3e-4 debiased, 5e-3 raw at reach .5, "
-                                  "blur .1): conventions not matched yet")
-    if iters is not None:
-        plan = (1.0, 1.0, int(iters))
-        eps_list = [blur**p] * int(iters)
+    refuse(o.reach is not None, bk, "reach (unbalanced): OTT 0.6.0's converged unbalanced value "
+                                    "differs from kpbench's (3e-4 debiased, 5e-3 raw at reach .5, "
+                                    "blur .1): conventions not matched yet")
+    if o.iters is not None:
+        plan = (1.0, 1.0, o.iters)
+        eps_list = [o.eps] * o.iters
     else:
-        eps_list, plan = _schedule(x, y, p, blur, scaling)
-    setting = (p, float(blur), reach, bool(debias), bk.batch_size(x, y), plan, tol,
-               MAX_ITER if max_iter is None else int(max_iter))
+        eps_list, plan = _schedule(x, y, o.p, o.blur, o.scaling)
+    setting = (o.p, o.blur, o.reach, o.debias, bk.batch_size(x, y), plan, o.tol,
+               MAX_ITER if o.max_iter is None else o.max_iter)
     value, iterations, converged = _differentiable(
         _compiled(*setting, grad=False), _compiled(*setting, grad=True), a, x, b, y)
-    if not return_info:
-        return value
-    return value, sinkhorn_info(iterations, eps_list,
-                                converged=converged if tol is not None else None)
+    return SinkhornResult(value=value, iterations=iterations, eps_schedule=eps_list,
+                          converged=converged if o.tol is not None else None)
 
 
 class OttBackend(DenseMemory, Backend):

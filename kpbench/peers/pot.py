@@ -43,8 +43,9 @@ import contextlib
 import warnings
 
 from kpbench.backends.base import Backend, Capabilities
+from kpbench.backends.sinkhorn_types import SinkhornOptions, SinkhornResult
 
-from .common import DenseMemory, package_available, refuse, sinkhorn_info
+from .common import DenseMemory, package_available, refuse
 
 MAX_ITER, STOP_THR = 1000, 1e-9   # POT's defaults in solve_sample (Sinkhorn)
 UNBALANCED_STOP_THR = 1e-9         # sinkhorn_unbalanced's relative change of u, v
@@ -59,31 +60,29 @@ def _options(p, blur, reach):
     return ("sqeuclidean" if p == 2 else "euclidean"), factor * eps, rho, factor
 
 
-def _sinkhorn(bk, a, x, b, y, *, p, blur, scaling, reach, debias, potentials, iters, tol,
-              max_iter, return_info, schedule="kpbench"):
-    refuse(potentials, bk, "potentials=True (its potentials are on another scale)")
+def _sinkhorn(bk, a, x, b, y, *, options: SinkhornOptions) -> SinkhornResult:
+    refuse(options.potentials, bk, "potentials=True (its potentials are on another scale)")
     import ot
 
-    metric, reg, rho, factor = _options(p, blur, reach)
-    if iters is not None:
-        max_iter, tol = int(iters), 0.0
+    p, blur, tol, max_iter = options.p, options.blur, options.tol, options.max_iter
+    metric, reg, rho, factor = _options(p, blur, options.reach)
+    if options.iters is not None:
+        max_iter, tol = options.iters, 0.0
     max_iter = MAX_ITER if max_iter is None else max_iter
-    if reach is not None:
+    if options.reach is not None:
         value, iterations, converged, residual = _unbalanced(
-            a, x, b, y, metric, reg, rho, debias, max_iter,
+            a, x, b, y, metric, reg, rho, options.debias, max_iter,
             UNBALANCED_STOP_THR if tol is None else tol)
-        value = value / factor
-        info = sinkhorn_info(iterations, [blur**p], marginal_err=residual, converged=converged)
-        return (value, info) if return_info else value
+        return SinkhornResult(value=value / factor, iterations=iterations,
+                              eps_schedule=[blur**p], marginal_err=residual,
+                              converged=converged)
     with _convergence_warnings() as converged:
         result = ot.solve_sample(x, y, a, b, metric=metric, reg=reg, reg_type="KL",
                                  unbalanced=rho, max_iter=max_iter,
-                                 tol=STOP_THR if tol is None else tol, debias=debias,
+                                 tol=STOP_THR if tol is None else tol, debias=options.debias,
                                  grad="envelope")
-    value = result.value / factor
-    if not return_info:
-        return value
-    return value, sinkhorn_info(_iterations(result), [blur**p], converged=converged[0])
+    return SinkhornResult(value=result.value / factor, iterations=_iterations(result),
+                          eps_schedule=[blur**p], converged=converged[0])
 
 
 @contextlib.contextmanager

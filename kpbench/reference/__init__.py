@@ -10,17 +10,22 @@ NumPy arrays / Python floats. No autograd.
 from __future__ import annotations
 
 from kpbench.backends.base import Backend, Capabilities
+from kpbench.backends.sinkhorn_types import SinkhornOptions, SinkhornResult
 
 from .losses import np_hausdorff, np_log_likelihood, np_mmd, np_sinkhorn_multiplicative
 from .primitives import np_kernel_product, np_kernel_product_grad, np_softmin
 from .sinkhorn import np_sinkhorn
 
 
-def _sinkhorn(bk, a, x, b, y, *, potentials=False, return_info=False, schedule=None, **params):
-    # ``schedule`` (like ``scaling``) is an option of the annealed solver: not used here
-    value, f, g, info = np_sinkhorn(a, x, b, y, **params)
-    result = (f, g) if potentials else value
-    return (result, info) if return_info else result
+def _sinkhorn(bk, a, x, b, y, *, options: SinkhornOptions) -> SinkhornResult:
+    # ``scaling`` and ``schedule`` are options of the annealed solver: not used here
+    value, f, g, info = np_sinkhorn(a, x, b, y, p=options.p, blur=options.blur,
+                                    reach=options.reach, debias=options.debias,
+                                    iters=options.iters, tol=options.tol,
+                                    max_iter=options.max_iter)
+    return SinkhornResult(value=value, potentials=(f, g) if options.potentials else None,
+                          iterations=info["iterations"], marginal_err=info["marginal_err"],
+                          converged=info["converged"], primal=info["primal"])
 
 
 def _own(function):

@@ -8,7 +8,7 @@ A changed generator, another NumPy with another random stream, another seed: ano
 hash. :func:`hash_mismatches` lists the points whose stored hashes differ between two
 runs (rerun and compare print them).
 
-The generator of sweep inputs is fixed per op (kpbench.bench.workloads.make_data:
+The generator of sweep inputs is fixed per op (kpbench.bench.inputs.make_data:
 uniform cube x, Gaussian blobs y, seeded signals); :data:`DATA_GENERATOR` names its
 version and is bumped whenever make_data changes what it draws.
 """

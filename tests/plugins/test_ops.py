@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from kpbench.bench.workloads import OpInfo, Prepared, Summary, register_op
+from kpbench.bench.ops import OpInfo, Prepared, Summary, register_op
 
 TEST_OPS = ("_test_raise", "_test_sleep", "_test_hang", "_test_exit", "_test_kill",
             "_test_spin", "_test_alloc", "_test_memory_error", "_test_cuda_oom")
