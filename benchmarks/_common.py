@@ -18,7 +18,8 @@ except ImportError:
 
 import kpbench.losses  # noqa: E402,F401  (torch, backends: imported once by asv's forkserver)
 from kpbench.bench import measure, workloads  # noqa: E402
-from kpbench.bench.spec import Point  # noqa: E402
+from kpbench.bench.plan import Point  # noqa: E402
+from kpbench.bench.settings import Settings  # noqa: E402
 
 BACKENDS = ["numpy", "torch", "keops", "cuda"]
 DEVICES = ["cpu", "cuda"]
@@ -99,7 +100,7 @@ class PeakMemory(Workload):
     and torch included, flat below N=1e3), it shows the call's own memory."""
 
     def peak_bytes(self) -> int:
-        measured = measure.measure_memory(self.point, self.data, measure.MeasureSettings())
+        measured = measure.measure_memory(self.point, self.data, Settings())
         if measured["peak_mem_bytes"] is None:
             raise NotImplementedError("no per-call memory measure here (/proc not writable)")
         return measured["peak_mem_bytes"]

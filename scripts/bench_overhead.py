@@ -29,8 +29,9 @@ import torch
 
 from kpbench import losses
 from kpbench.backends import available_backends, get_backend
-from kpbench.bench.measure import MeasureSettings, pin_threads, run_point, set_pacer
-from kpbench.bench.spec import Point
+from kpbench.bench.measure import pin_threads, run_point, set_pacer
+from kpbench.bench.settings import Settings
+from kpbench.bench.plan import Point
 from kpbench.bench.workloads import cast, make_data
 
 N = 100
@@ -86,7 +87,7 @@ def sweep_row_beside_raw(pt: Point, raw, rounds: int) -> tuple[dict, list[float]
 
     set_pacer(raw_sample_first)
     try:
-        row = run_point(pt, "speed", MeasureSettings(repeats=rounds, threads=1))
+        row = run_point(pt, "speed", Settings(repeats=rounds, threads=1))
     finally:
         set_pacer(None)
     return row, beside

@@ -16,7 +16,10 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from kpbench import plugins
     from kpbench.bench import sweep_cli
+
+    plugins.load()   # KPBENCH_PLUGINS, as the kpbench command does
 
     parser = argparse.ArgumentParser(prog="ray_sweep.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

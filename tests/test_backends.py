@@ -153,7 +153,7 @@ def test_a_plugin_named_in_the_environment_replaces_a_backend_under_its_name():
 
     from conftest import SLOWDOWN_PLUGIN
 
-    script = ("from kpbench.backends import get_backend; "
+    script = ("from kpbench import plugins; plugins.load(); from kpbench.backends import get_backend; "
               "print(type(get_backend('torch')).__name__)")
     env = {**os.environ, "KPBENCH_PLUGINS": SLOWDOWN_PLUGIN, "KPBENCH_SLOWDOWN": "torch=1.3"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,

@@ -3,8 +3,9 @@ failed because of the machine or the moment."""
 from __future__ import annotations
 
 from kpbench.results.store import SWEEPS, ResultStore
-from kpbench.bench.spec import spec_from_dict
-from kpbench.bench.sweep import RunOptions, run_sweep
+from kpbench.bench.parse import sweep_from_dict
+from kpbench.bench.settings import Settings
+from kpbench.bench.sweep import run_sweep
 
 
 def rows_per_op(out) -> dict:
@@ -13,15 +14,15 @@ def rows_per_op(out) -> dict:
 
 
 def test_retry_failed_redoes_failures_not_refusals_by_design(tmp_path, test_ops):
-    spec = spec_from_dict({"kind": "speed", "ops": "_test_raise,kernel_product,kernel_product_grad",
-                           "backends": "numpy", "dtype": "float64", "N": "20",
-                           "repeats": 1, "warmup": 0})
+    spec, measured = sweep_from_dict({"kind": "speed", "ops": "_test_raise,kernel_product,kernel_product_grad",
+                                      "backends": "numpy", "dtype": "float64", "N": "20",
+                                      "repeats": 1, "warmup": 0})
     options = dict(executor="inline", out=str(tmp_path), progress=False)
-    first = run_sweep(spec, RunOptions(**options))
+    first = run_sweep(spec, Settings(**measured, **options))
     assert first.counts == {"error": 1, "ok": 1, "unsupported": 1}   # numpy has no autograd
-    again = run_sweep(spec, RunOptions(**options))
+    again = run_sweep(spec, Settings(**measured, **options))
     assert again.already_stored == 3 and sum(again.counts.values()) == 0
-    retried = run_sweep(spec, RunOptions(retry_failed=True, **options))
+    retried = run_sweep(spec, Settings(**measured, retry_failed=True, **options))
     assert retried.counts == {"error": 1}   # the error again; the refusal by design stays
     counts = rows_per_op(tmp_path)
     assert counts[("_test_raise", "numpy", "float64")] == 2

@@ -7,10 +7,8 @@ import pytest
 
 from kpbench.errors import KPBenchError
 from kpbench.bench import sweep_cli
-from kpbench.bench.spec import (
-    Point, SweepSpec, count_points, expand, parse_bytes, parse_ints, parse_sizes, point_key,
-    spec_from_dict,
-)
+from kpbench.bench.parse import parse_bytes, parse_floats, parse_ints, parse_sizes, sweep_from_dict
+from kpbench.bench.plan import Point, SweepSpec, count_points, expand, point_key
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -33,11 +31,17 @@ def test_parse_sizes_rejects_bad_input(text):
 
 
 def test_parse_iters_and_bytes():
-    from kpbench.bench.spec import _PARSERS
+    from kpbench.bench.parse import _PARSERS
 
     assert _PARSERS["iters"]("10,conv") == [10, None] == _PARSERS["iters"]("10, scaling")
     with pytest.raises(KPBenchError):
         parse_ints("conv")
+    # the schedule's words mean "none" for iters only: no budget, no reach is never "conv"
+    for word in ("conv", "scaling", "converge"):
+        with pytest.raises(KPBenchError):
+            parse_bytes(word)
+        with pytest.raises(KPBenchError):
+            parse_floats(word, allow_none=True)
     assert parse_bytes("2GiB") == 2 * 1024**3
     assert parse_bytes("512MB") == 512 * 10**6
     assert parse_bytes("1e9") == 10**9 and parse_bytes("none") is None
@@ -71,7 +75,7 @@ def test_count_points_is_the_number_of_points_expand_builds():
                        p=[1, 2], reach=[None, 1.0], iters=[10, None, 10], scaling=[0.5, 0.9],
                        tol=[None, 1e-6], dtype=["float32", "float64"], seed=[0, 1])]
     for path in sorted(sweep_cli.PRESETS_DIR.glob("*.toml")):
-        specs += sweep_cli.build(_parse(["--config", path.stem]))[0]
+        specs += [spec for spec, _ in sweep_cli.build(_parse(["--config", path.stem]))[0]]
     assert [count_points(spec) for spec in specs] == [len(expand(spec)) for spec in specs]
 
 
@@ -100,8 +104,8 @@ def test_keys_are_stable_and_depend_on_kind_and_fields():
 
 
 def test_the_tolerance_axis_goes_with_the_eps_scaling_schedule_and_keeps_older_keys():
-    spec = spec_from_dict({"ops": "sinkhorn,softmin", "backends": "torch", "N": "100",
-                           "iters": "10,scaling", "scaling": "0.5,0.9", "tol": "none,1e-6"})
+    spec, measured = sweep_from_dict({"ops": "sinkhorn,softmin", "backends": "torch", "N": "100",
+                                      "iters": "10,scaling", "scaling": "0.5,0.9", "tol": "none,1e-6"})
     sink = {(pt.iters, pt.scaling, pt.tol) for pt in expand(spec) if pt.op == "sinkhorn"}
     assert sink == {(10, None, None), (None, 0.5, None), (None, 0.5, 1e-6), (None, 0.9, None),
                     (None, 0.9, 1e-6)}
@@ -115,7 +119,7 @@ def test_the_tolerance_axis_goes_with_the_eps_scaling_schedule_and_keeps_older_k
     assert with_tol.key("speed") not in (point.key("speed"),
                                          Point(**{**point.as_row(), "tol": 1e-8}).key("speed"))
     with pytest.raises(KPBenchError, match="tol must be"):
-        spec_from_dict({"ops": "sinkhorn", "tol": "0"})
+        sweep_from_dict({"ops": "sinkhorn", "tol": "0"})
 
 
 @pytest.mark.parametrize("values, message", [
@@ -131,7 +135,7 @@ def test_the_tolerance_axis_goes_with_the_eps_scaling_schedule_and_keeps_older_k
 ])
 def test_bad_specs_are_refused_with_a_clear_message(values, message):
     with pytest.raises(KPBenchError, match=message):
-        spec_from_dict(values)
+        sweep_from_dict(values)
 
 
 def _parse(argv):
@@ -141,13 +145,13 @@ def _parse(argv):
 
 
 def test_cli_flags_build_the_spec_and_run_options():
-    specs, run = sweep_cli.build(_parse([
+    sweeps, run = sweep_cli.build(_parse([
         "memory", "--backends", "numpy,torch", "--N", "1e2..1e4", "--M", "same", "--D", "3",
         "--blur", "0.05,0.1", "--dtype", "float32", "--iters", "5,conv", "--executor", "inline",
         "--no-resume", "--memory-budget", "1GiB", "--out", "elsewhere"]))
-    (spec,) = specs
+    ((spec, settings),) = sweeps
     assert spec.kind == "memory" and spec.N == [100, 1000, 10000] and spec.blur == [0.05, 0.1]
-    assert spec.iters == [5, None] and spec.memory_budget == 1024**3
+    assert spec.iters == [5, None] and settings.memory_budget == 1024**3
     assert run.executor == "inline" and run.resume is False and run.out == "elsewhere"
 
 
@@ -155,8 +159,8 @@ def test_every_preset_loads_and_expands():
     presets = sorted(sweep_cli.PRESETS_DIR.glob("*.toml"))
     assert {"demo", "kernel_speed", "sinkhorn_speed", "memory", "accuracy", "gpu"} <= {p.stem for p in presets}
     for path in presets:
-        specs, _ = sweep_cli.build(_parse(["--config", path.stem]))
-        assert all(expand(spec) for spec in specs), path
+        sweeps, _ = sweep_cli.build(_parse(["--config", path.stem]))
+        assert all(expand(spec) for spec, _ in sweeps), path
 
 
 def test_config_file_with_run_table_and_flag_override(tmp_path):
@@ -165,7 +169,8 @@ def test_config_file_with_run_table_and_flag_override(tmp_path):
         '[run]\nexecutor = "inline"\n\n'
         '[[sweep]]\nkind = "speed"\nbackends = ["torch"]\nN = "1e2..1e3"\n\n'
         '[[sweep]]\nkind = "accuracy"\nops = ["sinkhorn"]\nbackends = ["keops"]\nN = [50]\n')
-    specs, run = sweep_cli.build(_parse(["--config", str(config), "--dtype", "float64"]))
+    sweeps, run = sweep_cli.build(_parse(["--config", str(config), "--dtype", "float64"]))
+    specs = [spec for spec, _ in sweeps]
     assert [s.kind for s in specs] == ["speed", "accuracy"] and run.executor == "inline"
     assert specs[0].N == [100, 1000] and all(s.dtype == ["float64"] for s in specs)
     config.write_text("[sweeps]\nN = 1\n")

@@ -148,15 +148,16 @@ def run(args) -> int:
         return run_limits()
     from kpbench.errors import KPBenchError
     from kpbench.results.selection import load_run
-    from kpbench.bench.spec import spec_from_dict
-    from kpbench.bench.sweep import RunOptions, run_sweep
+    from kpbench.bench.parse import sweep_from_dict
+    from kpbench.bench.settings import Settings
+    from kpbench.bench.sweep import run_sweep
 
     try:
         backends = args.backends or ",".join(auto.available_candidates("kernel_product", "float32", "cpu"))
-        spec = spec_from_dict(dict(kind="speed", ops=args.ops, backends=backends, N=args.N, D=args.D,
+        spec, measured = sweep_from_dict(dict(kind="speed", ops=args.ops, backends=backends, N=args.N, D=args.D,
                                    dtype=args.dtype, device=args.device, repeats=args.repeats,
                                    blur="0.1", p="2"), where="kpbench calibrate")
-        result = run_sweep(spec, RunOptions(executor=args.executor, out=args.out, resume=False))
+        result = run_sweep(spec, Settings(executor=args.executor, out=args.out, resume=False, **measured))
         table = build_table(load_run(args.out, result.run_id))
     except KPBenchError as exc:
         print(f"kpbench calibrate: error: {exc}", file=sys.stderr)

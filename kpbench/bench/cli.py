@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from kpbench import plugins
+
+    plugins.load()   # KPBENCH_PLUGINS: their backends and ops before any flag is checked
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -207,7 +207,7 @@ def dense_estimate(point) -> int | None:
     if info.family not in ("sinkhorn", "flow"):
         return int(backend.memory_estimate(info.primitive, point.N, point.M, point.D, itemsize,
                                            grad=info.grad))
-    op = memory_op("sinkhorn" if info.family == "sinkhorn" else point.kernel)
+    op = memory_op("sinkhorn" if info.family == "sinkhorn" else point.loss)
     size = max(point.N, point.M)
     estimate = backend.memory_estimate(op, size, size, point.D, itemsize, grad=info.grad)
     # a differentiated loss made of primitive calls keeps the buffers of all of them for

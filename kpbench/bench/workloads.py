@@ -302,15 +302,15 @@ def flow_loss(point, backend: str):
     from kpbench import losses
 
     params = {"blur": point.blur}
-    if point.kernel == "sinkhorn":
+    if point.loss == "sinkhorn":
         params = _sinkhorn_kwargs(point)
-    elif point.kernel == "hausdorff":
+    elif point.loss == "hausdorff":
         params["p"] = point.p
-    elif point.kernel == "mmd":
+    elif point.loss == "mmd":
         params["kernel"] = "gaussian"
-    elif point.kernel == "energy":
+    elif point.loss == "energy":
         params = {}
-    return functools.partial(losses.make_loss(point.kernel, **params), backend=backend)
+    return functools.partial(losses.make_loss(point.loss, **params), backend=backend)
 
 
 def _flow_op(point, backend: str, x, y) -> Prepared:
@@ -396,7 +396,7 @@ def grad_fd_error(point, data: Data) -> float | None:
     a, b = data.weights(point.N, point.M) if point.op == "sinkhorn_grad" else \
         (np.full(point.N, 1.0 / point.N), np.full(point.M, 1.0 / point.M))
     # unbalanced Sinkhorn's weights may move freely; the other losses compare equal masses
-    balanced = not (point.reach is not None and "reach" in op_fields(point.op, point.kernel))
+    balanced = not (point.reach is not None and "reach" in op_fields(point.op, point.loss))
     return fd_gradient_error(loss, a, x, b, data.y, backend=point.backend, balanced=balanced,
                              seed=point.seed, reference_loss=truth)
 
@@ -410,8 +410,3 @@ def relative_error(got: Summary, ref: Summary) -> float:
     if scale == 0:
         return 0.0 if diff == 0 else float("inf")
     return float(diff / scale)
-
-
-from kpbench import plugins as _plugins  # noqa: E402  (after OPS: plugins register ops)
-
-_plugins.load()
