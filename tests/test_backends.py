@@ -165,6 +165,22 @@ def test_a_plugin_named_in_the_environment_replaces_a_backend_under_its_name():
     assert done.returncode != 0 and "plugin 'no_such_plugin_module' cannot be imported" in done.stderr
 
 
+
+def test_importing_kpbench_loads_no_plugin():
+    """Plugins load where asked (the kpbench command, the workers), never as a side effect
+    of importing the backends or the ops."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("from kpbench.backends import get_backend; import kpbench.bench.workloads; "
+              "print(type(get_backend('torch')).__name__)")
+    env = {**os.environ, "KPBENCH_PLUGINS": "no_such_plugin_module"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "TorchBackend", done.stderr
+
+
 KEOPS_FIRST_CALL = """
 import time, torch, pykeops.torch
 from kpbench.backends import get_backend

@@ -64,7 +64,7 @@ def test_inline_and_ray_give_the_same_rows(ray_cluster, tmp_path):
     assert a["iterations"].equals(b["iterations"])
     assert set(a["executor"]) == {"inline"} and set(b["executor"]) == {"ray"}
     ok = b[b["status"] == "ok"]
-    assert (ok["repeats"] == spec.repeats).all() and (ok["time_median_s"] > 0).all()
+    assert (ok["repeats"] == Settings().repeats).all() and (ok["time_median_s"] > 0).all()
     assert_schema_is_the_sweep_schema(tmp_path / "ray")
     assert str(tmp_path / "ray" / "sweeps") in ray.summary()
     # where and when each point ran

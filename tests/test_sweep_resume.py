@@ -28,3 +28,32 @@ def test_retry_failed_redoes_failures_not_refusals_by_design(tmp_path, test_ops)
     assert counts[("_test_raise", "numpy", "float64")] == 2
     assert counts[("kernel_product_grad", "numpy", "float64")] == 1
     assert counts[("kernel_product", "numpy", "float64")] == 1
+
+
+def test_rows_stored_before_the_loss_column_resume_and_rerun(tmp_path):
+    """A store written by kpbench before the loss column (a flow_step row: its loss in
+    kernel, no loss column): its points are skipped on resume and rerun reads them back."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kpbench.results.schema import SWEEP_SCHEMA
+    from kpbench.bench import rerun
+    from kpbench.bench.parse import sweep_from_dict
+    from kpbench.bench.plan import expand, legacy_fields
+
+    spec, measured = sweep_from_dict({"kind": "accuracy", "ops": "flow_step,kernel_product",
+                                      "losses": "sinkhorn,mmd", "backends": "numpy", "N": "20",
+                                      "iters": "5", "warmup": 0})
+    points = expand(spec)
+    rows = [{**legacy_fields(p), "key": p.key("accuracy"), "status": "ok", "sweep": "accuracy",
+             "run_id": "old", "warmup": 0, "threads": 1, "timeout_s": 600.0, "cxxflags": ""}
+            for p in points]
+    (tmp_path / SWEEPS).mkdir()
+    old_schema = pa.schema([f for f in SWEEP_SCHEMA if f.name != "loss"])
+    pq.write_table(pa.Table.from_pylist(rows, schema=old_schema), tmp_path / SWEEPS / "part-old.parquet")
+    assert "loss" not in pq.read_schema(tmp_path / SWEEPS / "part-old.parquet").names
+    again = run_sweep(spec, Settings(executor="inline", out=str(tmp_path), progress=False, **measured))
+    assert again.already_stored == len(points) == 3 and again.counts == {}
+    (group,) = rerun.plan(ResultStore(tmp_path).read(SWEEPS), "old")
+    assert sorted(group.points, key=str) == sorted(points, key=str)
+    assert {p.loss for p in group.points if p.op == "flow_step"} == {"sinkhorn", "mmd"}

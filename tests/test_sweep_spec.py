@@ -185,3 +185,40 @@ def test_dry_run_lists_points_without_running(capsys):
     assert sweep_cli.run(args) == 0
     out = capsys.readouterr().out
     assert "# sweep speed: 2 points" in out and "N=20" in out
+
+
+def _pinned_point(op: str, **fields) -> Point:
+    base = dict(op=op, backend="torch", kernel=None, N=100, M=100, D=3, blur=0.05, p=None, reach=None,
+                dtype="float32", device="cpu", seed=0, iters=None, scaling=None)
+    return Point(**{**base, **fields})
+
+
+@pytest.mark.parametrize("point, keys", [
+    (_pinned_point("kernel_product", kernel="gaussian"),
+     ("61bccab964cc711e351a", "9bf913603a2d083627f5", "99fcfc496a9d326df0f3")),
+    (_pinned_point("sinkhorn", kernel="sinkhorn", p=2, scaling=0.5, tol=1e-3),
+     ("1ad5d28c8c4d9065a105", "a976cf49936bb7fe431b", "61ef20badccc040b3b1d")),
+    # the loss column: flow_step's loss moved out of kernel, its key did not
+    (_pinned_point("flow_step", loss="sinkhorn", p=2, iters=10),
+     ("babdaa51c45557d68381", "44dacb44e14786a1ac83", "ed1479b5d097d7052b5f")),
+])
+def test_point_keys_are_those_of_the_stores_written_before(point, keys):
+    """Keys computed by main cf2321a (kernel_product, sinkhorn, and flow_step with kernel="sinkhorn"):
+    stored rows keep resuming."""
+    assert tuple(point.key(kind) for kind in ("speed", "memory", "accuracy")) == keys
+
+
+def test_a_flow_step_row_stored_before_the_loss_column_reads_back_with_its_loss():
+    from kpbench.bench.plan import legacy_fields, point_from_fields
+    from kpbench.results.format import row_config
+
+    point = _pinned_point("flow_step", loss="mmd")
+    old_row = {**legacy_fields(point), "key": point.key("speed")}   # kernel="mmd", no loss column
+    assert old_row["kernel"] == "mmd" and "loss" not in old_row
+    assert point_from_fields(old_row) == point and point_from_fields(point.as_row()) == point
+    # the report groups old and new rows alike
+    assert row_config(old_row) == row_config(point.as_row())
+    assert (row_config(old_row)["kernel"], row_config(old_row)["loss"]) == (None, "mmd")
+    # a kernel op keeps its kernel
+    kp = _pinned_point("kernel_product", kernel="energy")
+    assert point_from_fields(kp.as_row()) == kp and row_config(kp.as_row())["kernel"] == "energy"
