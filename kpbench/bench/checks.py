@@ -5,7 +5,6 @@ allowed (the caller adds the key or flag, see :func:`check_fields`). The axes' c
 """
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import pathlib
@@ -111,21 +110,6 @@ def _scales(values) -> None:
                               or not MIN_SCALE <= v <= MAX_SCALE):
             raise KPBenchError(f"scales must be numbers from {MIN_SCALE:g} to {MAX_SCALE:g} "
                                f"(or 'none': not scaled), got {v!r}")
-
-
-def check_conditioning(spec) -> None:
-    """Offsets and scales: accuracy sweeps only; blur and reach stay finite and > 0 once scaled."""
-    scales = [s for s in spec.scales if s is not None]
-    if spec.kind != "accuracy" and (scales or any(o is not None for o in spec.offsets)):
-        raise KPBenchError(
-            f"offsets/scales (--offset/--scale) apply to accuracy sweeps only, got kind {spec.kind!r}: "
-            "they move the problem, not the work, so a speed or memory point would measure again "
-            "what the unmoved point measured")
-    for name, values in (("blur", spec.blur), ("reach", spec.reach)):
-        for v, s in itertools.product(values, scales):
-            if v is not None and not 0 < v * s < math.inf:
-                raise KPBenchError(f"{name} {v!r} times scale {s!r} is {v * s!r}: it must stay a "
-                                   "finite number > 0 (use a smaller scale or another blur/reach)")
 
 
 # Each axis' check (SweepSpec.validate, and the TOML/flag parser key by key, naming the key).

@@ -36,7 +36,7 @@ from kpbench.errors import KPBenchError
 from kpbench.results.schema import POINT_COLUMNS, split_loss
 from kpbench.results.store import SWEEPS, ResultStore, latest_per_key
 from kpbench.bench import workloads
-from kpbench.bench.checks import AXIS_CHECKS, check_conditioning
+from kpbench.bench.checks import AXIS_CHECKS
 from kpbench.bench.limits import MAX_POINTS
 
 REFERENCE_BACKEND, REFERENCE_DTYPE = "numpy", "float64"
@@ -155,12 +155,27 @@ class SweepSpec:
         """Every axis within its type and limits, then the number of points (KPBenchError)."""
         for name, check in AXIS_CHECKS.items():
             check(getattr(self, name))
-        check_conditioning(self)
+        _check_conditioning(self)
         points = count_points(self)
         if points > MAX_POINTS:
             raise KPBenchError(
                 f"the sweep has {points} points, more than the {MAX_POINTS} allowed per sweep; "
                 "use fewer values (or split it into several [[sweep]] tables)")
+
+
+def _check_conditioning(spec: SweepSpec) -> None:
+    """Offsets and scales: accuracy sweeps only; blur and reach stay finite and > 0 once scaled."""
+    scales = [s for s in spec.scales if s is not None]
+    if spec.kind != "accuracy" and (scales or any(o is not None for o in spec.offsets)):
+        raise KPBenchError(
+            f"offsets/scales (--offset/--scale) apply to accuracy sweeps only, got kind {spec.kind!r}: "
+            "they move the problem, not the work, so a speed or memory point would measure again "
+            "what the unmoved point measured")
+    for name, values in (("blur", spec.blur), ("reach", spec.reach)):
+        for v, s in itertools.product(values, scales):
+            if v is not None and not 0 < v * s < math.inf:
+                raise KPBenchError(f"{name} {v!r} times scale {s!r} is {v * s!r}: it must stay a "
+                                   "finite number > 0 (use a smaller scale or another blur/reach)")
 
 
 def expand(spec: SweepSpec) -> list[Point]:
@@ -252,6 +267,13 @@ def count_points(spec: SweepSpec) -> int:
             variants += distinct(axes["p"]) * distinct(axes["reach"]) * schedules
         total += variants * sum(distinct(_dtypes(backend, spec)) for backend in dict.fromkeys(spec.backends))
     return total * per_variant
+
+
+def pending(spec: SweepSpec, points: list | None, stores, retry_failed: bool, resume: bool) -> tuple:
+    """(every point: ``points`` or the spec's, those not stored yet in all of ``stores``)."""
+    points = expand(spec) if points is None else points
+    done = set.intersection(*(done_keys(s, retry_failed) for s in stores)) if resume else set()
+    return points, [p for p in points if p.key(spec.kind) not in done]
 
 
 def done_keys(store: ResultStore, retry_failed: bool = False) -> set[str]:

@@ -16,7 +16,6 @@ import dataclasses
 from dataclasses import dataclass
 
 from kpbench.bench import checks
-from kpbench.bench.checks import EXECUTORS  # noqa: F401  (the executors' names, checked here)
 
 HARD_TIMEOUT_GRACE_S = 60.0
 MIN_SAMPLE_S = 0.010              # one timed sample lasts at least this long (asv: sample_time)

@@ -44,7 +44,7 @@ from kpbench.results.store import SWEEPS, ResultStore
 from kpbench.bench import costs, executors
 from kpbench.bench.checks import check_writable
 from kpbench.bench.measure import error_text
-from kpbench.bench.plan import FAILED, SweepSpec, done_keys, expand
+from kpbench.bench.plan import FAILED, SweepSpec, pending
 from kpbench.bench.settings import Settings
 
 NOT_RUN = ("skipped", "unsupported")
@@ -204,10 +204,7 @@ def _run_sweep(spec, settings: Settings, run_id, points, outs: dict, variants) -
                                 plugins=settings.plugins or plugins.active())
     executor = "interleaved" if variants else settings.executor
     stores = {name: ResultStore(out) for name, out in outs.items()}
-    points = expand(spec) if points is None else points
-    done = set.intersection(*(done_keys(s, settings.retry_failed) for s in stores.values())) \
-        if settings.resume else set()
-    todo = [p for p in points if p.key(spec.kind) not in done]
+    points, todo = pending(spec, points, stores.values(), settings.retry_failed, settings.resume)
     recorders = {}
     for name, store in stores.items():
         meta = run_metadata(run_id=run_id, sweep=spec.kind, executor=executor)

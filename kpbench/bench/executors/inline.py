@@ -21,12 +21,8 @@ def run(points, kind, settings, on_row: OnRow, on_final: OnRow | None = None) ->
 
 
 def _run_point(point, kind, settings, on_hang):
-    hung_row = failure_row(
-        point, kind, "timeout",
-        f"exceeded the timeout of {settings.timeout_s:g} s and was still stuck (in native code) "
-        f"{settings.hard_grace_s:g} s later: the sweep process was ended (rerun to resume)")
     watchdog = threading.Timer(settings.timeout_s + settings.hard_grace_s, _hard_timeout,
-                               args=(hung_row, on_hang))
+                               args=(point, kind, settings, on_hang))
     watchdog.daemon = True
     watchdog.start()
     started = utc_now()
@@ -47,7 +43,11 @@ def _inline_gpu_ids(point) -> str:
     return str(torch.cuda.current_device()) if torch.cuda.is_available() else ""
 
 
-def _hard_timeout(row: dict, on_hang: OnRow | None) -> None:
+def _hard_timeout(point, kind, settings, on_hang: OnRow | None) -> None:
+    row = failure_row(
+        point, kind, "timeout",
+        f"exceeded the timeout of {settings.timeout_s:g} s and was still stuck (in native code) "
+        f"{settings.hard_grace_s:g} s later: the sweep process was ended (rerun to resume)")
     print(f"\nkpbench: point {row['key']} ({row['op']}, {row['backend']}, N={row['N']}) is stuck "
           "past its timeout; recording it as timeout and exiting", file=sys.stderr, flush=True)
     try:
