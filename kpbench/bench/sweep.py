@@ -205,15 +205,7 @@ def _run_sweep(spec, settings: Settings, run_id, points, outs: dict, variants) -
     executor = "interleaved" if variants else settings.executor
     stores = {name: ResultStore(out) for name, out in outs.items()}
     points, todo = pending(spec, points, stores.values(), settings.retry_failed, settings.resume)
-    recorders = {}
-    for name, store in stores.items():
-        meta = run_metadata(run_id=run_id, sweep=spec.kind, executor=executor)
-        # the settings in every row (failed points too; a measured row's own win), so that
-        # ``kpbench rerun`` can recover them from the rows alone
-        meta.update(settings.row_meta(spec.kind))
-        run_id = meta["run_id"]
-        record_environment(store, run_id)
-        recorders[name] = RowRecorder(store, meta, settings.flush_every, settings.flush_s)
+    run_id, recorders = _open_run(stores, spec.kind, settings, run_id, executor)
     result = SweepResult(spec.kind, run_id, ", ".join(str(s.table_dir(SWEEPS)) for s in stores.values()),
                          total=len(points), already_stored=len(points) - len(todo),
                          variants=tuple(v.name for v in variants or ()))
@@ -243,6 +235,20 @@ def _run_sweep(spec, settings: Settings, run_id, points, outs: dict, variants) -
         result.counts = counts if variants else counts[None]
         result.seconds = time.monotonic() - started
     return result
+
+
+def _open_run(stores: dict, kind: str, settings: Settings, run_id, executor: str) -> tuple:
+    """(the run_id, a RowRecorder per store), the run's environment recorded in each store."""
+    recorders = {}
+    for name, store in stores.items():
+        meta = run_metadata(run_id=run_id, sweep=kind, executor=executor)
+        # the settings in every row (failed points too; a measured row's own win), so that
+        # ``kpbench rerun`` can recover them from the rows alone
+        meta.update(settings.row_meta(kind))
+        run_id = meta["run_id"]
+        record_environment(store, run_id)
+        recorders[name] = RowRecorder(store, meta, settings.flush_every, settings.flush_s)
+    return run_id, recorders
 
 
 def _total_counts(recorders: dict) -> dict:

@@ -3,7 +3,7 @@
 An executor is a module with ``run(points, kind, settings, on_row, on_final)``: it measures
 every point (:func:`kpbench.bench.measure.run_point`) and hands each row to ``on_row`` as it
 finishes; ``on_final(row)`` stores a row and everything buffered at once (a process about to
-end). :func:`get` names them: ``inline`` and ``ray`` (``--executor``), ``interleaved`` (the
+end). :func:`kpbench.bench.executors.get` names them: ``inline`` and ``ray`` (``--executor``), ``interleaved`` (the
 variants of ``--interleave``; its ``on_row`` takes ``store=``, the variant). The orchestrator
 is :mod:`kpbench.bench.sweep`.
 
