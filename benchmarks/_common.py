@@ -25,7 +25,7 @@ import kpbench.losses  # noqa: E402,F401  (torch, backends: imported once by asv
 try:   # today's layout
     from kpbench.bench import ops as _ops
     from kpbench.bench.inputs import make_data
-    from kpbench.bench.measure import MeasureSettings
+    from kpbench.bench.settings import Settings
     from kpbench.bench.measure.accuracy import relative_error
     from kpbench.bench.measure.memory import measure_memory as _measure_memory
     from kpbench.bench.measure.point import check_supported as _check_supported
@@ -36,7 +36,7 @@ except ImportError:   # an older commit: workloads + measure.py, in kpbench.benc
     except ImportError:
         from kpbench.suite import measure as _old_measure, workloads as _old
     make_data, relative_error = _old.make_data, _old.relative_error
-    MeasureSettings = _old_measure.MeasureSettings
+    Settings = _old_measure.MeasureSettings
 for _place in ("kpbench.bench.plan", "kpbench.bench.spec", "kpbench.suite.spec"):
     try:
         Point = __import__(_place, fromlist=["Point"]).Point
@@ -96,8 +96,8 @@ def reference(point, data):
 
 def measure_memory(point, prepared, data) -> dict:
     if _old is not None:
-        return _old_measure.measure_memory(point, data, MeasureSettings())
-    return _measure_memory(point, prepared, MeasureSettings())
+        return _old_measure.measure_memory(point, data, Settings())
+    return _measure_memory(point, prepared, Settings())
 
 
 def set_torch_threads() -> None:

@@ -4,9 +4,12 @@ A plugin is a module name (``package.module``) or a path to a ``.py`` file; impo
 it registers what it offers (``kpbench.backends.register_backend``,
 ``kpbench.bench.ops.register_op``). ``KPBENCH_PLUGINS`` (comma-separated) names
 the plugins of a process; :func:`use` adds one here and to that variable, so that the
-processes started afterwards (sweep workers, subprocesses) load it too. Sweeps also
-send the active plugins with every point, so a worker of an already running Ray
-cluster loads them before it measures.
+processes started afterwards (sweep workers, subprocesses) load it too.
+
+Nothing loads them as a side effect of an import: the ``kpbench`` command calls
+:func:`load` at start (their backends and ops exist before a flag is checked), and a sweep
+sends the active plugins with its Settings, so every worker (of an already running Ray
+cluster too) loads them before it measures (``measure.run_point``).
 """
 from __future__ import annotations
 

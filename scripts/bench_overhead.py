@@ -29,10 +29,11 @@ import torch
 
 from kpbench import losses
 from kpbench.backends import available_backends, get_backend
-from kpbench.bench.measure import MeasureSettings, run_point, set_pacer
-from kpbench.bench.measure.threads import pin_threads
-from kpbench.bench.spec import Point
 from kpbench.bench.inputs import cast, make_data
+from kpbench.bench.measure import run_point, set_pacer
+from kpbench.bench.measure.threads import pin_threads
+from kpbench.bench.plan import Point
+from kpbench.bench.settings import Settings
 
 N = 100
 
@@ -87,7 +88,7 @@ def sweep_row_beside_raw(pt: Point, raw, rounds: int) -> tuple[dict, list[float]
 
     set_pacer(raw_sample_first)
     try:
-        row = run_point(pt, "speed", MeasureSettings(repeats=rounds, threads=1))
+        row = run_point(pt, "speed", Settings(repeats=rounds, threads=1))
     finally:
         set_pacer(None)
     return row, beside

@@ -32,7 +32,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 def points(N: int, devices: list[str]):
     from kpbench.backends import available_backends
-    from kpbench.bench.spec import Point
+    from kpbench.bench.plan import Point
 
     usable = set(available_backends())
     for device in devices:

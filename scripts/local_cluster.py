@@ -2,7 +2,7 @@
 
     with LocalCluster(head_cpus=1, head_gpus=2) as cluster:   # the head raylet
         cluster.add_node(cpus=1, gpus=0)                      # a second raylet
-        ... run_sweep(spec, RunOptions(address=cluster.address)) ...
+        ... run_sweep(spec, Settings(address=cluster.address)) ...
         cluster.kill_node(node_id)                            # SIGKILL one raylet (node death)
 
 Every raylet runs in its own session (process group): the head is a ``ray start --block``,
@@ -12,7 +12,7 @@ kills every Ray process of the machine, other users' included. The head has its 
 and temp dir (nothing is written to /tmp/ray, so ``address="auto"`` elsewhere never finds it).
 
 Loopback only: every node's address is 127.0.0.1, in Ray's local-only mode
-(``kpbench.bench.executors.loopback_env``; why, there): Ray's servers then listen on
+(``kpbench.bench.executors.cluster.loopback_env``; why, there): Ray's servers then listen on
 127.0.0.1, where with any other node address (127.0.0.2 too) they listen on every
 interface. The nodes are told apart by their Ray node ids (and process groups), not
 their addresses. ``ray start --address`` refuses to join a node in that mode, so a
@@ -42,7 +42,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))   # a checkout's kpbench, when run as a script
 
-from kpbench.bench.executors import LOCAL_NODE_IP, loopback_env  # noqa: E402
+from kpbench.bench.executors.cluster import LOCAL_NODE_IP, loopback_env  # noqa: E402
 
 START_TIMEOUT_S = 120.0
 STOP_GRACE_S = 5.0     # after SIGTERM, before the whole process group is SIGKILLed

@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from kpbench.results.schema import SWEEP_SCHEMA
 from kpbench.results.store import SWEEPS, ResultStore
-from kpbench.bench.spec import point_key
+from kpbench.bench.plan import point_key
 
 OPS = (("kernel_product", "gaussian"), ("softmin", "gaussian"), ("sinkhorn", "sinkhorn"),
        ("kernel_product_grad", "gaussian"))

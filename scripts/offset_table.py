@@ -25,8 +25,9 @@ from kpbench.backends import availability
 from kpbench.errors import KPBenchError
 from kpbench.results.selection import sweep_frame
 from kpbench.results.tables import offset_table
-from kpbench.bench.spec import spec_from_dict
-from kpbench.bench.sweep import RunOptions, run_sweep
+from kpbench.bench.parse import sweep_from_dict
+from kpbench.bench.settings import Settings
+from kpbench.bench.sweep import run_sweep
 from kpbench.cli.sweep import load_config
 
 
@@ -48,9 +49,9 @@ def main() -> int:
     overrides = {name: value for name, value in (("offsets", args.offsets), ("backends", args.backends))
                  if value is not None}
     try:
-        spec = spec_from_dict({**conditioning_table(), **overrides}, where="offset_table")
-        result = run_sweep(spec, RunOptions(executor="inline", out=args.out, progress=False,
-                                            threads=args.threads))
+        spec, measured = sweep_from_dict({**conditioning_table(), **overrides}, where="offset_table")
+        result = run_sweep(spec, Settings(executor="inline", out=args.out, progress=False,
+                                          threads=args.threads, **measured))
     except KPBenchError as exc:
         print(f"offset_table: {exc}", file=sys.stderr)
         return 2

@@ -18,12 +18,13 @@ POINTS = [("geomloss-tensorized", "sinkhorn", None), ("geomloss-tensorized", "si
 
 CHILD = """
 import json, sys
-from kpbench.bench.measure import MeasureSettings, run_point
-from kpbench.bench.spec import Point
+from kpbench.bench.measure import run_point
+from kpbench.bench.settings import Settings
+from kpbench.bench.plan import Point
 backend, op, n, iters = json.loads(sys.argv[1])
 point = Point(op=op, backend=backend, kernel="sinkhorn", N=n, M=n, D=3, blur=0.05, p=2,
               reach=None, dtype="float32", device="cpu", seed=0, iters=iters, scaling=0.5)
-row = run_point(point, "memory", MeasureSettings(repeats=1, warmup=1))
+row = run_point(point, "memory", Settings(repeats=1, warmup=1))
 print(json.dumps({k: row.get(k) for k in ("status", "error", "peak_mem_bytes",
                                           "mem_estimate_bytes", "mem_method")}))
 """

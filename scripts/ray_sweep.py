@@ -17,7 +17,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     from kpbench.cli import sweep
-    from kpbench.cli.main import run_command
+    from kpbench.cli.main import run_command   # loads KPBENCH_PLUGINS, as the kpbench command does
 
     parser = argparse.ArgumentParser(prog="ray_sweep.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

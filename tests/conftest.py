@@ -39,8 +39,8 @@ def test_ops():
 def ray_cluster():
     ray = pytest.importorskip("ray")
 
-    from kpbench.bench.executors import (DEFAULT_THREADS, start_local_ray, thread_env_vars,
-                                         worker_runtime_env)
+    from kpbench.bench.executors.cluster import start_local_ray, thread_env_vars, worker_runtime_env
+    from kpbench.bench.settings import DEFAULT_THREADS
 
     if not ray.is_initialized():
         # kpbench's own local cluster (loopback only); its workers inherit one OpenMP/BLAS

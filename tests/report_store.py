@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pathlib
 
-from kpbench.bench.spec import SweepSpec
-from kpbench.bench.sweep import RunOptions, run_sweep
+from kpbench.bench.plan import SweepSpec
+from kpbench.bench.settings import Settings, split_measure
+from kpbench.bench.sweep import run_sweep
 
 COMMON = dict(backends=["numpy", "torch"], timeout_s=120)
 SPECS = (
@@ -23,8 +24,7 @@ SPECS = (
 
 def make_store(out: pathlib.Path) -> pathlib.Path:
     for values in SPECS:
-        run_sweep(SweepSpec(**{**COMMON, **values}),
-                  RunOptions(executor="inline", out=str(out), progress=False))
+        sweep_values({**COMMON, **values}, out)
     return out
 
 
@@ -39,6 +39,10 @@ PEER_SPECS = (   # FlashSinkhorn without a GPU: its speed rows are `unsupported`
 def make_peers_store(out: pathlib.Path) -> pathlib.Path:
     """Every peer beside torch at one small point (no KeOps: its compilation would dominate)."""
     for values in PEER_SPECS:
-        run_sweep(SweepSpec(**{**COMMON, "backends": PEERS, **values}),
-                  RunOptions(executor="inline", out=str(out), progress=False))
+        sweep_values({**COMMON, "backends": PEERS, **values}, out)
     return out
+
+
+def sweep_values(values: dict, out: pathlib.Path) -> None:
+    axes, measured = split_measure(values)
+    run_sweep(SweepSpec(**axes), Settings(executor="inline", out=str(out), progress=False, **measured))

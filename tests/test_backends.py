@@ -153,7 +153,7 @@ def test_a_plugin_named_in_the_environment_replaces_a_backend_under_its_name():
 
     from conftest import SLOWDOWN_PLUGIN
 
-    script = ("from kpbench.backends import get_backend; "
+    script = ("from kpbench import plugins; plugins.load(); from kpbench.backends import get_backend; "
               "print(type(get_backend('torch')).__name__)")
     env = {**os.environ, "KPBENCH_PLUGINS": SLOWDOWN_PLUGIN, "KPBENCH_SLOWDOWN": "torch=1.3"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
@@ -163,6 +163,22 @@ def test_a_plugin_named_in_the_environment_replaces_a_backend_under_its_name():
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode != 0 and "plugin 'no_such_plugin_module' cannot be imported" in done.stderr
+
+
+
+def test_importing_kpbench_loads_no_plugin():
+    """Plugins load where asked (the kpbench command, the workers), never as a side effect
+    of importing the backends or the ops."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("from kpbench.backends import get_backend; import kpbench.bench.ops; "
+              "print(type(get_backend('torch')).__name__)")
+    env = {**os.environ, "KPBENCH_PLUGINS": "no_such_plugin_module"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "TorchBackend", done.stderr
 
 
 KEOPS_FIRST_CALL = """

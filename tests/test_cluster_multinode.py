@@ -17,7 +17,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import multinode_sweep as mn  # noqa: E402
 from local_cluster import LocalCluster  # noqa: E402
 
-from kpbench.bench.spec import expand, spec_from_dict  # noqa: E402
+from kpbench.bench.parse import sweep_from_dict  # noqa: E402
+from kpbench.bench.plan import expand  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -31,9 +32,9 @@ def cluster(test_ops):   # test_ops: _test_sleep is known here (the drivers load
 def sweep_keys(args: list[str]) -> set[str]:
     """The keys of the points that ``kpbench sweep`` ``args`` (a sleep sweep) measure."""
     values = dict(zip(args[1::2], args[2::2]))
-    spec = spec_from_dict({"kind": args[0], "ops": values["--ops"], "backends": values["--backends"],
-                           "dtype": values["--dtype"], "N": values["--N"], "blur": values["--blur"],
-                           "seed": values["--seed"]})
+    spec, _ = sweep_from_dict({"kind": args[0], "ops": values["--ops"], "backends": values["--backends"],
+                                      "dtype": values["--dtype"], "N": values["--N"], "blur": values["--blur"],
+                                      "seed": values["--seed"]})
     return {p.key(args[0]) for p in expand(spec)}
 
 

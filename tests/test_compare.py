@@ -259,7 +259,7 @@ def test_rows_of_different_sessions_are_not_paired():
 # -- shown on real sweeps: identical runs pass, a 1.3x slower backend fails everywhere ----
 
 GATE_SPEC = dict(kind="speed", ops=["kernel_product"], backends=["numpy", "torch"],
-                 dtype=["float32"], blur=[0.1], N=[150, 300], repeats=30, warmup=2)
+                 dtype=["float32"], blur=[0.1], N=[150, 300])
 
 
 @pytest.fixture(scope="module")
@@ -273,13 +273,16 @@ def gate_runs(tmp_path_factory):
                     "(~1 min), not a unit test; see README 'Interleaved sweeps: the gate on a "
                     "shared machine'")
     from conftest import SLOWDOWN_PLUGIN
-    from kpbench.bench.interleave import Variant, run_interleaved
-    from kpbench.bench.spec import SweepSpec
+    from kpbench.bench.interleave import Variant
+    from kpbench.bench.plan import SweepSpec
+    from kpbench.bench.settings import Settings
+    from kpbench.bench.sweep import run_sweep
 
     root = tmp_path_factory.mktemp("gate")
     slowed = Variant("slowed", env={"KPBENCH_PLUGINS": SLOWDOWN_PLUGIN, "KPBENCH_SLOWDOWN": "torch=1.3"})
     variants = [Variant("same0"), Variant("same1"), Variant("same2"), slowed]
-    result = run_interleaved(SweepSpec(**GATE_SPEC), variants, str(root), progress=False)
+    result = run_sweep(SweepSpec(**GATE_SPEC), Settings(out=str(root), progress=False, repeats=30, warmup=2),
+                       variants=variants)
     assert all(counts == {"ok": 4} for counts in result.counts.values()), result.summary()
     runs = [select_run(load_sweeps(root / v.name), None) for v in variants]
     return runs[:3], runs[3]

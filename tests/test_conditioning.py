@@ -13,9 +13,11 @@ from kpbench.results.selection import load_sweeps
 from kpbench.bench import measure, ops
 from kpbench.bench.inputs import make_data
 from kpbench.bench import rerun as rr
+from kpbench.bench.parse import sweep_from_dict
+from kpbench.bench.plan import Point, SweepSpec, count_points, expand
+from kpbench.bench.settings import Settings
+from kpbench.bench.sweep import run_sweep
 from kpbench.cli.main import main
-from kpbench.bench.spec import Point, SweepSpec, count_points, expand, spec_from_dict
-from kpbench.bench.sweep import RunOptions, run_sweep
 
 KP = Point(op="kernel_product", backend="torch", kernel="gaussian", N=40, M=30, D=2, blur=0.1,
            p=None, reach=None, dtype="float32", device="cpu", seed=3, iters=None, scaling=None)
@@ -38,8 +40,8 @@ def test_a_point_without_offset_or_scale_keeps_its_old_key():
 
 
 def test_offsets_and_scales_expand_into_points_and_are_counted():
-    spec = spec_from_dict({"kind": "accuracy", "ops": "kernel_product,sinkhorn", "backends": "numpy,torch",
-                           "N": "10", "offsets": "none,0,1e2", "scales": [2, "none"], "iters": "scaling"})
+    spec, measured = sweep_from_dict({"kind": "accuracy", "ops": "kernel_product,sinkhorn", "backends": "numpy,torch",
+                                      "N": "10", "offsets": "none,0,1e2", "scales": [2, "none"], "iters": "scaling"})
     points = expand(spec)
     assert len(points) == count_points(spec) == 2 * 2 * 3 * 2
     assert {(pt.offset, pt.scale) for pt in points} == {
@@ -63,7 +65,7 @@ def test_offsets_and_scales_expand_into_points_and_are_counted():
 ])
 def test_bad_offsets_and_scales_are_refused(values, message):
     with pytest.raises(KPBenchError, match=message):
-        spec_from_dict({"kind": "accuracy", **values})
+        sweep_from_dict({"kind": "accuracy", **values})
 
 
 def test_the_cli_refuses_an_offset_on_a_speed_sweep_naming_the_flag(capsys):
@@ -122,7 +124,7 @@ def test_the_float64_truth_of_a_moved_point_is_on_its_own_rounded_inputs():
 def _sweep(out, offsets):
     spec = SweepSpec(kind="accuracy", ops=["kernel_product"], backends=["numpy", "torch"], N=[20],
                      D=[2], blur=[0.5], dtype=["float32"], offsets=offsets)
-    result = run_sweep(spec, RunOptions(executor="inline", out=str(out), progress=False, threads=1))
+    result = run_sweep(spec, Settings(executor="inline", out=str(out), progress=False, threads=1))
     assert result.counts == {"ok": 2 * len(offsets)}
     return result
 

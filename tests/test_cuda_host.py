@@ -175,14 +175,15 @@ def test_the_gpu_benchmark_refuses_host_execution():
 def test_sweeps_measure_its_accuracy_and_refuse_its_speed_and_memory(monkeypatch):
     """The real backend through kpbench's measure path: host execution gives correct
     numbers (accuracy row ok) but never a timing or a memory figure."""
-    from kpbench.bench.measure import MeasureSettings, run_point
-    from kpbench.bench.spec import Point
+    from kpbench.bench.measure import run_point
+    from kpbench.bench.settings import Settings
+    from kpbench.bench.plan import Point
 
     monkeypatch.setenv(host.ENV, "1")
     pt = Point(op="kernel_product", backend="cuda", kernel="gaussian", N=60, M=70, D=3,
                blur=0.2, p=None, reach=None, dtype="float64", device="cpu", seed=0,
                iters=None, scaling=None)
-    settings = MeasureSettings(repeats=3, warmup=1)
+    settings = Settings(repeats=3, warmup=1)
     for kind in ("speed", "memory"):
         row = run_point(pt, kind, settings)
         assert row["status"] == "unsupported" and "correctness only" in row["error"]

@@ -13,7 +13,8 @@ from kpbench.datasets import sources
 from kpbench.errors import KPBenchError
 from kpbench.bench import ops
 from kpbench.bench.inputs import make_data
-from kpbench.bench.spec import Point, SweepSpec, expand, spec_from_dict
+from kpbench.bench.parse import sweep_from_dict
+from kpbench.bench.plan import Point, SweepSpec, expand
 
 
 def write_ply(path, points=None, with_vertices=True):
@@ -188,33 +189,35 @@ def test_a_point_without_data_keeps_its_old_key():
 
 def test_data_axis_from_toml_and_flags_and_the_D_a_source_fixes(tmp_path):
     np.save(tmp_path / "c.npy", cloud(50, 5))
-    spec = spec_from_dict({"ops": ["kernel_product"], "backends": ["torch"], "N": [10],
-                           "data": ["default", "digits", f"file:{tmp_path / 'c.npy'}", "cube"]})
+    spec, measured = sweep_from_dict({"ops": ["kernel_product"], "backends": ["torch"], "N": [10],
+                                      "data": ["default", "digits", f"file:{tmp_path / 'c.npy'}", "cube"]})
     dims = {(p.data or "default").split("/")[-1]: p.D for p in expand(spec)}
     assert dims == {"default": 3, "digits": 64, "c.npy": 5, "cube": 3}
     assert spec.data[0] is None                        # 'default' is the keyless default pair
     with pytest.raises(KPBenchError, match=r"has D=5 \(fixed by the data\); D = \[3\] disagrees"):
-        spec_from_dict({"ops": "kernel_product", "N": "10", "D": "3",
+        sweep_from_dict({"ops": "kernel_product", "N": "10", "D": "3",
                         "data": f"file:{tmp_path / 'c.npy'}"})
     with pytest.raises(KPBenchError, match="--data 'moon': unknown data source"):
-        spec_from_dict({"data": "moon"}, labels={"data": "--data"})
+        sweep_from_dict({"data": "moon"}, labels={"data": "--data"})
 
 
 def test_a_relative_file_path_is_made_absolute(tmp_path, monkeypatch):
     np.save(tmp_path / "c.npy", cloud(20))
     monkeypatch.chdir(tmp_path)
-    spec = spec_from_dict({"ops": "kernel_product", "backends": "torch", "N": "10", "data": "file:c.npy"})
+    spec, measured = sweep_from_dict({"ops": "kernel_product", "backends": "torch", "N": "10", "data": "file:c.npy"})
     assert spec.data == [f"file:{tmp_path / 'c.npy'}"]
 
 
 # -- sweeps, rows, rerun ---------------------------------------------------------------------
 def run(spec_values, out):
-    from kpbench.bench.sweep import RunOptions, run_sweep
+    from kpbench.bench.settings import Settings, split_measure
+    from kpbench.bench.sweep import run_sweep
 
     base = dict(kind="accuracy", ops=["sinkhorn"], backends=["torch"], dtype=["float32"],
                 iters=[5], blur=[0.5], warmup=0, timeout_s=120.0)
-    return run_sweep(SweepSpec(**{**base, **spec_values}),
-                     RunOptions(executor="inline", out=str(out), progress=False, threads=1))
+    axes, measured = split_measure({**base, **spec_values})
+    return run_sweep(SweepSpec(**axes),
+                     Settings(executor="inline", out=str(out), progress=False, threads=1, **measured))
 
 
 def test_sweep_on_user_files_records_the_data_then_rerun_refuses_a_changed_file(tmp_path, capsys):

@@ -12,9 +12,10 @@ import pytest
 from kpbench.backends.cxxflags import bad_token, check_cxxflags
 from kpbench.errors import BackendUnavailable, KPBenchError
 from kpbench.results.store import SWEEPS, ResultStore
+from kpbench.bench.plan import SweepSpec
+from kpbench.bench.settings import Settings
+from kpbench.bench.sweep import run_sweep
 from kpbench.cli.main import main
-from kpbench.bench.spec import SweepSpec
-from kpbench.bench.sweep import RunOptions, run_sweep
 
 PLAIN_FLAGS = ["-O3", "-march=native -ffast-math", "-O2 -mtune=skylake -mno-avx512f",
                "-DNAME=VALUE -UOTHER", "-ffp-contract=fast -funroll-loops", "-std=c++17 -g -Wall", ""]
@@ -47,9 +48,9 @@ def one_point_store(tmp_path_factory):
     """A store with one measured accuracy point (numpy kernel_product)."""
     out = tmp_path_factory.mktemp("one")
     spec = SweepSpec(kind="accuracy", ops=["kernel_product"], backends=["numpy"], N=[20],
-                     dtype=["float64"], warmup=0, timeout_s=120.0)
-    assert run_sweep(spec, RunOptions(executor="inline", out=str(out), progress=False,
-                                      threads=1)).counts == {"ok": 1}
+                     dtype=["float64"])
+    assert run_sweep(spec, Settings(executor="inline", out=str(out), progress=False,
+                                    threads=1, warmup=0, timeout_s=120.0)).counts == {"ok": 1}
     return out
 
 

@@ -29,8 +29,7 @@ from kpbench.results.report import write_report
 from kpbench.results.schema import SWEEP_SCHEMA
 from kpbench.results.selection import load_sweeps, select_run
 from kpbench.results.store import SWEEPS, ResultStore
-from kpbench.bench.spec import SweepSpec
-from kpbench.bench.sweep import RunOptions, run_sweep
+from report_store import sweep_values
 from test_report import run_cli
 from test_report_browser import CHROMIUM, chromium
 
@@ -66,8 +65,7 @@ def png_bytes(color="red") -> bytes:
 def clean_store(tmp_path_factory):
     root = tmp_path_factory.mktemp("clean") / "results"
     for values in SPECS:
-        run_sweep(SweepSpec(backends=["numpy", "torch"], timeout_s=120, **values),
-                  RunOptions(executor="inline", out=str(root), progress=False))
+        sweep_values({"backends": ["numpy", "torch"], "timeout_s": 120, **values}, root)
     return root
 
 

@@ -7,11 +7,19 @@ import pytest
 from conftest import SLOWDOWN_PLUGIN
 from kpbench.errors import KPBenchError
 from kpbench.results import compare
-from kpbench.bench.interleave import Variant, parse_variant, run_interleaved
-from kpbench.bench.spec import SweepSpec
+from kpbench.bench.interleave import Variant, parse_variant
+from kpbench.bench.plan import SweepSpec
+from kpbench.bench.settings import Settings
+from kpbench.bench.sweep import run_sweep
 
 SPEC = dict(kind="speed", ops=["kernel_product"], backends=["torch"], dtype=["float32"],
-            blur=[0.1], N=[60, 90], repeats=10, warmup=1)
+            blur=[0.1], N=[60, 90])
+
+
+def interleaved(spec_values: dict, variants: list, out):
+    """The interleaved sweep of ``spec_values`` (10 samples, one warm-up call) into OUT/<variant>."""
+    return run_sweep(SweepSpec(**spec_values), Settings(out=str(out), progress=False, repeats=10, warmup=1),
+                     variants=variants)
 
 
 def rows_of(out, name):
@@ -31,7 +39,7 @@ def test_parse_variant(tmp_path):
 
 def test_variants_share_sessions_rounds_and_calls_per_sample(tmp_path):
     slowed = Variant("slowed", env={"KPBENCH_PLUGINS": SLOWDOWN_PLUGIN, "KPBENCH_SLOWDOWN": "torch=3"})
-    result = run_interleaved(SweepSpec(**SPEC), [Variant("base"), slowed], str(tmp_path), progress=False)
+    result = interleaved(SPEC, [Variant("base"), slowed], tmp_path)
     assert result.counts == {"base": {"ok": 2}, "slowed": {"ok": 2}}, result.summary()
     base, slow = rows_of(tmp_path, "base"), rows_of(tmp_path, "slowed")
     for b, s in zip(base, slow):
@@ -45,15 +53,14 @@ def test_variants_share_sessions_rounds_and_calls_per_sample(tmp_path):
     point = compare.compare_point(base[0], slow[0])
     assert point.regressed == ["time"] and point.ratios["time"] > 2, point
     # a second run resumes: nothing left to measure
-    again = run_interleaved(SweepSpec(**SPEC), [Variant("base"), slowed], str(tmp_path), progress=False)
+    again = interleaved(SPEC, [Variant("base"), slowed], tmp_path)
     assert again.already_stored == 2 and again.counts == {"base": {}, "slowed": {}}
 
 
 def test_a_failing_variant_is_recorded_and_the_others_go_on(tmp_path):
     broken = Variant("broken", env={"KPBENCH_PLUGINS": str(tmp_path / "missing.py")})
     missing_python = Variant("nopython", python=str(tmp_path / "no-python"))
-    result = run_interleaved(SweepSpec(**{**SPEC, "N": [60]}), [Variant("base"), broken, missing_python],
-                             str(tmp_path), progress=False)
+    result = interleaved({**SPEC, "N": [60]}, [Variant("base"), broken, missing_python], tmp_path)
     assert result.counts["base"] == {"ok": 1}
     [row] = rows_of(tmp_path, "broken")
     assert row["status"] == "error" and "worker exited" in row["error"] and row["retryable"]
@@ -68,8 +75,7 @@ def test_a_failing_variant_is_recorded_and_the_others_go_on(tmp_path):
 ])
 def test_bad_interleaved_sweeps_are_refused(tmp_path, kind, variants, message):
     with pytest.raises(KPBenchError, match=message):
-        run_interleaved(SweepSpec(**{**SPEC, "kind": kind}), [Variant(v) for v in variants],
-                        str(tmp_path), progress=False)
+        interleaved({**SPEC, "kind": kind}, [Variant(v) for v in variants], tmp_path)
 
 
 def test_the_sweep_command_interleaves_and_compare_pairs(tmp_path, capsys):

@@ -147,12 +147,13 @@ def test_device_table_is_the_sass_predictors():
 def test_speed_rows_carry_the_limit_and_the_report_shows_it(limits_file, tmp_path):
     from kpbench.results import tables
     from kpbench.results.selection import load_sweeps
-    from kpbench.bench.spec import spec_from_dict
-    from kpbench.bench.sweep import RunOptions, run_sweep
+    from kpbench.bench.parse import sweep_from_dict
+    from kpbench.bench.settings import Settings
+    from kpbench.bench.sweep import run_sweep
 
-    spec = spec_from_dict(dict(kind="speed", ops="kernel_product", backends="torch", N="200",
+    spec, measured = sweep_from_dict(dict(kind="speed", ops="kernel_product", backends="torch", N="200",
                                D="3", repeats="3", blur="0.1"), where="test")
-    run_sweep(spec, RunOptions(executor="inline", out=str(tmp_path), threads=1, progress=False))
+    run_sweep(spec, Settings(**measured, executor="inline", out=str(tmp_path), threads=1, progress=False))
     frame = load_sweeps(str(tmp_path))
     row = frame.iloc[0]
     assert row["status"] == "ok" and row["limit_source"] == "measured cpu"

@@ -23,8 +23,9 @@ LISTEN = "0A"   # the TCP state column of /proc/net/tcp*
 DRIVER = """
 import sys, time
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-from kpbench.bench.executors import ExecutorOptions, connect_ray
-ray = connect_ray(ExecutorOptions(address=sys.argv[1]))
+from kpbench.bench.executors.cluster import connect_ray
+from kpbench.bench.settings import Settings
+ray = connect_ray(Settings(address=sys.argv[1]))
 while sum(node["Alive"] for node in ray.nodes()) < 2:   # the second raylet registering
     time.sleep(0.2)
 @ray.remote(num_cpus=1)

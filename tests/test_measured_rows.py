@@ -23,11 +23,13 @@ from kpbench.results.fingerprint import hash_mismatches, input_hash
 from kpbench.results.schema import SWEEP_SCHEMA
 from kpbench.results.store import SWEEPS, ResultStore
 from kpbench.bench.inputs import make_data
-from kpbench.bench.measure import MeasureSettings, run_point
-from kpbench.bench.measure.timing import MIN_SAMPLE_S
+from kpbench.bench.measure import run_point
+from kpbench.bench.settings import MIN_SAMPLE_S, Settings
 from kpbench.bench.rerun import rerun
-from kpbench.bench.spec import Point, spec_from_dict
-from kpbench.bench.sweep import RunOptions, run_sweep
+from kpbench.bench.parse import sweep_from_dict
+from kpbench.bench.plan import Point
+from kpbench.bench.settings import Settings
+from kpbench.bench.sweep import run_sweep
 from test_report import sweep_row
 
 MiB = 1 << 20
@@ -37,9 +39,9 @@ ALLOC_MIB = 32        # _test_alloc: bytes written by one call
 
 def sweep(tmp_path, kind, op, blur, **settings):
     """Run a one-point sweep of a test op inline into ``tmp_path``; its stored row."""
-    spec = spec_from_dict({"kind": kind, "ops": op, "backends": "numpy", "dtype": "float64",
-                           "N": "16", "blur": str(blur), **settings})
-    run_sweep(spec, RunOptions(executor="inline", out=str(tmp_path), progress=False))
+    spec, measured = sweep_from_dict({"kind": kind, "ops": op, "backends": "numpy", "dtype": "float64",
+                                      "N": "16", "blur": str(blur), **settings})
+    run_sweep(spec, Settings(**measured, executor="inline", out=str(tmp_path), progress=False))
     rows = ResultStore(tmp_path).read(SWEEPS)
     assert len(rows) == 1
     return rows.iloc[0].to_dict()
@@ -230,7 +232,7 @@ def test_a_row_hashes_every_generated_array_of_its_point():
     pt = Point(op="kernel_product", backend="numpy", kernel="gaussian", N=30, M=20, D=3,
                blur=0.1, p=None, reach=None, dtype="float64", device="cpu", seed=4,
                iters=None, scaling=None)
-    row = run_point(pt, "accuracy", MeasureSettings(repeats=1, warmup=0))
+    row = run_point(pt, "accuracy", Settings(repeats=1, warmup=0))
     data = make_data(pt)
     every = [getattr(data, f.name) for f in dataclasses.fields(data)]
     assert row["status"] == "ok", row["error"]
@@ -247,13 +249,13 @@ def test_rerun_measures_again_with_every_stored_setting(tmp_path, test_ops, caps
     the latest."""
     old = tmp_path / "old"
     for kind, op, blur in (("speed", "_test_spin", CALL_S), ("memory", "_test_alloc", 1)):
-        spec = spec_from_dict({"kind": kind, "ops": op, "backends": "numpy", "dtype": "float64",
-                               "N": "16", "blur": str(blur), **SETTINGS})
-        run_sweep(spec, RunOptions(executor="inline", out=str(old), progress=False,
+        spec, measured = sweep_from_dict({"kind": kind, "ops": op, "backends": "numpy", "dtype": "float64",
+                                          "N": "16", "blur": str(blur), **SETTINGS})
+        run_sweep(spec, Settings(**measured, executor="inline", out=str(old), progress=False,
                                    threads=2, cpus_per_point=2), run_id="the-run")
-    later = spec_from_dict({"kind": "speed", "ops": "_test_spin", "backends": "numpy",
-                            "dtype": "float64", "N": "16", "blur": "0.0003", "repeats": 1})
-    run_sweep(later, RunOptions(executor="inline", out=str(old), progress=False), run_id="later")
+    later, later_measured = sweep_from_dict({"kind": "speed", "ops": "_test_spin", "backends": "numpy",
+                                             "dtype": "float64", "N": "16", "blur": "0.0003", "repeats": 1})
+    run_sweep(later, Settings(**later_measured, executor="inline", out=str(old), progress=False), run_id="later")
     capsys.readouterr()
     old_id, new_id, _ = rerun(old, "the-run", out=tmp_path / "new", executor="inline",
                               progress=False)
@@ -335,7 +337,7 @@ def test_the_preflight_of_a_differentiated_softmin_loss_counts_its_kept_calls():
     from kpbench.backends.losses_table import CALLS_KEPT_FOR_BACKWARD
     from kpbench.bench.measure.point import dense_estimate
 
-    flow = Point(op="flow_step", backend="torch", kernel="log_likelihood", N=300, M=500, D=3,
+    flow = Point(op="flow_step", backend="torch", kernel=None, loss="log_likelihood", N=300, M=500, D=3,
                  blur=0.1, p=2, reach=None, dtype="float32", device="cpu", seed=0, iters=None,
                  scaling=None)
     per_call = get_backend("torch").memory_estimate("softmin", 500, 500, 3, 4, grad=True)
@@ -355,7 +357,7 @@ def losses_only_row(**fields) -> dict:
     try:
         pt = Point(**{**dict(backend=LossesOnly.name, N=20, M=20, D=3, blur=0.1, reach=None,
                              dtype="float32", device="cpu", seed=0, scaling=None), **fields})
-        return run_point(pt, "accuracy", MeasureSettings(repeats=1, warmup=0))
+        return run_point(pt, "accuracy", Settings(repeats=1, warmup=0))
     finally:
         backends._REGISTRY.pop(LossesOnly.name)
         backends._INSTANCES.pop(LossesOnly.name, None)
@@ -438,7 +440,7 @@ def test_rerun_groups_come_in_the_order_of_their_settings():
 def test_running_out_of_memory_is_an_oom_row_any_other_exception_an_error_row(op, error, test_ops):
     pt = Point(op=op, backend="numpy", kernel="test", N=16, M=16, D=3, blur=0.1, p=None,
                reach=None, dtype="float64", device="cpu", seed=0, iters=None, scaling=None)
-    row = run_point(pt, "speed", MeasureSettings(repeats=1, warmup=0))
+    row = run_point(pt, "speed", Settings(repeats=1, warmup=0))
     assert (row["status"], row["error"], row["retryable"]) == (
         "error" if op == "_test_raise" else "oom", error, True)
 
@@ -453,7 +455,7 @@ def test_an_estimate_past_int64_is_left_out_of_its_column_and_given_in_the_refus
     n = 2**31 - 1
     pt = Point(op="kernel_product", backend="torch", kernel="gaussian", N=n, M=n, D=3, blur=0.1,
                p=None, reach=None, dtype="float32", device="cpu", seed=0, iters=None, scaling=None)
-    row = run_point(pt, "speed", MeasureSettings(repeats=1, warmup=0))
+    row = run_point(pt, "speed", Settings(repeats=1, warmup=0))
     assert row["status"] == "skipped" and row["mem_estimate_bytes"] is None
     assert str(3 * n * n * 4) in row["error"]
 

@@ -16,12 +16,13 @@ from kpbench import backends, losses
 from kpbench.backends.sinkhorn_types import SinkhornResult
 from kpbench.backends.torch_dense import TorchBackend
 from kpbench.bench import ops
-from kpbench.bench.measure import MeasureSettings, run_point
-from kpbench.bench.spec import Point
+from kpbench.bench.measure import run_point
+from kpbench.bench.settings import Settings
+from kpbench.bench.plan import Point
 from kpbench.errors import MemoryBudgetExceeded
 
 TINY = 1024   # bytes: the tiny backend's own budget (as if the machine had that much free)
-QUICK = MeasureSettings(repeats=1, warmup=0)
+QUICK = Settings(repeats=1, warmup=0)
 
 
 class TinyBudgetTorch(TorchBackend):
@@ -58,7 +59,7 @@ def kernel_point(backend: str, op: str = "kernel_product") -> Point:
 
 def test_a_users_budget_replaces_the_backends_own_limit(tiny):
     # the estimate (3 x 200 x 200 x 4 bytes) is over the backend's 1 KiB, under the user's
-    row = run_point(kernel_point(tiny), "speed", MeasureSettings(repeats=1, warmup=0,
+    row = run_point(kernel_point(tiny), "speed", Settings(repeats=1, warmup=0,
                                                                  memory_budget=10**9))
     assert row["status"] == "ok", row.get("error")
     assert row["mem_estimate_bytes"] == 3 * 200 * 200 * 4
@@ -67,7 +68,7 @@ def test_a_users_budget_replaces_the_backends_own_limit(tiny):
     assert (row["status"], row["retryable"]) == ("skipped", True)
     assert "memory budget of 1.0 KiB" in row["error"]
     # a user's budget that refuses refuses again anywhere: not retryable
-    row = run_point(kernel_point(tiny), "speed", MeasureSettings(memory_budget=TINY))
+    row = run_point(kernel_point(tiny), "speed", Settings(memory_budget=TINY))
     assert (row["status"], row["retryable"]) == ("skipped", False)
 
 
@@ -93,7 +94,7 @@ def test_a_free_memory_refusal_under_a_users_budget_stays_retryable(free_memory_
     pt = Point(op=free_memory_op, backend="numpy", kernel="test", N=16, M=16, D=3, blur=0.1,
                p=None, reach=None, dtype="float64", device="cpu", seed=0, iters=None,
                scaling=None)
-    row = run_point(pt, "speed", MeasureSettings(repeats=1, warmup=0, memory_budget=10**12))
+    row = run_point(pt, "speed", Settings(repeats=1, warmup=0, memory_budget=10**12))
     assert row["status"] == "skipped" and "memory budget is 1.0 KiB" in row["error"]
     assert row["retryable"] is True
 

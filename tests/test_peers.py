@@ -198,17 +198,18 @@ def test_peers_in_a_sweep_rows_and_settings():
     """A sinkhorn accuracy point runs on a peer; a kernel_product point is `unsupported`
     (not retryable) with a reason; settings() are JSON for the backend_settings column."""
     from kpbench.backends import get_backend
-    from kpbench.bench.measure import MeasureSettings, run_point
-    from kpbench.bench.spec import Point
+    from kpbench.bench.measure import run_point
+    from kpbench.bench.settings import Settings
+    from kpbench.bench.plan import Point
 
     base = dict(backend="geomloss-tensorized", N=60, M=60, D=3, blur=0.05, p=2, reach=None,
                 dtype="float64", device="cpu", seed=0, iters=None, scaling=0.5)
     row = run_point(Point(op="sinkhorn", kernel="sinkhorn", **base), "accuracy",
-                    MeasureSettings(repeats=1, warmup=0))
+                    Settings(repeats=1, warmup=0))
     assert row["status"] == "ok", row.get("error")
     assert 0 < row["rel_err"] < 0.1   # eps-scaling .5 against the converged truth
     row = run_point(Point(op="kernel_product", kernel="gaussian", **{**base, "p": None}),
-                    "speed", MeasureSettings(repeats=1, warmup=0))
+                    "speed", Settings(repeats=1, warmup=0))
     assert row["status"] == "unsupported" and "losses only" in row["error"]
     assert not row.get("retryable")
     for name in ("geomloss-tensorized", "geomloss-online", "geomloss-multiscale", "pot"):
@@ -220,11 +221,12 @@ def test_pot_rows_in_a_sweep_say_when_pot_did_not_converge():
     """POT reports no iteration count for a debiased solve: the row has none, and
     converged=False where POT warned (1000 iterations at blur .05 are not enough)."""
     pytest.importorskip("ot")
-    from kpbench.bench.measure import MeasureSettings, run_point
-    from kpbench.bench.spec import Point
+    from kpbench.bench.measure import run_point
+    from kpbench.bench.settings import Settings
+    from kpbench.bench.plan import Point
 
     row = run_point(Point(op="sinkhorn", backend="pot", kernel="sinkhorn", N=100, M=100, D=3,
                           blur=0.05, p=2, reach=None, dtype="float64", device="cpu", seed=0,
-                          iters=None, scaling=0.5), "accuracy", MeasureSettings(repeats=1))
+                          iters=None, scaling=0.5), "accuracy", Settings(repeats=1))
     assert row["status"] == "ok", row.get("error")
     assert row["iterations"] is None and row["converged"] is False and row["rel_err"] < 1e-2

@@ -27,7 +27,7 @@ def relative(u, v) -> float:
 
 
 def point(backend, op="sinkhorn", **changes):
-    from kpbench.bench.spec import Point
+    from kpbench.bench.plan import Point
 
     base = dict(op=op, backend=backend, kernel="sinkhorn", N=40, M=40, D=3, blur=0.1, p=2,
                 reach=None, dtype="float32", device="cpu", seed=0, iters=None, scaling=0.5)
@@ -80,13 +80,14 @@ def test_flash_sinkhorn_speed_points_refused_where_interpreted(flash):
     reason, an accuracy point is run; float64 points are unsupported (it computes in fp32)."""
     if flash:
         pytest.skip("a GPU is visible: FlashSinkhorn is timed for real")
-    from kpbench.bench.measure import MeasureSettings, run_point
+    from kpbench.bench.measure import run_point
+    from kpbench.bench.settings import Settings
 
     for kind in ("speed", "memory"):
-        row = run_point(point("flash-sinkhorn"), kind, MeasureSettings(repeats=1, warmup=0))
+        row = run_point(point("flash-sinkhorn"), kind, Settings(repeats=1, warmup=0))
         assert row["status"] == "unsupported" and "interpreted: correctness only" in row["error"]
         assert not row.get("retryable")
-    row = run_point(point("flash-sinkhorn", dtype="float64"), "accuracy", MeasureSettings())
+    row = run_point(point("flash-sinkhorn", dtype="float64"), "accuracy", Settings())
     assert row["status"] == "unsupported" and "float64" in row["error"]
 
 

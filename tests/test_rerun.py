@@ -16,12 +16,14 @@ from kpbench.results.fingerprint import hash_mismatches, input_hash
 from kpbench.results.selection import load_sweeps, select_run
 from kpbench.results.store import SWEEPS, ResultStore
 from kpbench.bench import rerun as rr
+from kpbench.bench.plan import SweepSpec
+from kpbench.bench.settings import Settings
+from kpbench.bench.sweep import run_sweep
 from kpbench.cli.main import main
-from kpbench.bench.spec import SweepSpec
-from kpbench.bench.sweep import RunOptions, run_sweep
 
 SPEC = dict(kind="accuracy", ops=["kernel_product", "sinkhorn"], backends=["numpy", "torch"],
-            N=[30], iters=[5], dtype=["float32", "float64"], warmup=0, timeout_s=120.0)
+            N=[30], iters=[5], dtype=["float32", "float64"])
+MEASURED = dict(warmup=0, timeout_s=120.0)
 
 
 @contextlib.contextmanager
@@ -41,8 +43,8 @@ def stored_run(tmp_path_factory):
     """A small accuracy run (6 points) in its own store: (store path, run_id)."""
     out = tmp_path_factory.mktemp("stored")
     with fresh_thread_env():
-        result = run_sweep(SweepSpec(**SPEC), RunOptions(executor="inline", out=str(out),
-                                                         progress=False, threads=1))
+        result = run_sweep(SweepSpec(**SPEC), Settings(executor="inline", out=str(out),
+                                                       progress=False, threads=1, **MEASURED))
     assert result.counts == {"ok": 6}
     return out, result.run_id
 
@@ -108,8 +110,8 @@ def test_plan_rebuilds_the_points_and_settings_of_the_run(stored_run):
     assert group.settings == {"warmup": 0, "threads": 1, "timeout_s": 120.0,
                               "memory_budget": None, "cxxflags": ""}
     assert sorted(p.key("accuracy") for p in group.points) == sorted(rows["key"])
-    spec = group.spec()
-    assert (spec.kind, spec.warmup, spec.timeout_s) == ("accuracy", 0, 120.0)
+    spec, settings = group.spec(), group.run_settings()
+    assert (spec.kind, settings.warmup, settings.timeout_s) == ("accuracy", 0, 120.0)
 
 
 def test_rerun_elsewhere_measures_the_same_problem_and_values(stored_run, tmp_path, capsys):
@@ -277,7 +279,7 @@ def test_points_claimed_deterministic_give_the_same_bits_twice(op):
     from kpbench.backends.determinism import DETERMINISTIC
     from kpbench.bench import ops
     from kpbench.bench.inputs import make_data
-    from kpbench.bench.spec import Point
+    from kpbench.bench.plan import Point
 
     sink = op.startswith("sinkhorn")
     for (backend, device), dtypes in DETERMINISTIC.items():

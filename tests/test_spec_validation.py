@@ -13,11 +13,13 @@ import pytest
 from kpbench.errors import KPBenchError
 from kpbench.results.meta import run_metadata
 from kpbench.results.store import SWEEPS, ResultStore
+from kpbench.cli import sweep as sweep_cli
 from kpbench.cli.main import main
-from kpbench.bench.executors import ExecutorOptions
 from kpbench.bench.limits import MAX_POINTS, MAX_SIZE, MAX_VALUES, SEED_LIMIT
-from kpbench.bench.spec import SweepSpec, spec_from_dict
-from kpbench.bench.sweep import RowRecorder, RunOptions, run_sweep
+from kpbench.bench.parse import sweep_from_dict
+from kpbench.bench.plan import SweepSpec
+from kpbench.bench.settings import Settings
+from kpbench.bench.sweep import RowRecorder, run_sweep
 
 
 def _run_cli(argv, capsys) -> tuple[int, str]:
@@ -47,16 +49,16 @@ def _run_cli(argv, capsys) -> tuple[int, str]:
 ])
 def test_values_beyond_the_limits_are_refused_naming_key_value_and_range(values, message):
     with pytest.raises(KPBenchError, match=message):
-        spec_from_dict(values, where="sweep 1 of suite.toml")
+        sweep_from_dict(values, where="sweep 1 of suite.toml")
 
 
 def test_values_at_the_limits_are_accepted_and_a_range_is_counted_before_it_is_built():
-    spec = spec_from_dict({"N": f"1..10:{MAX_VALUES}", "M": [MAX_SIZE], "seed": [0, SEED_LIMIT - 1],
-                           "iters": [MAX_SIZE, "scaling"]})
+    spec, measured = sweep_from_dict({"N": f"1..10:{MAX_VALUES}", "M": [MAX_SIZE], "seed": [0, SEED_LIMIT - 1],
+                                      "iters": [MAX_SIZE, "scaling"]})
     assert spec.N == list(range(1, 11)) and spec.seed == [0, SEED_LIMIT - 1]
     # a count far past the limit is refused on its digits (no 10**5000-long list)
     with pytest.raises(KPBenchError, match="the count after ':' must be from 1 to"):
-        spec_from_dict({"N": "1..10:" + "9" * 5000})
+        sweep_from_dict({"N": "1..10:" + "9" * 5000})
 
 
 def test_a_sweep_of_more_points_than_allowed_is_refused_before_expanding():
@@ -111,20 +113,20 @@ def test_bad_flags_exit_2_with_the_flag_the_value_and_what_is_allowed(tmp_path, 
 
 
 def test_cpus_or_gpus_per_point_beyond_every_node_are_refused_before_submitting():
-    from kpbench.bench.executors import check_node_fits
+    from kpbench.bench.executors.ray import check_node_fits
 
     class P:
         def __init__(self, device):
             self.device = device
 
     two_cpus = [{"CPU": 2.0}, {"CPU": 1.0}]
-    check_node_fits([P("cpu")], ExecutorOptions(cpus_per_point=2), two_cpus)
+    check_node_fits([P("cpu")], Settings(cpus_per_point=2), two_cpus)
     with pytest.raises(KPBenchError, match=r"--cpus-per-point 4: no node .* has 4 CPUs \(the largest has 2\)"):
-        check_node_fits([P("cpu")], ExecutorOptions(cpus_per_point=4), two_cpus)
+        check_node_fits([P("cpu")], Settings(cpus_per_point=4), two_cpus)
     with pytest.raises(KPBenchError, match=r"--gpus-per-point 2: .*the largest has 1"):
-        check_node_fits([P("cuda")], ExecutorOptions(gpus_per_point=2), [{"CPU": 8.0, "GPU": 1.0}])
+        check_node_fits([P("cuda")], Settings(gpus_per_point=2), [{"CPU": 8.0, "GPU": 1.0}])
     # no GPU at all: the CUDA points become "unsupported" rows, as before
-    check_node_fits([P("cuda")], ExecutorOptions(gpus_per_point=2), two_cpus)
+    check_node_fits([P("cuda")], Settings(gpus_per_point=2), two_cpus)
 
 
 @pytest.fixture
@@ -165,8 +167,7 @@ def test_a_folder_that_takes_no_file_is_refused_before_measuring(tmp_path, read_
 def test_a_row_the_store_refuses_keeps_its_batch_and_is_stored_as_an_error_row(tmp_path):
     store = ResultStore(tmp_path)
     meta = run_metadata(run_id="r1", sweep="speed", executor="inline")
-    recorder = RowRecorder(store, meta, total=8, kind="speed", flush_every=8, flush_s=1e9,
-                           progress=False)
+    recorder = RowRecorder(store, meta, flush_every=8, flush_s=1e9)
     rows = [_measured_row(n) for n in range(10, 18)]
     rows[2]["iterations"] = 2**70   # beyond the int64 column
     for row in rows:
@@ -181,7 +182,7 @@ def test_a_row_the_store_refuses_keeps_its_batch_and_is_stored_as_an_error_row(t
 
 def _measured_row(N: int) -> dict:
     from kpbench.bench.measure import base_row
-    from kpbench.bench.spec import expand
+    from kpbench.bench.plan import expand
 
     (point,) = expand(SweepSpec(backends=["numpy"], N=[N]))
     return {**base_row(point, "speed"), "status": "ok", "time_median_s": 0.01, "iterations": 1}
@@ -190,8 +191,8 @@ def _measured_row(N: int) -> dict:
 def test_the_issue_sweep_up_to_1e9_keeps_every_measured_row(tmp_path):
     """`--N 1e2..1e9:3 --backends torch`: the dense estimate at 1e9 passes int64; the
     measured N=100 row and the refused ones are all stored."""
-    spec = spec_from_dict({"backends": "torch", "N": "1e2..1e9:3", "repeats": 1, "warmup": 0})
-    result = run_sweep(spec, RunOptions(executor="inline", out=str(tmp_path), progress=False))
+    spec, measured = sweep_from_dict({"backends": "torch", "N": "1e2..1e9:3", "repeats": 1, "warmup": 0})
+    result = run_sweep(spec, Settings(**measured, executor="inline", out=str(tmp_path), progress=False))
     rows = ResultStore(tmp_path).read(SWEEPS).set_index("N")
     assert result.counts == {"ok": 1, "skipped": 2} and sorted(rows.index) == [100, 316228, 10**9]
     assert rows.loc[10**9, "mem_estimate_bytes"] != rows.loc[10**9, "mem_estimate_bytes"]   # null

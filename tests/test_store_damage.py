@@ -13,9 +13,10 @@ import pytest
 
 from kpbench.results.meta import RUNS, record_environment
 from kpbench.results.store import SWEEPS, ResultStore
+from kpbench.bench.parse import sweep_from_dict
+from kpbench.bench.settings import Settings
+from kpbench.bench.sweep import run_sweep
 from kpbench.cli.main import main
-from kpbench.bench.spec import spec_from_dict
-from kpbench.bench.sweep import RunOptions, run_sweep
 
 SWEEP = ["sweep", "speed", "--ops", "kernel_product", "--backends", "numpy", "--dtype", "float64",
          "--repeats", "3", "--warmup", "0", "--executor", "inline", "--no-progress"]
@@ -177,11 +178,11 @@ def test_inferred_tables_skip_a_part_that_does_not_unify(tmp_path, capsys):
 
 
 def test_keys_one_run_stored_twice_are_duplicates_retried_keys_are_not(tmp_path, capsys, test_ops):
-    spec = spec_from_dict({"kind": "speed", "ops": "_test_raise,kernel_product", "backends": "numpy",
-                           "dtype": "float64", "N": "20", "repeats": 1, "warmup": 0})
+    spec, measured = sweep_from_dict({"kind": "speed", "ops": "_test_raise,kernel_product", "backends": "numpy",
+                                      "dtype": "float64", "N": "20", "repeats": 1, "warmup": 0})
     options = dict(executor="inline", out=str(tmp_path), progress=False)
-    run_sweep(spec, RunOptions(**options))
-    assert run_sweep(spec, RunOptions(retry_failed=True, **options)).counts == {"error": 1}
+    run_sweep(spec, Settings(**measured, **options))
+    assert run_sweep(spec, Settings(**measured, retry_failed=True, **options)).counts == {"error": 1}
     store = ResultStore(tmp_path)
     assert store.read(SWEEPS)["key"].duplicated().sum() == 1       # the retried key, two runs
     assert main(["store", "check", str(tmp_path)]) == 0

@@ -20,10 +20,11 @@ import pytest
 from kpbench.results.schema import SWEEP_SCHEMA
 from kpbench.results.store import SWEEPS, ResultStore
 from conftest import TEST_OPS_PLUGIN
-from kpbench.bench.executors import _worker_thread_env, point_runtime_env, thread_env_vars
-from kpbench.bench.measure import MeasureSettings
-from kpbench.bench.spec import expand, spec_from_dict
-from kpbench.bench.sweep import RunOptions, run_sweep
+from kpbench.bench.executors.cluster import _worker_thread_env, point_runtime_env, thread_env_vars
+from kpbench.bench.parse import sweep_from_dict
+from kpbench.bench.plan import expand
+from kpbench.bench.settings import Settings
+from kpbench.bench.sweep import run_sweep
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -33,8 +34,8 @@ def _test_ops(test_ops):
     pass
 
 
-def options(out, executor="inline", **kw) -> RunOptions:
-    return RunOptions(executor=executor, out=str(out), progress=False, **kw)
+def options(out, executor="inline", **kw) -> Settings:
+    return Settings(executor=executor, out=str(out), progress=False, **kw)
 
 
 def stored(out) -> pd.DataFrame:
@@ -49,11 +50,11 @@ def assert_schema_is_the_sweep_schema(out) -> None:
 
 
 def test_inline_and_ray_give_the_same_rows(ray_cluster, tmp_path):
-    spec = spec_from_dict({"kind": "speed", "ops": "kernel_product,kernel_product_grad,sinkhorn",
-                           "backends": "numpy,torch", "N": "40,80", "dtype": "float32,float64",
-                           "iters": "3,conv"})
-    inline = run_sweep(spec, options(tmp_path / "inline"))
-    ray = run_sweep(spec, options(tmp_path / "ray", "ray"))
+    spec, measured = sweep_from_dict({"kind": "speed", "ops": "kernel_product,kernel_product_grad,sinkhorn",
+                                      "backends": "numpy,torch", "N": "40,80", "dtype": "float32,float64",
+                                      "iters": "3,conv"})
+    inline = run_sweep(spec, options(tmp_path / "inline", **measured))
+    ray = run_sweep(spec, options(tmp_path / "ray", "ray", **measured))
     assert inline.counts == ray.counts == {"ok": 22, "unsupported": 2}   # numpy has no autograd
     a = stored(tmp_path / "inline").set_index("key").sort_index()
     b = stored(tmp_path / "ray").set_index("key").sort_index()
@@ -63,7 +64,7 @@ def test_inline_and_ray_give_the_same_rows(ray_cluster, tmp_path):
     assert a["iterations"].equals(b["iterations"])
     assert set(a["executor"]) == {"inline"} and set(b["executor"]) == {"ray"}
     ok = b[b["status"] == "ok"]
-    assert (ok["repeats"] == spec.repeats).all() and (ok["time_median_s"] > 0).all()
+    assert (ok["repeats"] == Settings().repeats).all() and (ok["time_median_s"] > 0).all()
     assert_schema_is_the_sweep_schema(tmp_path / "ray")
     assert str(tmp_path / "ray" / "sweeps") in ray.summary()
     # where and when each point ran
@@ -77,8 +78,8 @@ def test_inline_and_ray_give_the_same_rows(ray_cluster, tmp_path):
 
 def test_ray_workers_get_the_points_openmp_and_blas_threads(ray_cluster):
     # the session cluster's workers inherited one thread: no per-task runtime_env needed
-    assert point_runtime_env(ray_cluster, MeasureSettings(threads=1), 1) is None
-    env = point_runtime_env(ray_cluster, MeasureSettings(threads=2), 1)
+    assert point_runtime_env(ray_cluster, Settings(threads=1), 1) is None
+    env = point_runtime_env(ray_cluster, Settings(threads=2), 1)
     assert env == {"env_vars": {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2",
                                 "OPENBLAS_NUM_THREADS": "2"}}
 
@@ -94,19 +95,19 @@ def test_ray_workers_get_the_points_openmp_and_blas_threads(ray_cluster):
 def test_cuda_points_on_a_ray_cluster_without_gpus_are_unsupported(ray_cluster, tmp_path):
     if ray_cluster.cluster_resources().get("GPU", 0):
         pytest.skip("the test cluster has a GPU")
-    spec = spec_from_dict({"kind": "speed", "backends": "torch", "N": "50", "device": "cpu,cuda"})
-    result = run_sweep(spec, options(tmp_path, "ray"))
+    spec, measured = sweep_from_dict({"kind": "speed", "backends": "torch", "N": "50", "device": "cpu,cuda"})
+    result = run_sweep(spec, options(tmp_path, "ray", **measured))
     rows = stored(tmp_path).set_index("device")
     assert result.counts == {"ok": 1, "unsupported": 1}
     assert rows.loc["cuda", "error"] == "device cuda requested but the Ray cluster has no GPU"
 
 
 def test_ray_records_raises_timeouts_and_dead_workers_and_finishes(ray_cluster, tmp_path):
-    spec = spec_from_dict({"kind": "speed", "backends": "numpy", "dtype": "float64", "N": "30",
-                           "ops": "_test_raise,_test_exit,_test_kill,_test_sleep,_test_hang,kernel_product",
-                           "blur": "0.2,30", "repeats": 1, "warmup": 0, "timeout_s": 4})
+    spec, measured = sweep_from_dict({"kind": "speed", "backends": "numpy", "dtype": "float64", "N": "30",
+                                      "ops": "_test_raise,_test_exit,_test_kill,_test_sleep,_test_hang,kernel_product",
+                                      "blur": "0.2,30", "repeats": 1, "warmup": 0, "timeout_s": 4})
     started = time.monotonic()
-    result = run_sweep(spec, options(tmp_path, "ray", hard_grace_s=3))
+    result = run_sweep(spec, options(tmp_path, "ray", hard_grace_s=3, **measured))
     assert time.monotonic() - started < 60
     rows = stored(tmp_path)
     status = {(r.op, r.blur): r.status for r in rows.itertuples()}
@@ -127,11 +128,11 @@ def test_ray_records_raises_timeouts_and_dead_workers_and_finishes(ray_cluster, 
 
 
 def test_inline_records_a_raise_and_a_timeout_and_finishes(tmp_path):
-    spec = spec_from_dict({"kind": "speed", "ops": "_test_raise,_test_sleep,kernel_product",
-                           "backends": "numpy", "dtype": "float64", "N": "30", "blur": "0.1,30",
-                           "repeats": 1, "warmup": 0, "timeout_s": 1.5})
+    spec, measured = sweep_from_dict({"kind": "speed", "ops": "_test_raise,_test_sleep,kernel_product",
+                                      "backends": "numpy", "dtype": "float64", "N": "30", "blur": "0.1,30",
+                                      "repeats": 1, "warmup": 0, "timeout_s": 1.5})
     started = time.monotonic()
-    result = run_sweep(spec, options(tmp_path))
+    result = run_sweep(spec, options(tmp_path, **measured))
     assert time.monotonic() - started < 20   # the 30 s sleep was cut at 1.5 s
     rows = {(r.op, r.blur): r for r in stored(tmp_path).itertuples()}
     assert rows["_test_sleep", 30.0].status == "timeout"
@@ -148,12 +149,13 @@ def test_inline_ends_a_sweep_stuck_in_native_code_and_keeps_its_rows(tmp_path):
         sys.path.insert(0, {str(ROOT)!r})
         from kpbench import plugins
         plugins.use({TEST_OPS_PLUGIN!r})
-        from kpbench.bench.spec import spec_from_dict
-        from kpbench.bench.sweep import RunOptions, run_sweep
-        spec = spec_from_dict({{"kind": "speed", "ops": "kernel_product,_test_hang", "backends": "numpy",
-                               "dtype": "float64", "N": "30", "blur": "30", "repeats": 1,
-                               "warmup": 0, "timeout_s": 1}})
-        run_sweep(spec, RunOptions(executor="inline", out={str(tmp_path)!r}, hard_grace_s=1,
+        from kpbench.bench.parse import sweep_from_dict
+        from kpbench.bench.settings import Settings
+        from kpbench.bench.sweep import run_sweep
+        spec, measured = sweep_from_dict({{"kind": "speed", "ops": "kernel_product,_test_hang", "backends": "numpy",
+                                          "dtype": "float64", "N": "30", "blur": "30", "repeats": 1,
+                                          "warmup": 0, "timeout_s": 1}})
+        run_sweep(spec, Settings(**measured, executor="inline", out={str(tmp_path)!r}, hard_grace_s=1,
                                    progress=False))
         print("not reached")
     """)
@@ -167,9 +169,9 @@ def test_inline_ends_a_sweep_stuck_in_native_code_and_keeps_its_rows(tmp_path):
 
 
 def test_preflight_refusal_in_a_sweep_is_stored_as_skipped(tmp_path):
-    spec = spec_from_dict({"kind": "memory", "backends": "torch,keops", "N": "1000",
-                           "memory_budget": "1MiB"})
-    run_sweep(spec, options(tmp_path))
+    spec, measured = sweep_from_dict({"kind": "memory", "backends": "torch,keops", "N": "1000",
+                                      "memory_budget": "1MiB"})
+    run_sweep(spec, options(tmp_path, **measured))
     rows = stored(tmp_path).set_index("backend")
     assert rows.loc["torch", "status"] == "skipped"
     assert rows.loc["torch", "mem_estimate_bytes"] == 3 * 1000 * 1000 * 4
@@ -196,20 +198,20 @@ def test_resume_after_the_driver_is_killed_loses_and_duplicates_nothing(ray_clus
     assert 4 <= len(before) < 24, out    # killed midway
     assert before["key"].is_unique
 
-    spec = spec_from_dict({"kind": "speed", "ops": "_test_sleep", "backends": "numpy",
-                           "dtype": "float64", "N": "10", "blur": "0.25", "seed": list(range(24)),
-                           "repeats": 1, "warmup": 0})
-    result = run_sweep(spec, options(tmp_path, "ray"))
+    spec, measured = sweep_from_dict({"kind": "speed", "ops": "_test_sleep", "backends": "numpy",
+                                      "dtype": "float64", "N": "10", "blur": "0.25", "seed": list(range(24)),
+                                      "repeats": 1, "warmup": 0})
+    result = run_sweep(spec, options(tmp_path, "ray", **measured))
     after = stored(tmp_path)
     assert result.already_stored == len(before) and sum(result.counts.values()) == 24 - len(before)
     assert len(after) == 24 and after["key"].is_unique
     assert set(after["key"]) == {p.key("speed") for p in expand(spec)}
     assert (after["status"] == "ok").all()
     # a third run finds everything stored and measures nothing
-    again = run_sweep(spec, options(tmp_path, "ray"))
+    again = run_sweep(spec, options(tmp_path, "ray", **measured))
     assert again.already_stored == 24 and again.counts == {} and len(stored(tmp_path)) == 24
     # --no-resume measures again (new rows, new run)
-    one = spec_from_dict({"kind": "speed", "ops": "_test_sleep", "backends": "numpy",
-                          "dtype": "float64", "N": "10", "blur": "0.25", "seed": "0"})
-    redo = run_sweep(one, options(tmp_path, resume=False))
+    one, one_measured = sweep_from_dict({"kind": "speed", "ops": "_test_sleep", "backends": "numpy",
+                                         "dtype": "float64", "N": "10", "blur": "0.25", "seed": "0"})
+    redo = run_sweep(one, options(tmp_path, resume=False, **one_measured))
     assert redo.counts == {"ok": 1} and len(stored(tmp_path)) == 25

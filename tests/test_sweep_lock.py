@@ -15,9 +15,10 @@ from conftest import TEST_OPS_PLUGIN
 from kpbench.results.layout import LOCK_FILE
 from kpbench.results.lock import StoreBusy, describe_holder, store_lock
 from kpbench.results.store import SWEEPS, ResultStore
+from kpbench.bench.parse import sweep_from_dict
+from kpbench.bench.settings import Settings
+from kpbench.bench.sweep import run_sweep
 from kpbench.cli.main import main
-from kpbench.bench.spec import spec_from_dict
-from kpbench.bench.sweep import RunOptions, run_sweep
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SEEDS = 6
@@ -63,22 +64,23 @@ def test_a_second_sweep_into_one_store_exits_2_or_waits_and_measures_nothing_twi
 
 def test_every_writer_of_a_store_takes_the_lock(tmp_path, capsys):
     """run_sweep (sweep, rerun, calibrate) and interleaved sweeps: refused while it is held."""
-    from kpbench.bench.interleave import Variant, run_interleaved
+    from kpbench.bench.interleave import Variant
 
-    spec = spec_from_dict({"kind": "speed", "ops": "kernel_product", "backends": "numpy",
-                           "dtype": "float64", "N": "10", "repeats": 1, "warmup": 0})
+    spec, measured = sweep_from_dict({"kind": "speed", "ops": "kernel_product", "backends": "numpy",
+                                      "dtype": "float64", "N": "10", "repeats": 1, "warmup": 0})
     with store_lock(tmp_path):
         with pytest.raises(StoreBusy, match=f"another sweep \\(pid {os.getpid()} on host"):
-            run_sweep(spec, RunOptions(executor="inline", out=str(tmp_path), progress=False))
+            run_sweep(spec, Settings(**measured, executor="inline", out=str(tmp_path), progress=False))
         assert main(["sweep", "speed", "--ops", "kernel_product", "--backends", "numpy",
                      "--N", "10", "--out", str(tmp_path), "--executor", "inline"]) == 2
         assert f"pid {os.getpid()}" in capsys.readouterr().err
     with store_lock(tmp_path / "b"):
         with pytest.raises(StoreBusy):
-            run_interleaved(spec, [Variant("a"), Variant("b")], str(tmp_path), progress=False)
+            run_sweep(spec, Settings(out=str(tmp_path), progress=False, **measured),
+                      variants=[Variant("a"), Variant("b")])
     assert not (tmp_path / SWEEPS).exists() and not (tmp_path / "a" / SWEEPS).exists()
     # released: the sweep runs
-    run_sweep(spec, RunOptions(executor="inline", out=str(tmp_path), progress=False))
+    run_sweep(spec, Settings(**measured, executor="inline", out=str(tmp_path), progress=False))
     assert len(ResultStore(tmp_path).read(SWEEPS)) == 1
 
 

@@ -7,11 +7,12 @@ from kpbench.backends import availability, get_backend
 from kpbench.backends.torch_dense import TorchBackend
 from kpbench.bench import ops
 from kpbench.bench.inputs import make_data
-from kpbench.bench.measure import MeasureSettings, run_point
+from kpbench.bench.measure import run_point
 from kpbench.bench.measure.accuracy import exact_ot_w2
-from kpbench.bench.spec import Point
+from kpbench.bench.plan import Point
+from kpbench.bench.settings import Settings
 
-QUICK = MeasureSettings(repeats=3, warmup=1)   # fast, for statuses and values, not for figures
+QUICK = Settings(repeats=3, warmup=1)   # fast, for statuses and values, not for figures
 
 
 def point(**fields) -> Point:
@@ -53,7 +54,7 @@ def test_cuda_points_without_a_gpu_are_unsupported():
 
 def test_preflight_refusal_is_skipped_with_the_estimate():
     pt = point(N=1000, M=1000)
-    row = run_point(pt, "speed", MeasureSettings(memory_budget=2**20))
+    row = run_point(pt, "speed", Settings(memory_budget=2**20))
     estimate = get_backend("torch").memory_estimate("kernel_product", 1000, 1000, 3, 4)
     assert row["status"] == "skipped"
     assert row["mem_estimate_bytes"] == estimate and str(estimate) in row["error"]
@@ -74,7 +75,7 @@ def test_bad_input_is_an_error_with_type_and_message():
 
 def test_speed_samples_are_calibrated_and_the_first_call_is_kept_out(test_ops):
     row = run_point(point(op="_test_first_slow", kernel="test"), "speed",
-                    MeasureSettings(repeats=10, warmup=0, min_sample_s=0.01))
+                    Settings(repeats=10, warmup=0, min_sample_s=0.01))
     assert row["status"] == "ok", row.get("error")
     assert row["first_call_s"] >= 0.3                       # timed apart ...
     assert max(row["time_samples_s"]) < 0.1                  # ... and in no sample
@@ -87,7 +88,7 @@ def test_speed_samples_are_calibrated_and_the_first_call_is_kept_out(test_ops):
 
 def test_a_call_longer_than_a_sample_is_timed_one_call_per_sample(test_ops):
     row = run_point(point(op="_test_sleep", kernel="test", blur=0.02), "speed",
-                    MeasureSettings(repeats=3, warmup=0))
+                    Settings(repeats=3, warmup=0))
     assert row["status"] == "ok" and row["number"] == 1 and min(row["time_samples_s"]) >= 0.02
 
 
@@ -110,15 +111,15 @@ def test_cuda_timing_synchronises_around_its_events():
 
 
 def test_threads_are_pinned_and_recorded():
-    row = run_point(point(N=300, M=300), "speed", MeasureSettings(repeats=3, threads=1))
+    row = run_point(point(N=300, M=300), "speed", Settings(repeats=3, threads=1))
     assert row["status"] == "ok", row.get("error")
     assert row["threads"] == 1 and row["blas_threads"] in (1, None)
     assert row["omp_threads"] in (1, None) and row["cpu_affinity"]
 
 
 def test_sinkhorn_speed_records_iterations():
-    fixed = run_point(point(op="sinkhorn", iters=4), "speed", MeasureSettings(repeats=3, warmup=0))
-    converged = run_point(point(op="sinkhorn", scaling=0.5), "speed", MeasureSettings(repeats=3, warmup=0))
+    fixed = run_point(point(op="sinkhorn", iters=4), "speed", Settings(repeats=3, warmup=0))
+    converged = run_point(point(op="sinkhorn", scaling=0.5), "speed", Settings(repeats=3, warmup=0))
     assert fixed["status"] == converged["status"] == "ok"
     assert fixed["iterations"] == 4 and converged["iterations"] > 4
     assert fixed["eps"] == pytest.approx(0.1**2)
@@ -216,10 +217,10 @@ def test_exact_ot_of_a_permuted_copy_is_zero_and_of_a_shift_is_half_its_square()
 
 
 def test_flow_step_value_is_the_loss_and_matches_numpy():
-    row = run_point(point(op="flow_step", kernel="mmd", blur=0.1), "accuracy", QUICK)
+    row = run_point(point(op="flow_step", kernel=None, loss="mmd", blur=0.1), "accuracy", QUICK)
     assert row["status"] == "ok", row.get("error")
     assert row["value"] > 0 and row["rel_err"] < 3e-5   # float32 arithmetic only
-    row = run_point(point(op="flow_step", kernel="sinkhorn", p=2, blur=0.1, scaling=0.5),
+    row = run_point(point(op="flow_step", kernel=None, loss="sinkhorn", p=2, blur=0.1, scaling=0.5),
                     "accuracy", QUICK)
     assert row["status"] == "ok", row.get("error")   # vs the converged loss: eps-scaling's error
     assert row["value"] > 0 and 1e-4 < row["rel_err"] < 0.1
@@ -237,10 +238,10 @@ def memory_row_in_a_fresh_process(pt: Point) -> dict:
     import subprocess
     import sys
 
-    code = ("import json, sys; from kpbench.bench.measure import MeasureSettings, run_point; "
-            "from kpbench.bench.spec import Point; "
+    code = ("import json, sys; from kpbench.bench.measure import run_point; from kpbench.bench.settings import Settings; "
+            "from kpbench.bench.plan import Point; "
             "row = run_point(Point(**json.loads(sys.argv[1])), 'memory', "
-            "MeasureSettings(repeats=3, warmup=1)); "
+            "Settings(repeats=3, warmup=1)); "
             "print(json.dumps({k: row.get(k) for k in ('status', 'error', 'mem_method', "
             "'peak_mem_bytes', 'mem_estimate_bytes')}))")
     out = subprocess.run([sys.executable, "-c", code, json.dumps(dataclasses.asdict(pt))],
@@ -300,7 +301,7 @@ def test_gradient_rows_check_weights_and_positions_against_finite_differences():
     # a 2-iteration solve is not the derivative of the converged value: the row says so
     early = run_point(point(**unbalanced, iters=2), "accuracy", QUICK)
     assert early["grad_fd_rel_err"] > 10 * slow["grad_fd_rel_err"]
-    flow = run_point(point(op="flow_step", kernel="mmd", blur=0.3, N=40, M=40), "accuracy", QUICK)
+    flow = run_point(point(op="flow_step", kernel=None, loss="mmd", blur=0.3, N=40, M=40), "accuracy", QUICK)
     assert flow["grad_fd_rel_err"] < 1e-3   # float32 autograd vs float64 differences
     assert run_point(point(op="sinkhorn", N=60, M=60), "accuracy", QUICK)["grad_fd_rel_err"] is None
 
@@ -327,6 +328,6 @@ def test_the_sinkhorn_preflight_counts_the_cost_matrices_the_solve_caches():
     sink = point(op="sinkhorn", N=1000, M=3000)
     assert dense_estimate(sink, torch_bk) == torch_bk.memory_estimate("sinkhorn", 3000, 3000, 3, 4)
     assert dense_estimate(sink, torch_bk) > torch_bk.memory_estimate("softmin", 3000, 3000, 3, 4)
-    mmd = point(op="flow_step", kernel="energy", N=1000, M=1000)
+    mmd = point(op="flow_step", kernel=None, loss="energy", N=1000, M=1000)
     assert dense_estimate(mmd, torch_bk) == 4 * torch_bk.memory_estimate("kernel_product", 1000, 1000, 3, 4,
                                                                grad=True)

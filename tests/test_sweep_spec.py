@@ -6,11 +6,9 @@ import argparse
 import pytest
 
 from kpbench.errors import KPBenchError
+from kpbench.bench.parse import parse_bytes, parse_floats, parse_ints, parse_sizes, sweep_from_dict
+from kpbench.bench.plan import Point, SweepSpec, count_points, expand, point_key
 from kpbench.cli import sweep as sweep_cli
-from kpbench.bench.spec import (
-    Point, SweepSpec, count_points, expand, parse_bytes, parse_ints, parse_sizes, point_key,
-    spec_from_dict,
-)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -33,11 +31,17 @@ def test_parse_sizes_rejects_bad_input(text):
 
 
 def test_parse_iters_and_bytes():
-    from kpbench.bench.spec import _PARSERS
+    from kpbench.bench.parse import _PARSERS
 
     assert _PARSERS["iters"]("10,conv") == [10, None] == _PARSERS["iters"]("10, scaling")
     with pytest.raises(KPBenchError):
         parse_ints("conv")
+    # the schedule's words mean "none" for iters only: no budget, no reach is never "conv"
+    for word in ("conv", "scaling", "converge"):
+        with pytest.raises(KPBenchError):
+            parse_bytes(word)
+        with pytest.raises(KPBenchError):
+            parse_floats(word, allow_none=True)
     assert parse_bytes("2GiB") == 2 * 1024**3
     assert parse_bytes("512MB") == 512 * 10**6
     assert parse_bytes("1e9") == 10**9 and parse_bytes("none") is None
@@ -71,7 +75,7 @@ def test_count_points_is_the_number_of_points_expand_builds():
                        p=[1, 2], reach=[None, 1.0], iters=[10, None, 10], scaling=[0.5, 0.9],
                        tol=[None, 1e-6], dtype=["float32", "float64"], seed=[0, 1])]
     for path in sorted(sweep_cli.PRESETS_DIR.glob("*.toml")):
-        specs += sweep_cli.build(_parse(["--config", path.stem]))[0]
+        specs += [spec for spec, _ in sweep_cli.build(_parse(["--config", path.stem]))[0]]
     assert [count_points(spec) for spec in specs] == [len(expand(spec)) for spec in specs]
 
 
@@ -100,8 +104,8 @@ def test_keys_are_stable_and_depend_on_kind_and_fields():
 
 
 def test_the_tolerance_axis_goes_with_the_eps_scaling_schedule_and_keeps_older_keys():
-    spec = spec_from_dict({"ops": "sinkhorn,softmin", "backends": "torch", "N": "100",
-                           "iters": "10,scaling", "scaling": "0.5,0.9", "tol": "none,1e-6"})
+    spec, measured = sweep_from_dict({"ops": "sinkhorn,softmin", "backends": "torch", "N": "100",
+                                      "iters": "10,scaling", "scaling": "0.5,0.9", "tol": "none,1e-6"})
     sink = {(pt.iters, pt.scaling, pt.tol) for pt in expand(spec) if pt.op == "sinkhorn"}
     assert sink == {(10, None, None), (None, 0.5, None), (None, 0.5, 1e-6), (None, 0.9, None),
                     (None, 0.9, 1e-6)}
@@ -115,7 +119,7 @@ def test_the_tolerance_axis_goes_with_the_eps_scaling_schedule_and_keeps_older_k
     assert with_tol.key("speed") not in (point.key("speed"),
                                          Point(**{**point.as_row(), "tol": 1e-8}).key("speed"))
     with pytest.raises(KPBenchError, match="tol must be"):
-        spec_from_dict({"ops": "sinkhorn", "tol": "0"})
+        sweep_from_dict({"ops": "sinkhorn", "tol": "0"})
 
 
 @pytest.mark.parametrize("values, message", [
@@ -131,7 +135,7 @@ def test_the_tolerance_axis_goes_with_the_eps_scaling_schedule_and_keeps_older_k
 ])
 def test_bad_specs_are_refused_with_a_clear_message(values, message):
     with pytest.raises(KPBenchError, match=message):
-        spec_from_dict(values)
+        sweep_from_dict(values)
 
 
 def _parse(argv):
@@ -141,13 +145,13 @@ def _parse(argv):
 
 
 def test_cli_flags_build_the_spec_and_run_options():
-    specs, run = sweep_cli.build(_parse([
+    sweeps, run = sweep_cli.build(_parse([
         "memory", "--backends", "numpy,torch", "--N", "1e2..1e4", "--M", "same", "--D", "3",
         "--blur", "0.05,0.1", "--dtype", "float32", "--iters", "5,conv", "--executor", "inline",
         "--no-resume", "--memory-budget", "1GiB", "--out", "elsewhere"]))
-    (spec,) = specs
+    ((spec, settings),) = sweeps
     assert spec.kind == "memory" and spec.N == [100, 1000, 10000] and spec.blur == [0.05, 0.1]
-    assert spec.iters == [5, None] and spec.memory_budget == 1024**3
+    assert spec.iters == [5, None] and settings.memory_budget == 1024**3
     assert run.executor == "inline" and run.resume is False and run.out == "elsewhere"
 
 
@@ -155,8 +159,8 @@ def test_every_preset_loads_and_expands():
     presets = sorted(sweep_cli.PRESETS_DIR.glob("*.toml"))
     assert {"demo", "kernel_speed", "sinkhorn_speed", "memory", "accuracy", "gpu"} <= {p.stem for p in presets}
     for path in presets:
-        specs, _ = sweep_cli.build(_parse(["--config", path.stem]))
-        assert all(expand(spec) for spec in specs), path
+        sweeps, _ = sweep_cli.build(_parse(["--config", path.stem]))
+        assert all(expand(spec) for spec, _ in sweeps), path
 
 
 def test_config_file_with_run_table_and_flag_override(tmp_path):
@@ -165,7 +169,8 @@ def test_config_file_with_run_table_and_flag_override(tmp_path):
         '[run]\nexecutor = "inline"\n\n'
         '[[sweep]]\nkind = "speed"\nbackends = ["torch"]\nN = "1e2..1e3"\n\n'
         '[[sweep]]\nkind = "accuracy"\nops = ["sinkhorn"]\nbackends = ["keops"]\nN = [50]\n')
-    specs, run = sweep_cli.build(_parse(["--config", str(config), "--dtype", "float64"]))
+    sweeps, run = sweep_cli.build(_parse(["--config", str(config), "--dtype", "float64"]))
+    specs = [spec for spec, _ in sweeps]
     assert [s.kind for s in specs] == ["speed", "accuracy"] and run.executor == "inline"
     assert specs[0].N == [100, 1000] and all(s.dtype == ["float64"] for s in specs)
     config.write_text("[sweeps]\nN = 1\n")
@@ -180,3 +185,40 @@ def test_dry_run_lists_points_without_running(capsys):
     assert sweep_cli.run(args) == 0
     out = capsys.readouterr().out
     assert "# sweep speed: 2 points" in out and "N=20" in out
+
+
+def _pinned_point(op: str, **fields) -> Point:
+    base = dict(op=op, backend="torch", kernel=None, N=100, M=100, D=3, blur=0.05, p=None, reach=None,
+                dtype="float32", device="cpu", seed=0, iters=None, scaling=None)
+    return Point(**{**base, **fields})
+
+
+@pytest.mark.parametrize("point, keys", [
+    (_pinned_point("kernel_product", kernel="gaussian"),
+     ("61bccab964cc711e351a", "9bf913603a2d083627f5", "99fcfc496a9d326df0f3")),
+    (_pinned_point("sinkhorn", kernel="sinkhorn", p=2, scaling=0.5, tol=1e-3),
+     ("1ad5d28c8c4d9065a105", "a976cf49936bb7fe431b", "61ef20badccc040b3b1d")),
+    # the loss column: flow_step's loss moved out of kernel, its key did not
+    (_pinned_point("flow_step", loss="sinkhorn", p=2, iters=10),
+     ("babdaa51c45557d68381", "44dacb44e14786a1ac83", "ed1479b5d097d7052b5f")),
+])
+def test_point_keys_are_those_of_the_stores_written_before(point, keys):
+    """Keys computed by main cf2321a (kernel_product, sinkhorn, and flow_step with kernel="sinkhorn"):
+    stored rows keep resuming."""
+    assert tuple(point.key(kind) for kind in ("speed", "memory", "accuracy")) == keys
+
+
+def test_a_flow_step_row_stored_before_the_loss_column_reads_back_with_its_loss():
+    from kpbench.bench.plan import legacy_fields, point_from_fields
+    from kpbench.results.format import row_config
+
+    point = _pinned_point("flow_step", loss="mmd")
+    old_row = {**legacy_fields(point), "key": point.key("speed")}   # kernel="mmd", no loss column
+    assert old_row["kernel"] == "mmd" and "loss" not in old_row
+    assert point_from_fields(old_row) == point and point_from_fields(point.as_row()) == point
+    # the report groups old and new rows alike
+    assert row_config(old_row) == row_config(point.as_row())
+    assert (row_config(old_row)["kernel"], row_config(old_row)["loss"]) == (None, "mmd")
+    # a kernel op keeps its kernel
+    kp = _pinned_point("kernel_product", kernel="energy")
+    assert point_from_fields(kp.as_row()) == kp and row_config(kp.as_row())["kernel"] == "energy"

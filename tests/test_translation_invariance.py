@@ -15,8 +15,9 @@ import torch
 from kpbench import losses
 from kpbench.backends import get_backend
 from kpbench.backends.torch_dense import TorchBackend, dense_cost, dense_kernel
-from kpbench.bench.measure import MeasureSettings, run_point
-from kpbench.bench.spec import Point
+from kpbench.bench.measure import run_point
+from kpbench.bench.settings import Settings
+from kpbench.bench.plan import Point
 
 U32 = 2.0**-24          # float32 unit round-off
 N, M, D = 200, 150, 3
@@ -227,7 +228,7 @@ def test_dense_memory_estimate_covers_the_measured_peak(op, kernel, p):
     pt = Point(op=op, backend="torch", kernel=kernel, N=n, M=n, D=3, blur=BLUR, p=p,
                reach=None, dtype="float32", device="cpu", seed=0, iters=None,
                scaling=0.5 if p else None)
-    row = run_point(pt, "memory", MeasureSettings(repeats=1, warmup=1))
+    row = run_point(pt, "memory", Settings(repeats=1, warmup=1))
     assert row["status"] == "ok" and row["mem_method"] == "rss_delta", row.get("error")
     assert row["mem_estimate_bytes"] == TorchBackend().memory_estimate(op, n, n, 3, 4)
     assert n * n * 4 <= row["peak_mem_bytes"] <= row["mem_estimate_bytes"]

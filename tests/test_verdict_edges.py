@@ -11,8 +11,10 @@ import pytest
 
 from kpbench.results import compare
 from kpbench.results.store import SWEEPS, ResultStore
-from kpbench.bench.spec import expand, spec_from_dict
-from kpbench.bench.sweep import RunOptions, done_keys, run_sweep
+from kpbench.bench.parse import sweep_from_dict
+from kpbench.bench.plan import done_keys, expand
+from kpbench.bench.settings import Settings
+from kpbench.bench.sweep import run_sweep
 from test_compare import compare_rows, timed_row
 from test_report import sweep_row
 
@@ -100,9 +102,9 @@ def test_interleaved_rounds_are_paired_from_ten_on(tmp_path, rounds, paired):
 
 # -- --retry-failed: the latest row of a key decides ---------------------------------------
 def spin_points():
-    spec = spec_from_dict({"kind": "speed", "ops": "_test_spin", "backends": "numpy",
-                           "dtype": "float64", "N": "16", "blur": "0.001,0.0011",
-                           "repeats": 1, "warmup": 0})
+    spec, measured = sweep_from_dict({"kind": "speed", "ops": "_test_spin", "backends": "numpy",
+                                      "dtype": "float64", "N": "16", "blur": "0.001,0.0011",
+                                      "repeats": 1, "warmup": 0})
     return spec, expand(spec)
 
 
@@ -121,8 +123,8 @@ def test_retry_failed_redoes_a_key_whose_latest_row_failed_not_one_that_failed_b
     store.append(SWEEPS, [stored(fixed, "error", True, 1), stored(broken, "ok", False, 1)])
     assert done_keys(store, retry_failed=True) == {fixed.key("speed")}
     assert done_keys(store) == {fixed.key("speed"), broken.key("speed")}
-    result = run_sweep(spec, RunOptions(executor="inline", out=str(tmp_path), progress=False,
-                                        retry_failed=True))
+    result = run_sweep(spec, Settings(repeats=1, warmup=0, executor="inline", out=str(tmp_path),
+                                      progress=False, retry_failed=True))
     assert result.counts == {"ok": 1} and result.already_stored == 1
     rows = store.read(SWEEPS)
     assert (rows["key"] == broken.key("speed")).sum() == 3

@@ -93,8 +93,3 @@ __all__ = [
     "Backend", "BackendUnavailable", "Capabilities", "KPBenchError", "MemoryBudgetExceeded",
     "available_backends", "availability", "backend_names", "get_backend", "register_backend",
 ]
-
-
-from kpbench import plugins as _plugins  # noqa: E402  (after the registry: plugins use it)
-
-_plugins.load()

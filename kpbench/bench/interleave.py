@@ -17,7 +17,10 @@ plus ``interleave_id`` (the same for the rows of one point's session) and
 ``interleave_variants``. :mod:`kpbench.results.compare` recognises two rows of one
 session and compares them *paired*: the per-round ratios of their samples (see there).
 
-The variants' kpbench must have this module (it is the worker); speed sweeps only.
+The variants' kpbench must have this module (it is the worker); speed sweeps only. This
+module holds the variants' workers and their pacing; the sweep around them is the ordinary
+one (:func:`kpbench.bench.sweep.run_sweep` with ``variants``, through the executor
+:mod:`kpbench.bench.executors.interleaved`).
 
     kpbench sweep speed --ops kernel_product --backends torch --N 1e3 \\
         --interleave main=../kpbench-main --interleave mine=. --out results/ab
@@ -25,7 +28,6 @@ The variants' kpbench must have this module (it is the worker); speed sweeps onl
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -33,15 +35,12 @@ import re
 import select
 import subprocess
 import sys
-import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from kpbench.backends.cxxflags import check_cxxflags
 from kpbench.errors import KPBenchError
 
-INTERLEAVE_COLUMNS = ("interleave_id", "interleave_variants")
-CPU_ENV = "KPBENCH_INTERLEAVE_CPU"   # the one CPU every worker of a session runs on
 
 
 @dataclass(frozen=True)
@@ -92,12 +91,10 @@ def worker_main() -> None:
     wait for "go". The protocol uses the original stdout; library output goes to stderr."""
     from kpbench import plugins
     from kpbench.bench import measure
-    from kpbench.bench.spec import Point
+    from kpbench.bench.plan import point_from_fields
+    from kpbench.bench.settings import Settings
 
     plugins.load()          # the variant's own KPBENCH_PLUGINS
-    cpu = os.environ.get(CPU_ENV)
-    if cpu and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {int(cpu)})
     channel = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
 
@@ -119,10 +116,8 @@ def worker_main() -> None:
         request = receive()
         if request.get("exit"):
             return
-        settings = request["settings"]
-        settings["plugins"] = tuple(settings.get("plugins", ()))
-        row = measure.run_point(Point(**request["point"]), request["kind"],
-                                measure.MeasureSettings(**settings))
+        row = measure.run_point(point_from_fields(request["point"]), request["kind"],
+                                Settings(**request["settings"]))
         send({"row": row})
 
 
@@ -183,9 +178,11 @@ class VariantWorker:
 def measure_interleaved(point, kind: str, settings, workers: list[VariantWorker],
                         timeout_s: float, rng: random.Random) -> dict[str, dict]:
     """The rows of ``point`` for every variant, their timed samples taken in alternation."""
-    from kpbench.bench.executors import failure_row
+    from kpbench.bench.executors.base import failure_row
+    from kpbench.bench.plan import legacy_fields
 
-    request = {"point": asdict(point), "kind": kind, "settings": asdict(settings)}
+    # the point and settings as every kpbench with this module reads them (a variant may be older)
+    request = {"point": legacy_fields(point), "kind": kind, "settings": settings.measurement()}
     rows: dict[str, dict] = {}
     sampling: list[VariantWorker] = []
     numbers: list[int] = []
@@ -220,88 +217,14 @@ def measure_interleaved(point, kind: str, settings, workers: list[VariantWorker]
     return rows
 
 
-@dataclass
-class InterleavedResult:
-    kind: str
-    run_id: str
-    stores: dict
-    total: int = 0
-    already_stored: int = 0
-    counts: dict = field(default_factory=dict)   # variant -> {status: n}
-    seconds: float = 0.0
-
-    def summary(self) -> str:
-        parts = "; ".join(f"{name}: " + ", ".join(f"{n} {s}" for s, n in sorted(c.items()))
-                          for name, c in self.counts.items()) or "nothing run"
-        return (f"interleaved sweep {self.kind}: {self.total} points x {len(self.stores)} variants "
-                f"({parts}), {self.already_stored} already stored, in {self.seconds:.1f} s -> "
-                + ", ".join(self.stores.values()) + f" (run_id {self.run_id})")
-
-
-def run_interleaved(spec, variants: list[Variant], out: str, resume: bool = True,
-                    progress: bool = True, threads: int = 1, seed: int = 0,
-                    run_id: str | None = None, wait: bool = False) -> InterleavedResult:
-    """Measure every point of ``spec`` in every variant, interleaved; rows in OUT/<name>
-    (each of those stores locked for the while, see kpbench.results.lock)."""
-    from kpbench.results.lock import store_lock
-
-    if spec.kind != "speed":
-        raise KPBenchError(f"an interleaved sweep measures speed only (got {spec.kind!r}): "
+def check_variants(kind: str, variants: list[Variant]) -> None:
+    """Speed only, two or more variants with distinct names (KPBenchError if not)."""
+    if kind != "speed":
+        raise KPBenchError(f"an interleaved sweep measures speed only (got {kind!r}): "
                            "memory and accuracy do not drift with the machine's load")
     names = [v.name for v in variants]
     if len(variants) < 2 or len(set(names)) != len(names):
         raise KPBenchError(f"an interleaved sweep needs two or more variants with distinct names, got {names}")
-    with contextlib.ExitStack() as locks:
-        for variant in variants:
-            locks.enter_context(store_lock(os.path.join(out, variant.name), wait=wait))
-        return _run_interleaved(spec, variants, out, resume, progress, threads, seed, run_id)
-
-
-def _run_interleaved(spec, variants, out, resume, progress, threads, seed, run_id) -> InterleavedResult:
-    from kpbench import plugins
-    from kpbench.results.meta import record_environment, run_metadata
-    from kpbench.results.store import SWEEPS, ResultStore
-    from kpbench.bench.measure import MeasureSettings
-    from kpbench.bench.spec import expand
-    from kpbench.bench.sweep import RowRecorder, _progress_bar, done_keys
-
-    started = time.monotonic()
-    stores = {v.name: ResultStore(os.path.join(out, v.name)) for v in variants}
-    points = expand(spec)
-    done = set.intersection(*(done_keys(s) for s in stores.values())) if resume else set()
-    todo = [p for p in points if p.key(spec.kind) not in done]
-    run_id = run_id or uuid.uuid4().hex
-    recorders = {}
-    for name, store in stores.items():
-        meta = run_metadata(run_id=run_id, sweep=spec.kind, executor="interleaved")
-        meta.update(warmup=spec.warmup, threads=threads, timeout_s=spec.timeout_s,
-                    memory_budget=spec.memory_budget, repeats=spec.repeats)
-        record_environment(store, run_id)
-        recorders[name] = RowRecorder(store, meta, len(todo), spec.kind, 8, 10.0, progress=False)
-    settings = MeasureSettings(repeats=spec.repeats, warmup=spec.warmup, memory_budget=spec.memory_budget,
-                               threads=threads, plugins=plugins.active())
-    result = InterleavedResult(spec.kind, run_id, {n: str(s.table_dir(SWEEPS)) for n, s in stores.items()},
-                               total=len(points), already_stored=len(points) - len(todo))
-    workers = [VariantWorker(v) for v in variants]
-    bar = _progress_bar(len(todo), f"{spec.kind} x{len(variants)} interleaved") if progress else None
-    rng = random.Random(seed)
-    try:
-        for point in todo:
-            rows = measure_interleaved(point, spec.kind, settings, workers, spec.timeout_s, rng)
-            for name, row in rows.items():
-                recorders[name].add(row)
-            if bar is not None:
-                bar.update(1)
-    finally:
-        for worker in workers:
-            worker.stop()
-        for recorder in recorders.values():
-            recorder.close()
-        if bar is not None:
-            bar.close()
-        result.counts = {name: dict(r.counts) for name, r in recorders.items()}
-        result.seconds = time.monotonic() - started
-    return result
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--worker"]:

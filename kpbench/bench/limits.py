@@ -1,4 +1,4 @@
-"""The limits of a sweep spec and of the run options (checked in :mod:`kpbench.bench.spec`;
+"""The limits of a sweep spec and of its settings (checked in :mod:`kpbench.bench.checks`;
 imports nothing, so that ``--help`` can state them without loading the suite)."""
 
 MAX_SIZE = 2**31 - 1          # N, M, D, iters: the CUDA kernels and KeOps index with 32-bit ints

@@ -64,16 +64,16 @@ OPS: dict[str, OpInfo] = {
 }
 
 
-def loss_of(op: str, kernel: str | None) -> str | None:
-    """The loss op ``op`` computes: sinkhorn for the Sinkhorn ops, the flow's loss (held
-    in the point's ``kernel``) for flow_step; None for the primitives and custom ops."""
+def loss_of(op: str, loss: str | None) -> str | None:
+    """The loss op ``op`` computes: sinkhorn for the Sinkhorn ops, the point's ``loss``
+    for flow_step; None for the primitives and custom ops."""
     family = OPS[op].family
-    return "sinkhorn" if family == "sinkhorn" else kernel if family == "flow" else None
+    return "sinkhorn" if family == "sinkhorn" else loss if family == "flow" else None
 
 
-def memory_op(op: str, kernel: str | None) -> str:
-    """What a dense backend's memory_estimate is asked for op ``op`` (``kernel``: the point's)."""
-    return OPS[op].primitive or losses_table.memory_op(loss_of(op, kernel))
+def memory_op(op: str, loss: str | None) -> str:
+    """What a dense backend's memory_estimate is asked for op ``op`` (``loss``: the point's)."""
+    return OPS[op].primitive or losses_table.memory_op(loss_of(op, loss))
 
 
 def at_scale(point):
@@ -202,19 +202,19 @@ def _sinkhorn_op(point, bound: dict, x, y, a=None, b=None) -> Prepared:
 def flow_loss(point, backend, preflight: bool = True):
     """The loss of a flow_step point, with its parameters bound: loss(a, x, b, y)."""
     params = {"blur": point.blur}
-    if point.kernel == "sinkhorn":
+    if point.loss == "sinkhorn":
         params = sinkhorn_options(point)
-    elif point.kernel == "hausdorff":
+    elif point.loss == "hausdorff":
         params["p"] = point.p
-    elif point.kernel == "mmd":
+    elif point.loss == "mmd":
         params["kernel"] = "gaussian"
-    elif point.kernel == "energy":
+    elif point.loss == "energy":
         params = {}
 
     def loss(a, x, b, y):
         from kpbench import losses
 
-        return losses.bind_loss(point.kernel, a, x, b, y, backend=backend, preflight=preflight,
+        return losses.bind_loss(point.loss, a, x, b, y, backend=backend, preflight=preflight,
                                 **params)()
 
     return loss
@@ -278,7 +278,3 @@ def _reference_of(point, data: Data) -> Summary:
     prepared = prepare(point, data, "numpy", "float64", "cpu")
     return prepared.summarize(prepared.call())
 
-
-from kpbench import plugins as _plugins  # noqa: E402  (after OPS: plugins register ops)
-
-_plugins.load()

@@ -43,7 +43,9 @@ from kpbench.results.store import store_root
 INT_POINT_COLUMNS = ("N", "M", "D", "seed", "p", "iters")
 FLOAT_POINT_COLUMNS = ("blur", "reach", "scaling", "tol", "offset", "scale")
 # null: the op does not use it (offset, scale: the point is not moved; data: the default pair)
-NULLABLE_POINT_COLUMNS = ("p", "reach", "iters", "scaling", "tol", "offset", "scale", "data")
+NULLABLE_POINT_COLUMNS = ("p", "reach", "iters", "scaling", "tol", "offset", "scale", "data", "kernel", "loss")
+# columns a row may lack (stored before them): loss (a loss op's loss was in kernel, see split_loss)
+LATER_POINT_COLUMNS = ("loss",)
 # settings of the run: (column, needed for these kinds; None = every kind)
 SETTINGS = (("repeats", ("speed",)), ("warmup", None), ("threads", None), ("timeout_s", None),
             ("memory_budget", None), ("cxxflags", None))
@@ -59,18 +61,21 @@ class RerunGroup:
     points: list
 
     def spec(self):
-        from kpbench.bench.spec import SweepSpec
+        from kpbench.bench.plan import SweepSpec
 
-        s = self.settings
         return SweepSpec(
             kind=self.kind, ops=_unique(p.op for p in self.points),
             backends=_unique(p.backend for p in self.points),
             dtype=_unique(p.dtype for p in self.points),
             device=_unique(p.device for p in self.points),
-            repeats=int(s.get("repeats") or 1), warmup=int(s["warmup"]),
-            timeout_s=float(s["timeout_s"]),
-            memory_budget=None if s["memory_budget"] is None else int(s["memory_budget"]),
         )
+
+    def run_settings(self, **execution):
+        """The Settings the points were measured with (read back from their rows), run with
+        ``execution`` (executor, out, ...)."""
+        from kpbench.bench.settings import Settings
+
+        return Settings.from_row_meta(self.settings, **execution)
 
 
 # -- reading a stored run ------------------------------------------------------------
@@ -86,7 +91,8 @@ def load_run(store: str | os.PathLike, run_id: str | None = None) -> tuple[str, 
 
 def plan(rows: pd.DataFrame, run_id: str = "?") -> list[RerunGroup]:
     """The groups (kind, settings, points) that measure ``rows`` again."""
-    _check_columns(rows, ["key", "sweep"] + POINT_COLUMNS + [c for c, _ in SETTINGS])
+    _check_columns(rows, ["key", "sweep"] + [c for c in POINT_COLUMNS if c not in LATER_POINT_COLUMNS]
+                   + [c for c, _ in SETTINGS])
     _check_stored_settings(rows)
     check_data_files(rows)
     groups = []
@@ -105,7 +111,7 @@ def plan(rows: pd.DataFrame, run_id: str = "?") -> list[RerunGroup]:
 
 def point_from_row(row: dict, kind: str):
     """The Point of a stored row; its key must be the row's (else the row is not rerunnable)."""
-    from kpbench.bench.spec import Point
+    from kpbench.bench.plan import point_from_fields
 
     values = {}
     for name in POINT_COLUMNS:
@@ -117,7 +123,7 @@ def point_from_row(row: dict, kind: str):
         elif value is not None and name in FLOAT_POINT_COLUMNS:
             value = float(value)
         values[name] = value
-    point = Point(**values)
+    point = point_from_fields(values)
     if point.key(kind) != row.get("key"):
         raise KPBenchError(
             f"row {row.get('key')}: its point columns give the key {point.key(kind)} "
@@ -208,21 +214,19 @@ def rerun(store, run_id: str | None = None, out=None, executor: str | None = Non
           progress: bool = True, wait: bool = False) -> tuple[str, str, list[RerunGroup]]:
     """Measure the points of the stored run again as a new run; returns
     (old run_id, new run_id, the groups run)."""
-    from kpbench.bench.sweep import RunOptions, run_sweep
+    from kpbench.bench.sweep import run_sweep
 
     old_id, rows = load_run(store, run_id)
     groups = plan(rows, old_id)
     out = pathlib.Path(out) if out is not None else store_root(store)
-    options = RunOptions(executor=executor or _stored_executor(rows), out=str(out),
-                         resume=out.resolve() != store_root(store).resolve(),
-                         address=address, num_cpus=num_cpus, progress=progress, wait=wait)
+    execution = dict(executor=executor or _stored_executor(rows), out=str(out),
+                     resume=out.resolve() != store_root(store).resolve(),
+                     address=address, num_cpus=num_cpus, progress=progress, wait=wait)
     new_id = uuid.uuid4().hex
     with build_flags(_one_cxxflags(groups, old_id)):
         for group in groups:
-            # each point gets as many Ray CPUs as it runs threads (as the sweep's default)
-            options.threads = int(group.settings["threads"])
-            options.cpus_per_point = float(options.threads)
-            result = run_sweep(group.spec(), options, run_id=new_id, points=group.points)
+            result = run_sweep(group.spec(), group.run_settings(**execution), run_id=new_id,
+                               points=group.points)
             print(result.summary(), flush=True)
     return old_id, new_id, groups
 

@@ -9,8 +9,15 @@ depended on the machine or the moment (``retryable``: timeouts, errors, oom, a b
 unavailable here, a refusal by the free-memory budget); ``resume=False`` measures everything again (new rows, new run_id;
 :func:`kpbench.results.store.latest_per_key` picks the newest).
 
-Nothing is measured before the spec, the run options and the results folder are checked
-(:mod:`kpbench.bench.spec`: a KPBenchError, exit 2 from the CLI). A row the store
+This is the one orchestrator: ``kpbench sweep``, ``calibrate``, ``rerun`` and interleaved
+sweeps (``variants``: one store per variant, OUT/<name>) all run through :func:`run_sweep`,
+which expands the spec (:mod:`kpbench.bench.plan`), skips the stored keys, records the
+run's metadata and environment, hands the points to an executor
+(:mod:`kpbench.bench.executors`) with the :class:`~kpbench.bench.settings.Settings`, adds
+the cost columns (:mod:`kpbench.bench.costs`) and stores the rows.
+
+Nothing is measured before the spec, the settings and the results folder are checked
+(:mod:`kpbench.bench.checks`: a KPBenchError, exit 2 from the CLI). A row the store
 refuses (a value out of its column's range) never takes its batch down: the batch is
 stored row by row, and that row as an ``error`` row of its point saying why.
 
@@ -20,7 +27,9 @@ first stored.
 """
 from __future__ import annotations
 
-import dataclasses
+import contextlib
+import functools
+import os
 import sys
 import threading
 import time
@@ -31,50 +40,34 @@ from kpbench.errors import KPBenchError
 from kpbench.results.lock import store_lock
 from kpbench.results.meta import record_environment, run_metadata
 from kpbench.results.schema import POINT_COLUMNS
-from kpbench.results.store import SWEEPS, ResultStore, latest_per_key
-from kpbench.bench import costs
-from kpbench.bench.executors import HARD_TIMEOUT_GRACE_S, ExecutorOptions, run_points
-from kpbench.bench.measure import MeasureSettings, error_text
-from kpbench.bench.spec import SweepSpec, check_run_options, check_writable, expand
+from kpbench.results.store import SWEEPS, ResultStore
+from kpbench.bench import costs, executors
+from kpbench.bench.checks import check_writable
+from kpbench.bench.measure import error_text
+from kpbench.bench.plan import FAILED, SweepSpec, pending
+from kpbench.bench.settings import Settings
 
-FAILED = ("error", "timeout", "oom")
 NOT_RUN = ("skipped", "unsupported")
-
-
-@dataclass
-class RunOptions:
-    """Where and how a sweep runs (none of it changes what a point measures)."""
-
-    executor: str = "ray"
-    out: str = "results"
-    resume: bool = True
-    retry_failed: bool = False           # with resume: measure again what failed here (retryable)
-    wait: bool = False                   # another sweep writing into ``out``: wait (else StoreBusy)
-    address: str | None = None
-    num_cpus: int | None = None          # local Ray cluster size (None: all cores)
-    cpus_per_point: float = 1
-    gpus_per_point: float = 1
-    threads: int | None = None           # torch threads per point (None: cpus_per_point)
-    hard_grace_s: float = HARD_TIMEOUT_GRACE_S   # a point stuck past its timeout is killed after this
-    flush_every: int = 8
-    flush_s: float = 10.0
-    progress: bool = True
-
-    def __post_init__(self):
-        check_run_options(dataclasses.asdict(self))
 
 
 @dataclass
 class SweepResult:
     kind: str
     run_id: str
-    table_dir: str
+    table_dir: str                       # the store's sweeps folder (interleaved: every variant's)
     total: int = 0
     already_stored: int = 0
-    counts: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)   # status -> n (interleaved: variant -> {status: n})
     seconds: float = 0.0
+    variants: tuple = ()
 
     def summary(self) -> str:
+        if self.variants:
+            parts = "; ".join(f"{name}: " + ", ".join(f"{n} {s}" for s, n in sorted(c.items()))
+                              for name, c in self.counts.items()) or "nothing run"
+            return (f"interleaved sweep {self.kind}: {self.total} points x {len(self.variants)} variants "
+                    f"({parts}), {self.already_stored} already stored, in {self.seconds:.1f} s -> "
+                    f"{self.table_dir} (run_id {self.run_id})")
         ran = sum(self.counts.values())
         parts = ", ".join(f"{n} {status}" for status, n in sorted(self.counts.items())) or "nothing run"
         return (f"sweep {self.kind}: {self.total} points, {ran} run ({parts}), "
@@ -83,17 +76,15 @@ class SweepResult:
 
 
 class RowRecorder:
-    """Adds run metadata to rows, batches them into the store, drives the progress bar."""
+    """Adds run metadata to rows and batches them into its store."""
 
-    def __init__(self, store: ResultStore, meta: dict, total: int, kind: str,
-                 flush_every: int, flush_s: float, progress: bool):
+    def __init__(self, store: ResultStore, meta: dict, flush_every: int, flush_s: float):
         self.store, self.meta = store, meta
         self.flush_every, self.flush_s = flush_every, flush_s
         self.buffer: list[dict] = []
         self.last_flush = time.monotonic()
         self.counts: dict[str, int] = {}
         self.lock = threading.Lock()
-        self.bar = _progress_bar(total, kind) if progress else None
 
     def add(self, row: dict) -> None:
         with self.lock:
@@ -102,9 +93,6 @@ class RowRecorder:
             self.counts[status] = self.counts.get(status, 0) + 1
             if len(self.buffer) >= self.flush_every or time.monotonic() - self.last_flush >= self.flush_s:
                 self._flush()
-        if self.bar is not None:
-            self.bar.set_postfix_str(self._postfix(), refresh=False)
-            self.bar.update(1)
 
     def add_final(self, row: dict) -> None:
         """Store ``row`` and everything buffered now (the inline watchdog, before exiting)."""
@@ -120,8 +108,6 @@ class RowRecorder:
     def close(self) -> None:
         with self.lock:
             self._flush()
-        if self.bar is not None:
-            self.bar.close()
 
     def _flush(self) -> None:
         rows, self.buffer = self.buffer, []
@@ -169,84 +155,105 @@ class RowRecorder:
                     error=f"measured, but the row could not be stored: {error_text(exc)}{was}")
         return kept
 
-    def _postfix(self) -> str:
-        ok = self.counts.get("ok", 0)
-        failed = sum(self.counts.get(s, 0) for s in FAILED)
-        skipped = sum(self.counts.get(s, 0) for s in NOT_RUN)
-        return f"ok={ok} failed={failed} skipped={skipped}"
-
 
 # what the store raises for a row it cannot write (pyarrow's errors are ValueError/TypeError)
 ROW_REFUSED = (KPBenchError, ValueError, TypeError, OverflowError)
 
 
-def _progress_bar(total: int, kind: str):
+def _progress_bar(total: int, label: str):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=f"sweep {kind}", unit="pt", file=sys.stderr,
+    return tqdm(total=total, desc=f"sweep {label}", unit="pt", file=sys.stderr,
                 dynamic_ncols=True, mininterval=0.5)
 
 
-def done_keys(store: ResultStore, retry_failed: bool = False) -> set[str]:
-    """Keys a resumed sweep skips: every stored key, or with ``retry_failed`` those whose
-    latest row is not ``retryable`` (rows from before that column: failed = retryable)."""
-    if not retry_failed:
-        return store.keys(SWEEPS)
-    rows = store.read(SWEEPS, columns=["key", "status", "retryable", "started_at"])
-    if rows.empty:
-        return set()
-    rows = latest_per_key(rows)
-    retry = rows["retryable"].astype("boolean").fillna(rows["status"].isin(FAILED))
-    return set(rows.loc[~retry.astype(bool), "key"])
+def _postfix(counts: dict) -> str:
+    ok = counts.get("ok", 0)
+    failed = sum(counts.get(s, 0) for s in FAILED)
+    skipped = sum(counts.get(s, 0) for s in NOT_RUN)
+    return f"ok={ok} failed={failed} skipped={skipped}"
 
 
 def _warn(message: str) -> None:
     print(f"kpbench sweep: {message}", file=sys.stderr)
 
 
-def run_sweep(spec: SweepSpec, options: RunOptions = RunOptions(), run_id: str | None = None,
-              points: list | None = None) -> SweepResult:
-    """Measure every point of ``spec`` (or the given ``points``) not already stored."""
-    check_writable(options.out, tables=())   # the lock's own file, before anything else
-    with store_lock(options.out, wait=options.wait):
-        check_writable(options.out)
-        return _run_sweep(spec, options, run_id, points)
+def run_sweep(spec: SweepSpec, settings: Settings = Settings(), run_id: str | None = None,
+              points: list | None = None, variants: list | None = None) -> SweepResult:
+    """Measure every point of ``spec`` (or the given ``points``) not already stored; with
+    ``variants`` (kpbench.bench.interleave.Variant) in every variant, interleaved, each into
+    its store OUT/<name> (each store locked for the while, see kpbench.results.lock)."""
+    if variants:
+        from kpbench.bench.interleave import check_variants
+
+        check_variants(spec.kind, variants)
+    outs = {v.name: os.path.join(settings.out, v.name) for v in variants} if variants else {None: settings.out}
+    with contextlib.ExitStack() as locks:
+        for out in outs.values():
+            check_writable(out, tables=())   # the lock's own file, before anything else
+            locks.enter_context(store_lock(out, wait=settings.wait))
+        for out in outs.values():            # every store locked: now its tables' folders
+            check_writable(out)
+        return _run_sweep(spec, settings, run_id, points, outs, variants)
 
 
-def _run_sweep(spec, options, run_id, points) -> SweepResult:
+def _run_sweep(spec, settings: Settings, run_id, points, outs: dict, variants) -> SweepResult:
     started = time.monotonic()
-    store = ResultStore(options.out)
-    points = expand(spec) if points is None else points
-    stored = done_keys(store, options.retry_failed) if options.resume else set()
-    todo = [p for p in points if p.key(spec.kind) not in stored]
-    meta = run_metadata(run_id=run_id, sweep=spec.kind, executor=options.executor)
-    record_environment(store, meta["run_id"])
-    result = SweepResult(spec.kind, meta["run_id"], str(store.table_dir(SWEEPS)),
-                         total=len(points), already_stored=len(points) - len(todo))
-    recorder = RowRecorder(store, meta, len(todo), spec.kind, options.flush_every,
-                           options.flush_s, options.progress)
-    settings = MeasureSettings(
-        repeats=spec.repeats, warmup=spec.warmup, memory_budget=spec.memory_budget,
-        threads=options.threads or max(1, int(options.cpus_per_point)),
-        plugins=plugins.active(),
-    )
-    # the spec's settings in every row (failed points too; a measured row's own win),
-    # so that ``kpbench rerun`` can recover them from the rows alone
-    meta.update(warmup=spec.warmup, threads=settings.threads, timeout_s=spec.timeout_s,
-                memory_budget=spec.memory_budget, **({"repeats": spec.repeats} if spec.kind == "speed" else {}))
-    executor_options = ExecutorOptions(
-        timeout_s=spec.timeout_s, cpus_per_point=options.cpus_per_point,
-        gpus_per_point=options.gpus_per_point, address=options.address, num_cpus=options.num_cpus,
-        hard_grace_s=options.hard_grace_s,
-    )
+    # the threads every point runs and the plugins every worker loads, resolved once here
+    settings = settings.replace(threads=settings.point_threads(),
+                                plugins=settings.plugins or plugins.active())
+    executor = "interleaved" if variants else settings.executor
+    stores = {name: ResultStore(out) for name, out in outs.items()}
+    points, todo = pending(spec, points, stores.values(), settings.retry_failed, settings.resume)
+    run_id, recorders = _open_run(stores, spec.kind, settings, run_id, executor)
+    result = SweepResult(spec.kind, run_id, ", ".join(str(s.table_dir(SWEEPS)) for s in stores.values()),
+                         total=len(points), already_stored=len(points) - len(todo),
+                         variants=tuple(v.name for v in variants or ()))
+    label = f"{spec.kind} x{len(stores)} interleaved" if variants else spec.kind
+    bar = _progress_bar(len(todo) * len(stores), label) if settings.progress and todo else None
     try:
         if todo:
             annotate = costs.annotator(spec.kind, todo, warn=_warn)
-            run_points(options.executor, todo, spec.kind, settings, executor_options,
-                       lambda row: recorder.add(annotate(row)),
-                       lambda row: recorder.add_final(annotate(row)))
+
+            def on_row(row: dict, store=None) -> None:
+                recorders[store].add(annotate(row))
+                if bar is not None:
+                    bar.set_postfix_str(_postfix(_total_counts(recorders)), refresh=False)
+                    bar.update(1)
+
+            run = executors.get(executor).run
+            if variants:
+                run = functools.partial(run, variants=variants)
+            run(todo, spec.kind, settings, on_row,
+                lambda row: recorders[None].add_final(annotate(row)))
     finally:
-        recorder.close()
-        result.counts = dict(recorder.counts)
+        for recorder in recorders.values():
+            recorder.close()
+        if bar is not None:
+            bar.close()
+        counts = {name: dict(r.counts) for name, r in recorders.items()}
+        result.counts = counts if variants else counts[None]
         result.seconds = time.monotonic() - started
     return result
+
+
+def _open_run(stores: dict, kind: str, settings: Settings, run_id, executor: str) -> tuple:
+    """(the run_id, a RowRecorder per store), the run's environment recorded in each store."""
+    recorders = {}
+    for name, store in stores.items():
+        meta = run_metadata(run_id=run_id, sweep=kind, executor=executor)
+        # the settings in every row (failed points too; a measured row's own win), so that
+        # ``kpbench rerun`` can recover them from the rows alone
+        meta.update(settings.row_meta(kind))
+        run_id = meta["run_id"]
+        record_environment(store, run_id)
+        recorders[name] = RowRecorder(store, meta, settings.flush_every, settings.flush_s)
+    return run_id, recorders
+
+
+def _total_counts(recorders: dict) -> dict:
+    total: dict[str, int] = {}
+    for recorder in recorders.values():
+        for status, n in recorder.counts.items():
+            total[status] = total.get(status, 0) + n
+    return total

@@ -32,15 +32,17 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     if args.limits:
         return run_limits()
-    from kpbench.bench.spec import spec_from_dict
-    from kpbench.bench.sweep import RunOptions, run_sweep
+    from kpbench.bench.parse import sweep_from_dict
+    from kpbench.bench.settings import Settings
+    from kpbench.bench.sweep import run_sweep
     from kpbench.results.selection import load_run
 
     backends = args.backends or ",".join(auto.available_candidates("kernel_product", "float32", "cpu"))
-    spec = spec_from_dict(dict(kind="speed", ops=args.ops, backends=backends, N=args.N, D=args.D,
-                               dtype=args.dtype, device=args.device, repeats=args.repeats,
-                               blur="0.1", p="2"), where="kpbench calibrate")
-    result = run_sweep(spec, RunOptions(executor=args.executor, out=args.out, resume=False))
+    spec, measured = sweep_from_dict(dict(kind="speed", ops=args.ops, backends=backends, N=args.N,
+                                          D=args.D, dtype=args.dtype, device=args.device,
+                                          repeats=args.repeats, blur="0.1", p="2"),
+                                     where="kpbench calibrate")
+    result = run_sweep(spec, Settings(executor=args.executor, out=args.out, resume=False, **measured))
     table = calibration.build_table(load_run(args.out, result.run_id))
     path = pathlib.Path(args.table).expanduser() if args.table else auto.table_path()
     calibration.write_table(table, path, pathlib.Path(args.out) / STORE_COPY)

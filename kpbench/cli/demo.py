@@ -29,16 +29,16 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from kpbench.bench.spec import spec_from_dict
-    from kpbench.bench.sweep import RunOptions
+    from kpbench.bench.parse import sweep_from_dict
+    from kpbench.bench.settings import Settings
     from kpbench.cli.sweep import load_config, run_specs
     from kpbench.results.report import write_report
 
-    options = RunOptions(executor=args.executor, out=args.out, resume=args.resume,
-                         num_cpus=args.num_cpus)
+    settings = Settings(executor=args.executor, out=args.out, resume=args.resume,
+                        num_cpus=args.num_cpus)
     tables, _ = load_config(args.config)
-    specs = [spec_from_dict(t, where=f"sweep {i + 1} of {args.config}") for i, t in enumerate(tables)]
-    run_specs(specs, options)
+    sweeps = [sweep_from_dict(t, where=f"sweep {i + 1} of {args.config}") for i, t in enumerate(tables)]
+    run_specs([(spec, settings.replace(**measured)) for spec, measured in sweeps])
     report = write_report(args.out, args.report_dir)
     print(f"report: {report} (and report.md beside it)")
     return 0

@@ -6,7 +6,7 @@
     kpbench sweep --list-presets
 
 A TOML file holds one or more ``[[sweep]]`` tables (keys: the fields of
-:class:`kpbench.bench.spec.SweepSpec`, values as on the command line or as TOML lists)
+:class:`kpbench.bench.plan.SweepSpec`, values as on the command line or as TOML lists)
 and optionally a ``[run]`` table (executor, out, cpus_per_point, ...). Flags given on
 the command line override the file for every sweep in it. What a [run] table sets is
 printed before the sweep starts (``preset kernel_speed.toml: [run] out = 'x' ...``);
@@ -18,14 +18,13 @@ the first, or with ``--wait`` waits for it and then skips the points it stored.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import pathlib
 
 from kpbench.cli import add_verb
 
 PRESETS_DIR = pathlib.Path(__file__).resolve().parents[1] / "bench" / "presets"
 
-# flag -> SweepSpec field (values parsed by kpbench.bench.spec)
+# flag -> SweepSpec field (values parsed by kpbench.bench.parse)
 SPEC_FLAGS = {
     "ops": "ops", "backends": "backends", "kernels": "kernels", "losses": "losses",
     "N": "N", "M": "M", "D": "D", "blur": "blur", "p": "p", "reach": "reach",
@@ -119,52 +118,51 @@ def run(args) -> int:
         for path in sorted(PRESETS_DIR.glob("*.toml")):
             print(f"{path.stem:20s} {_first_comment(path)}")
         return 0
-    specs, run_options = build(args)
+    sweeps, run_options = build(args)
     for line in config_notes(args, run_options):
         print(line, flush=True)
     if args.dry_run:
-        return _dry_run(specs)
+        return _dry_run([spec for spec, _ in sweeps])
     if args.interleave:
-        return run_interleaved_specs(specs, run_options, args.interleave)
-    return run_specs(specs, run_options)
+        return run_interleaved_specs(sweeps, args.interleave)
+    return run_specs(sweeps)
 
 
-def run_specs(specs, run_options) -> int:
-    """Run the sweeps one after another as one run (one run_id)."""
+def run_specs(specs) -> int:
+    """Run the sweeps ((SweepSpec, Settings) pairs) one after another as one run (one run_id)."""
     import uuid
 
     from kpbench.bench.sweep import run_sweep
 
     run_id = uuid.uuid4().hex
-    for i, spec in enumerate(specs, 1):
+    for i, (spec, settings) in enumerate(specs, 1):
         if len(specs) > 1:
             print(f"[{i}/{len(specs)}] {spec.kind}: {', '.join(spec.ops)} on "
                   f"{', '.join(spec.backends)}", flush=True)
-        print(run_sweep(spec, run_options, run_id=run_id).summary(), flush=True)
+        print(run_sweep(spec, settings, run_id=run_id).summary(), flush=True)
     return 0
 
 
-def run_interleaved_specs(specs, run_options, variant_texts: list[str]) -> int:
+def run_interleaved_specs(specs, variant_texts: list[str]) -> int:
     """The sweeps measured in every variant, interleaved, one after another (one run_id)."""
     import uuid
 
-    from kpbench.bench.interleave import parse_variant, run_interleaved
+    from kpbench.bench.interleave import parse_variant
+    from kpbench.bench.sweep import run_sweep
 
     variants = [parse_variant(text) for text in variant_texts]
     run_id = uuid.uuid4().hex
-    for spec in specs:
-        result = run_interleaved(spec, variants, run_options.out, resume=run_options.resume,
-                                 progress=run_options.progress, run_id=run_id, wait=run_options.wait,
-                                 threads=run_options.threads or max(1, int(run_options.cpus_per_point)))
-        print(result.summary(), flush=True)
+    for spec, settings in specs:
+        print(run_sweep(spec, settings, run_id=run_id, variants=variants).summary(), flush=True)
     return 0
 
 
 def build(args):
-    """(list of SweepSpec, RunOptions) from the flags and the optional config file."""
+    """([(SweepSpec, Settings)], the run's Settings) from the flags and the optional config file."""
     from kpbench.errors import KPBenchError
-    from kpbench.bench.spec import check_run_options, spec_from_dict
-    from kpbench.bench.sweep import RunOptions
+    from kpbench.bench.checks import check_settings
+    from kpbench.bench.parse import sweep_from_dict
+    from kpbench.bench.settings import RUN_KEYS, Settings
 
     tables, run_table = ([{}], {})
     if args.config:
@@ -174,10 +172,10 @@ def build(args):
     if args.kind:
         overrides["kind"] = args.kind
     labels = {field: _flag(flag) for flag, field in SPEC_FLAGS.items() if field in overrides}
-    specs = [spec_from_dict({**table, **overrides}, where=f"sweep {i + 1} of {args.config or 'flags'}",
+    sweeps = [sweep_from_dict({**table, **overrides}, where=f"sweep {i + 1} of {args.config or 'flags'}",
                             labels=labels)
              for i, table in enumerate(tables)]
-    known = {f.name for f in dataclasses.fields(RunOptions)}
+    known = set(RUN_KEYS)
     unknown = sorted(set(run_table) - known)
     if unknown:
         raise KPBenchError(f"unknown key(s) in [run] of {args.config}: {', '.join(unknown)}; "
@@ -186,8 +184,9 @@ def build(args):
     run_values = {**run_table, **flags}
     if args.no_progress:
         run_values["progress"] = False
-    check_run_options(run_values, f"[run] of {args.config}", {flag: _flag(flag) for flag in flags})
-    return specs, RunOptions(**run_values)
+    check_settings(run_values, f"[run] of {args.config}", {flag: _flag(flag) for flag in flags})
+    run = Settings(**run_values)
+    return [(spec, run.replace(**measured)) for spec, measured in sweeps], run
 
 
 def _flag(name: str) -> str:
@@ -222,7 +221,7 @@ def load_config(name: str) -> tuple[list[dict], dict]:
     import tomllib
 
     from kpbench.errors import KPBenchError
-    from kpbench.bench.spec import config_tables
+    from kpbench.bench.parse import config_tables
 
     path = resolve_config(name)
     try:
@@ -253,7 +252,7 @@ def _first_comment(path: pathlib.Path) -> str:
 
 
 def _dry_run(specs) -> int:
-    from kpbench.bench.spec import expand
+    from kpbench.bench.plan import expand
 
     for spec in specs:
         points = expand(spec)

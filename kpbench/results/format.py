@@ -11,10 +11,11 @@ import math
 import pandas as pd
 
 from kpbench.errors import format_bytes
+from kpbench.results.schema import split_loss
 
 # What, besides op, backend and N, makes two rows the same benchmark configuration.
 # "M" enters as M_rel ("M=N" or the value of M) so that the usual M = N sweep is one group.
-CONFIG_COLUMNS = ["kernel", "M_rel", "D", "blur", "p", "reach", "iters", "scaling", "tol", "offset",
+CONFIG_COLUMNS = ["kernel", "loss", "M_rel", "D", "blur", "p", "reach", "iters", "scaling", "tol", "offset",
                   "scale", "dtype", "device", "data"]   # data: the data source (null: the default pair)
 BACKEND_ORDER = ("numpy", "torch", "keops", "cuda")
 
@@ -104,6 +105,8 @@ def backend_label(backend: str, device) -> str:
 def row_config(row) -> dict:
     """The CONFIG_COLUMNS of a row (a dict or a pandas row), nulls as None."""
     config = {name: value(row.get(name)) for name in CONFIG_COLUMNS if name != "M_rel"}
+    # rows stored before the loss column held a loss op's loss in kernel
+    config["kernel"], config["loss"] = split_loss(value(row.get("op")), config["kernel"], config["loss"])
     n, m = value(row.get("N")), value(row.get("M"))
     config["M_rel"] = "M=N" if m is None or m == n else int(m)
     return config
@@ -130,7 +133,7 @@ def setting_label(config: dict, names: list[str]) -> str:
 
 
 def _config_part(name: str, v) -> str:
-    if name in ("kernel", "dtype", "device"):
+    if name in ("kernel", "loss", "dtype", "device"):
         return str(v)
     if name == "data":
         return f"data={v}"

@@ -13,7 +13,8 @@ STATUSES = ("ok", "oom", "timeout", "unsupported", "skipped", "error")
 POINT_FIELDS = [
     pa.field("op", pa.string()),          # kernel_product | kernel_product_grad | softmin | sinkhorn | sinkhorn_grad | flow_step ...
     pa.field("backend", pa.string()),     # numpy | torch | keops | cuda
-    pa.field("kernel", pa.string()),      # kernel name, or the loss name for loss ops
+    pa.field("kernel", pa.string()),      # kernel name (kernel ops), the op's family (softmin, sinkhorn);
+                                          # null for flow_step (its loss is in ``loss``)
     pa.field("N", pa.int64()),
     pa.field("M", pa.int64()),
     pa.field("D", pa.int64()),
@@ -38,6 +39,9 @@ POINT_FIELDS = [
     # the data source (kpbench.datasets.sources: a name or file:PATH); null = the default
     # pair (x uniform cube, y Gaussian blobs). In the key only when set.
     pa.field("data", pa.string()),
+    # the loss of a loss op (flow_step); its kernel is null. Rows stored before this column held
+    # the loss in ``kernel``: read them with split_loss. Never in the key (see point_key).
+    pa.field("loss", pa.string()),
 ]
 
 RESULT_FIELDS = [
@@ -122,3 +126,15 @@ META_FIELDS = [
 SWEEP_SCHEMA = pa.schema(POINT_FIELDS + RESULT_FIELDS + META_FIELDS)
 POINT_COLUMNS = [f.name for f in POINT_FIELDS]
 COLUMNS = SWEEP_SCHEMA.names
+
+
+# ops whose ``kernel`` column held their loss before the ``loss`` column (rows stored before it)
+LOSS_OPS = ("flow_step",)
+
+
+def split_loss(op, kernel, loss) -> tuple:
+    """(kernel, loss) of a stored row: a loss op's row from before the ``loss`` column (loss
+    null, the loss in ``kernel``) reads as (None, that loss); other rows as they are."""
+    if op in LOSS_OPS and (loss is None or loss != loss):   # loss != loss: NaN from pandas
+        return None, kernel
+    return kernel, loss

@@ -113,7 +113,7 @@ def with_config(frame: pd.DataFrame) -> pd.DataFrame:
     """Adds ``config`` (a hashable tuple of CONFIG_COLUMNS values, nulls as None), computed
     once per distinct combination of the columns it comes from (a store repeats few)."""
     frame = frame.copy()
-    sources = [c for c in CONFIG_COLUMNS if c != "M_rel"] + ["N", "M"]
+    sources = [c for c in CONFIG_COLUMNS if c != "M_rel"] + ["N", "M", "op"]   # op: see row_config
     present = frame.reindex(columns=sources)
     groups = present.groupby(sources, dropna=False, sort=False).ngroup().to_numpy()
     firsts = present.iloc[pd.Series(range(len(present))).groupby(groups).first().to_numpy()] \

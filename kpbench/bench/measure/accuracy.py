@@ -89,7 +89,7 @@ def grad_fd_error(point, backend, data) -> float | None:
     a, b = data.weights(point.N, point.M) if point.op == "sinkhorn_grad" else \
         (np.full(point.N, 1.0 / point.N), np.full(point.M, 1.0 / point.M))
     # unbalanced Sinkhorn's weights may move freely; the other losses compare equal masses
-    balanced = not (point.reach is not None and "reach" in ops.op_fields(point.op, point.kernel))
+    balanced = not (point.reach is not None and "reach" in ops.op_fields(point.op, point.loss))
     return fd_gradient_error(_loss(point), a, x, b, data.y, backend=backend, balanced=balanced,
                              seed=point.seed, reference_loss=_loss(converged))
 

@@ -31,6 +31,7 @@ from kpbench.backends.determinism import deterministic
 from kpbench.backends.losses_table import CALLS_KEPT_FOR_BACKWARD
 from kpbench.bench import ops
 from kpbench.bench.inputs import make_data
+from kpbench.bench.settings import Settings
 from kpbench.errors import (BackendUnavailable, MemoryBudgetExceeded, UnsupportedCombination,
                             format_bytes)
 from kpbench.results.fingerprint import input_hash
@@ -39,22 +40,10 @@ from kpbench.results.meta import host_metadata
 from .accuracy import measure_accuracy
 from .memory import is_cuda_oom, measure_memory, release_cuda_cache
 from .threads import pin_threads, thread_report
-from .timing import MIN_SAMPLE_S, cuda_available, measure_speed
+from .timing import cuda_available, measure_speed
 
 ERROR_MAX_CHARS = 2000
 INT64_MAX = 2**63 - 1        # the largest value of the store's integer columns
-
-
-@dataclass(frozen=True)
-class MeasureSettings:
-    """How to measure (sent with each point to its worker)."""
-
-    repeats: int = 10
-    warmup: int = 1
-    memory_budget: int | None = None   # bytes; replaces the backend's own budget
-    threads: int | None = None       # torch/OpenMP/BLAS threads; None: leave the defaults
-    min_sample_s: float = MIN_SAMPLE_S
-    plugins: tuple = ()              # kpbench plugins the worker loads (kpbench.plugins)
 
 
 @dataclass(frozen=True)
@@ -85,7 +74,7 @@ def base_row(point, kind: str) -> dict:
     return row
 
 
-def run_point(point, kind: str, settings: MeasureSettings = MeasureSettings()) -> dict:
+def run_point(point, kind: str, settings: Settings = Settings()) -> dict:
     """The row of ``point`` measured for ``kind`` (speed | memory | accuracy)."""
     plugins.load(settings.plugins)
     row = base_row(point, kind)
@@ -194,7 +183,7 @@ def dense_estimate(point, backend) -> int | None:
         return None
     info = ops.OPS[point.op]
     itemsize = np.dtype(point.dtype).itemsize
-    op = ops.memory_op(point.op, point.kernel)
+    op = ops.memory_op(point.op, point.loss)
     if info.primitive:
         return int(backend.memory_estimate(op, point.N, point.M, point.D, itemsize,
                                            grad=info.grad))

@@ -17,7 +17,6 @@ import time
 
 import numpy as np
 
-MIN_SAMPLE_S = 0.010         # one timed sample lasts at least this long (asv: sample_time)
 
 
 def first_call(prepared, device: str):
