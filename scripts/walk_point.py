@@ -8,7 +8,8 @@ folder) under a profiler and prints:
 * the walk: the package files, in order, of every function that receives the point (a
   ``Point`` argument, the ``SweepSpec`` or a list of points), consecutive stays in one file merged, until the first call of
   ``--until`` (the timer's first call);
-* rooms entered (distinct files) and returns (entering a file the walk had already left);
+* rooms entered (distinct files) and returns (entering a file the walk had already left),
+  telling apart the stays made only of the point's own methods (``Point.key``, ``as_row``);
 * backend lookups (outermost calls of ``get_backend``) and memory pre-flights (outermost
   calls of the functions named by ``--preflight``) on the way.
 """
@@ -41,6 +42,7 @@ class Walk:
     def __init__(self, until: str, lookups: set[str], preflights: set[str]):
         self.until, self.lookups, self.preflights = until, lookups, preflights
         self.files: list[str] = []
+        self.own: list[bool] = []   # a stay made only of the point's (or spec's) own methods
         self.counts = {"lookups": 0, "preflights": 0}
         self.depth = {"lookups": 0, "preflights": 0}
         self.done = False
@@ -67,17 +69,22 @@ class Walk:
             sys.setprofile(None)
             return
         if any(_carries_the_point(v) for v in frame.f_locals.values()):
-            self._enter(where)
+            self._enter(where, own_method=_carries_the_point(frame.f_locals.get("self")))
 
-    def _enter(self, where: str) -> None:
+    def _enter(self, where: str, own_method: bool = False) -> None:
         if not self.files or self.files[-1] != where:
             self.files.append(where)
+            self.own.append(own_method)
+        elif not own_method:
+            self.own[-1] = False
 
     def report(self) -> str:
         returns = [f for i, f in enumerate(self.files) if f in self.files[:i]]
-        lines = [" -> ".join(self.files),
+        by_methods = [f for i, f in enumerate(self.files) if f in self.files[:i] and self.own[i]]
+        lines = [" -> ".join(f + ("*" if own else "") for f, own in zip(self.files, self.own)),
                  f"stays: {len(self.files)}; rooms entered: {len(set(self.files))}; "
-                 f"returns to a room already left: {len(returns)} ({', '.join(returns) or 'none'})",
+                 f"returns to a room already left: {len(returns)} ({', '.join(returns) or 'none'}), "
+                 f"of which {len(by_methods)} only to call the point's own methods (* above)",
                  f"backend lookups: {self.counts['lookups']}; memory pre-flights: {self.counts['preflights']}"]
         if not self.done:
             lines.append(f"(the walk never reached {self.until!r})")
