@@ -120,3 +120,14 @@ def test_binding_is_explicit_and_a_backend_object_is_used_as_is(tiny):
     assert losses.bind_kernel_product(x, y, b, backend=small, preflight=False)().shape == (30,)
     assert np.isfinite(float(losses.bind_loss("sinkhorn", x=x, y=y, backend=small,
                                               preflight=False)()))
+
+
+def test_the_references_fixed_size_cap_is_not_retryable():
+    # the float64 reference refuses past a constant (MAX_MATRIX_BYTES), whatever memory is
+    # free: --retry-failed would meet the same refusal, so the row must not invite it
+    from kpbench.reference.sinkhorn import np_sinkhorn
+
+    x = np.zeros((20_000, 1))
+    with pytest.raises(MemoryBudgetExceeded, match="float64 Sinkhorn reference") as refused:
+        np_sinkhorn(None, x, None, x, p=2, blur=0.1)
+    assert refused.value.retryable is False

@@ -245,8 +245,10 @@ def _check_size(N: int, M: int, debias: bool) -> None:
     largest = max(N * M, N * N, M * M) if debias else N * M
     need = 3 * 8 * largest   # the cost, the plan and one exponent matrix at a time
     if need > MAX_MATRIX_BYTES:
+        # a fixed cap, not the free memory of the moment: refused again anywhere
         raise MemoryBudgetExceeded(f"the float64 Sinkhorn reference at N={N}, M={M} "
-                                   "(full cost and plan matrices)", need, MAX_MATRIX_BYTES)
+                                   "(full cost and plan matrices)", need, MAX_MATRIX_BYTES,
+                                   retryable=False)
 
 
 def _power(name: str, value: float, p: int) -> float:
