@@ -1,8 +1,10 @@
 """Measure one sweep point: speed, peak memory or accuracy; never lose the row.
 
-:func:`run_point` looks the backend up ONCE and hands the Backend object on; asks ONE
-question before any data is made, :func:`refusal` (does the backend support this point
-here, and does the ONE memory pre-flight let it run?); then makes the inputs, binds the op
+:func:`run_point` looks the backend up ONCE and hands the Backend object on; before any
+data is made it asks whether the backend supports this point here (:func:`check_supported`)
+and computes the dense estimate once, which the ONE memory pre-flight (:func:`preflight`)
+holds against the budget; every refusal becomes its row through ONE mapping
+(:meth:`Refusal.of`: status, reason, retryable). Then it makes the inputs, binds the op
 without a second memory check, and measures (:mod:`.timing`, :mod:`.memory`,
 :mod:`.accuracy`). It returns the point's row (POINT_COLUMNS + results + host metadata)
 whatever happens; the status says what did:
@@ -88,15 +90,13 @@ def run_point(point, kind: str, settings: Settings = Settings()) -> dict:
             from kpbench.backends import get_backend
 
             backend = get_backend(point.backend)   # the one lookup of the point
-            refused = refusal(point, backend, kind, settings)
-            if refused is None or refused.status == "skipped":   # supported: facts, estimate
-                row.update(backend_facts(point, backend))
-            if refused:
-                row.update(refused.row())
-                return row
+            check_supported(point, backend, kind)
+            estimate = dense_estimate(point, backend)
+            row.update(backend_facts(backend, estimate))
+            preflight(point, backend, estimate, settings.memory_budget)   # before any data
         row.update(_measured(point, backend, kind, settings))
         row["status"] = "ok"
-    except (BackendUnavailable, MemoryBudgetExceeded) as exc:   # the lookup; or the run
+    except (BackendUnavailable, MemoryBudgetExceeded) as exc:   # refused before; or in the run
         row.update(Refusal.of(exc).row())
     except MemoryError as exc:
         row.update(status="oom", error=error_text(exc), retryable=True)
@@ -128,10 +128,9 @@ def _measured(point, backend, kind: str, settings) -> dict:
     return measured
 
 
-def backend_facts(point, backend) -> dict:
+def backend_facts(backend, estimate: int | None) -> dict:
     """The row's record of the backend: its own settings, the dense memory estimate (null
     past int64: a refusal's text gives it)."""
-    estimate = dense_estimate(point, backend)
     return dict(backend_settings=backend_settings(backend),
                 mem_estimate_bytes=estimate if estimate is None or estimate <= INT64_MAX
                 else None)
@@ -143,18 +142,7 @@ def backend_settings(backend) -> str | None:
     return json.dumps(settings(), sort_keys=True, default=str) if settings else None
 
 
-# -- before running: the one refusal -----------------------------------------------
-def refusal(point, backend, kind: str, settings) -> Refusal | None:
-    """Why ``point`` is not measured with ``backend`` here (None: it is): support first,
-    then the one memory pre-flight."""
-    try:
-        check_supported(point, backend, kind)
-        preflight(point, backend, settings.memory_budget)
-    except (BackendUnavailable, MemoryBudgetExceeded) as exc:
-        return Refusal.of(exc)
-    return None
-
-
+# -- before running: support, then the one memory pre-flight (refusals: Refusal.of) --
 def check_supported(point, backend, kind: str = "accuracy") -> None:
     """UnsupportedCombination (by design) or BackendUnavailable (not on this machine)."""
     name = point.backend
@@ -195,12 +183,11 @@ def dense_estimate(point, backend) -> int | None:
     return int(estimate * kept)
 
 
-def preflight(point, backend, budget: int | None) -> None:
+def preflight(point, backend, estimate: int | None, budget: int | None) -> None:
     """The one memory pre-flight: MemoryBudgetExceeded when the dense estimate exceeds the
     budget. ``budget``: the user's, which replaces the backend's own (and refuses again
     on any machine: not retryable); None: the backend's, from the free memory of the
     moment (retryable)."""
-    estimate = dense_estimate(point, backend)
     if estimate is None:
         return
     retryable = budget is None
