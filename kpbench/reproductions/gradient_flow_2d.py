@@ -14,7 +14,7 @@ from kpbench import datasets
 from kpbench.datasets import sources
 from kpbench.results.store import ResultStore
 from kpbench.reproductions.common import (make_setup, print_table, pyplot,
-                                               save_snapshot_figure, select_specs)
+                                          save_snapshot_figure, select_specs)
 from kpbench.reproductions.flows import SUMMARY_COLUMNS, LossSpec, run_suite
 from kpbench.reproductions.metrics import energy_to_target, w2_matching
 

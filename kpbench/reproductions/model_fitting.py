@@ -32,9 +32,9 @@ from kpbench.errors import KPBenchError
 from kpbench.results.files import save_figure
 from kpbench.results.store import ResultStore
 from kpbench.reproductions.common import (
-    Setup, Stopwatch, finite, make_setup, nan_to_none, print_table, pyplot, run_meta,
-    select_specs,
-)
+                                          Setup, Stopwatch, finite, make_setup, nan_to_none, print_table, pyplot, run_meta,
+                                          select_specs,
+                                          )
 from kpbench.reproductions.flows import LossSpec
 from kpbench.reproductions.metrics import energy_to_target
 
