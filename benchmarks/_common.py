@@ -54,8 +54,8 @@ SINKHORN_NS = [200, 1000]
 # so that compilation is never timed. Few distinct formulas: one kernel, one softmin (p=2).
 COMPILING = ("keops", "cuda")
 KERNEL = dict(kernel="gaussian", blur=0.1, p=None, reach=None, iters=None, scaling=None)
-SINKHORN = dict(kernel="sinkhorn", blur=0.05, p=2, reach=None, iters=None, scaling=0.5)
-SOFTMIN = dict(kernel="softmin", blur=0.1, p=2, reach=None, iters=None, scaling=None)
+SINKHORN = dict(kernel=None, blur=0.05, p=2, reach=None, iters=None, scaling=0.5)
+SOFTMIN = dict(kernel=None, blur=0.1, p=2, reach=None, iters=None, scaling=None)
 # torch intra-op threads (default 1, like the sweep's one CPU per point): on a small shared
 # machine torch's default (all cores) spins and made N=200 calls ~100x slower than 1 thread.
 THREADS_ENV = "KPBENCH_ASV_THREADS"
