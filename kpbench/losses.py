@@ -197,13 +197,6 @@ def _mmd(bk, a, x, b, y, *, kernel, blur):
     return 0.5 * (quad(a, x, a, x) + quad(b, y, b, y) - 2 * quad(a, x, b, y))
 
 
-def _mmd(bk, a, x, b, y, *, kernel, blur):
-    def quad(u, p, v, q):
-        return (u * bk.kernel_product(p, q, v, kernel=kernel, blur=blur, validate=False)).sum()
-
-    return 0.5 * (quad(a, x, a, x) + quad(b, y, b, y) - 2 * quad(a, x, b, y))
-
-
 def energy_distance(a=None, x=None, b=None, y=None, *, backend: str | Backend = "torch"):
     """1/2 |alpha - beta|^2 for the energy kernel k(x, y) = -|x - y|."""
     return bind_loss("energy", a, x, b, y, backend=backend)()
