@@ -8,7 +8,7 @@ from conftest import SLOWDOWN_PLUGIN
 from kpbench.errors import KPBenchError
 from kpbench.results import compare
 from kpbench.bench.interleave import Variant, parse_variant
-from kpbench.bench.plan import SweepSpec
+from kpbench.bench.plan import Point, SweepSpec
 from kpbench.bench.settings import Settings
 from kpbench.bench.sweep import run_sweep
 
@@ -91,3 +91,75 @@ def test_the_sweep_command_interleaves_and_compare_pairs(tmp_path, capsys):
     assert "interleaved sweep speed: 1 points x 2 variants" in capsys.readouterr().out
     assert run_cli(compare_cli, ["compare", str(out / "main"), str(out / "mine"), "--no-page"]) == 1
     assert "paired over 12 interleaved rounds" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("layout, says", [
+    ("bench", "today's worker"), ("suite", "a worker from before the rebuild"), (None, None)])
+def test_a_variants_worker_is_found_in_its_own_layout(tmp_path, layout, says):
+    """A variant's worker is its own checkout's, even when the sweep runs inside another
+    checkout (this test runs in the repository's root, first on a -c process's path); one
+    from before the sweep engine's rebuild keeps it in kpbench.suite.interleave."""
+    import pathlib
+    import subprocess
+    import sys
+
+    from kpbench.bench.interleave import WORKER_LAUNCH, WORKER_MODULES
+
+    package = tmp_path / "kpbench"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    if layout:
+        (package / layout).mkdir()
+        (package / layout / "__init__.py").write_text("")
+        (package / layout / "interleave.py").write_text(
+            f"import sys\nif __name__ == '__main__':\n    print({says!r}, sys.argv[1:])\n")
+    done = subprocess.run([sys.executable, "-c", WORKER_LAUNCH, str(tmp_path), *WORKER_MODULES],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                          cwd=pathlib.Path(__file__).resolve().parents[1])
+    if layout:
+        assert done.returncode == 0 and done.stdout.strip() == f"{says} ['--worker']", done.stderr
+    else:
+        assert done.returncode != 0 and "has no interleave worker" in done.stderr
+
+
+def test_a_worker_from_before_the_later_columns_is_sent_only_fields_it_knows():
+    """A variant checkout from 53cad00 (the store format this project promises to read)
+    builds its Point from exactly these fields; a moved or sourced point needs a newer one."""
+    from kpbench.bench.plan import legacy_fields
+
+    fields_at_53cad00 = {"op", "backend", "kernel", "N", "M", "D", "blur", "p", "reach", "dtype",
+                         "device", "seed", "iters", "scaling", "tol"}
+    common = dict(N=10, M=10, D=2, blur=0.1, p=2, reach=None, dtype="float64", device="cpu",
+                  seed=0, iters=None, scaling=0.5)
+    flow = legacy_fields(Point(op="flow_step", backend="torch", kernel=None, loss="mmd", **common))
+    assert set(flow) <= fields_at_53cad00 and flow["kernel"] == "mmd"
+    plain = legacy_fields(Point(op="sinkhorn", backend="torch", kernel=None, **common))
+    assert set(plain) <= fields_at_53cad00
+    moved = legacy_fields(Point(op="sinkhorn", backend="torch", kernel=None, offset=100.0, **common))
+    assert moved["offset"] == 100.0
+
+
+def test_a_variants_rows_name_the_commit_of_its_own_checkout(tmp_path):
+    """Interleaved rows of a variant with a PATH carry that checkout's commit, not the
+    driver's (both sides read the driver's before: a comparison could not say what ran)."""
+    import subprocess
+
+    from kpbench.bench.interleave import Variant
+    from kpbench.bench.sweep import _open_run
+    from kpbench.results.meta import git_commit
+    from kpbench.results.store import ResultStore
+
+    checkout = tmp_path / "other"
+    (checkout / "kpbench").mkdir(parents=True)
+    (checkout / "kpbench" / "__init__.py").write_text("")
+    git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(checkout)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "other"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    variant = Variant("other", str(checkout))
+    stores = {"other": ResultStore(tmp_path / "out" / "other"), "here": ResultStore(tmp_path / "out" / "here")}
+    _, recorders = _open_run(stores, "speed", Settings(), None, "interleaved",
+                             {"other": variant.path, "here": None})
+    assert recorders["other"].meta["git_commit"] == head
+    assert recorders["here"].meta["git_commit"] == git_commit() != head

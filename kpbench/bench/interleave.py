@@ -128,6 +128,35 @@ class WorkerFailed(Exception):
         self.status = status
 
 
+# the worker's module in the variant's checkout: today's layout, or the one before the sweep
+# engine's rebuild (kpbench.suite, before cf2321a), whose worker speaks the same protocol
+WORKER_MODULES = ("kpbench.bench.interleave", "kpbench.suite.interleave")
+# ``python -c LAUNCH PATH MODULE...``: PATH (the variant's checkout, "" for none) goes before
+# the current directory, which -c and -m put first on sys.path: a sweep started inside a
+# checkout would otherwise run that checkout's kpbench for every variant
+WORKER_LAUNCH = """
+import importlib.util, os, runpy, sys
+
+variant_path, modules = sys.argv[1], sys.argv[2:]
+if variant_path:
+    sys.path.insert(0, os.path.abspath(variant_path))
+
+def found(name):
+    if variant_path:   # its own files: an installed kpbench's finder would answer for it
+        return os.path.isfile(os.path.join(variant_path, *name.split(".")) + ".py")
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:
+        return False
+
+name = next((n for n in modules if found(n)), None)
+if name is None:
+    sys.exit("this kpbench has no interleave worker (" + ", ".join(modules) + ")")
+sys.argv = [name, "--worker"]
+runpy.run_module(name, run_name="__main__", alter_sys=True)
+"""
+
+
 class VariantWorker:
     """A variant's worker process and its line protocol."""
 
@@ -140,7 +169,7 @@ class VariantWorker:
         if self.variant.path:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [self.variant.path, env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
-            [self.variant.python, "-m", "kpbench.bench.interleave", "--worker"], env=env,
+            [self.variant.python, "-c", WORKER_LAUNCH, self.variant.path or "", *WORKER_MODULES], env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
 
     def send(self, message: dict) -> None:

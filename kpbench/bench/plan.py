@@ -89,9 +89,11 @@ def point_from_fields(fields: dict) -> Point:
 
 
 def legacy_fields(point: Point) -> dict:
-    """``point`` as a kpbench from before the ``loss`` column wrote it (the loss in ``kernel``):
+    """``point`` as a kpbench from before the ``loss`` column wrote it (the loss in ``kernel``),
+    the later columns left out where unset (a worker from before them takes no such field):
     what an interleaved worker of any version reads."""
-    row = point.as_row()
+    row = {name: value for name, value in point.as_row().items()
+           if not (name in KEY_ONLY_WHEN_SET and _unset(value))}
     loss = row.pop("loss")
     return {**row, "kernel": loss} if loss is not None else row
 

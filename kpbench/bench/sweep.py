@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from kpbench import plugins
 from kpbench.errors import KPBenchError
 from kpbench.results.lock import store_lock
-from kpbench.results.meta import record_environment, run_metadata
+from kpbench.results.meta import environment, git_commit, record_environment, run_metadata
 from kpbench.results.schema import POINT_COLUMNS
 from kpbench.results.store import SWEEPS, ResultStore
 from kpbench.bench import costs, executors
@@ -205,7 +205,8 @@ def _run_sweep(spec, settings: Settings, run_id, points, outs: dict, variants) -
     executor = "interleaved" if variants else settings.executor
     stores = {name: ResultStore(out) for name, out in outs.items()}
     points, todo = pending(spec, points, stores.values(), settings.retry_failed, settings.resume)
-    run_id, recorders = _open_run(stores, spec.kind, settings, run_id, executor)
+    checkouts = {v.name: v.path for v in variants or ()}
+    run_id, recorders = _open_run(stores, spec.kind, settings, run_id, executor, checkouts)
     result = SweepResult(spec.kind, run_id, ", ".join(str(s.table_dir(SWEEPS)) for s in stores.values()),
                          total=len(points), already_stored=len(points) - len(todo),
                          variants=tuple(v.name for v in variants or ()))
@@ -237,16 +238,22 @@ def _run_sweep(spec, settings: Settings, run_id, points, outs: dict, variants) -
     return result
 
 
-def _open_run(stores: dict, kind: str, settings: Settings, run_id, executor: str) -> tuple:
-    """(the run_id, a RowRecorder per store), the run's environment recorded in each store."""
+def _open_run(stores: dict, kind: str, settings: Settings, run_id, executor: str,
+              checkouts: dict) -> tuple:
+    """(the run_id, a RowRecorder per store), the run's environment recorded in each store;
+    an interleaved variant's rows name the commit of its own checkout (``checkouts``)."""
     recorders = {}
     for name, store in stores.items():
         meta = run_metadata(run_id=run_id, sweep=kind, executor=executor)
+        env = None
+        if checkouts.get(name):
+            meta["git_commit"] = git_commit(checkouts[name])
+            env = {**environment(), "git_commit": meta["git_commit"]}
         # the settings in every row (failed points too; a measured row's own win), so that
         # ``kpbench rerun`` can recover them from the rows alone
         meta.update(settings.row_meta(kind))
         run_id = meta["run_id"]
-        record_environment(store, run_id)
+        record_environment(store, run_id, env)
         recorders[name] = RowRecorder(store, meta, settings.flush_every, settings.flush_s)
     return run_id, recorders
 

@@ -65,10 +65,12 @@ def host_metadata() -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def git_commit() -> str | None:
-    """The commit of the kpbench checkout; None when kpbench is installed (a wheel in a venv
-    that sits inside some other git checkout must not record that checkout's commit)."""
-    package_dir = pathlib.Path(__file__).resolve().parents[1]
+def git_commit(checkout: str | None = None) -> str | None:
+    """The commit of the kpbench checkout (``checkout``: another one's folder, e.g. an
+    interleaved variant's); None when kpbench is installed (a wheel in a venv that sits
+    inside some other git checkout must not record that checkout's commit)."""
+    package_dir = (pathlib.Path(checkout).resolve() / "kpbench" if checkout
+                   else pathlib.Path(__file__).resolve().parents[1])
     try:
         out = subprocess.run(
             ["git", "-C", str(package_dir), "rev-parse", "--show-toplevel", "HEAD"],
