@@ -91,6 +91,19 @@ class Walk:
         return "\n".join(lines)
 
 
+def _command():
+    """The ``kpbench`` command's main, in today's layout or the earlier ones (kpbench.suite
+    before the sweep engine's rebuild, kpbench.bench.cli for a few commits during it)."""
+    import importlib
+
+    for name in ("kpbench.cli.main", "kpbench.bench.cli", "kpbench.suite.cli"):
+        try:
+            return importlib.import_module(name).main
+        except ImportError:
+            continue
+    raise SystemExit("walk_point: no kpbench command found on the path")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--op", default="sinkhorn")
@@ -100,10 +113,7 @@ def main(argv=None) -> int:
     parser.add_argument("--preflight", default="check_memory,check_budget,preflight")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(PACKAGE.parent))
-    try:
-        from kpbench.cli.main import main as kpbench_main
-    except ImportError:   # the layout before the sweep engine's rebuild
-        from kpbench.bench.cli import main as kpbench_main
+    kpbench_main = _command()
     walk = Walk(args.until, set(args.lookup.split(",")), set(args.preflight.split(",")))
     with tempfile.TemporaryDirectory() as out:
         command = ["sweep", "speed", "--ops", args.op, "--backends", args.backend, "--N", "100",
