@@ -146,7 +146,7 @@ def test_a_variants_rows_name_the_commit_of_its_own_checkout(tmp_path):
 
     from kpbench.bench.interleave import Variant
     from kpbench.bench.sweep import _open_run
-    from kpbench.results.meta import git_commit
+    from kpbench.results.meta import git_commit, load_environment
     from kpbench.results.store import ResultStore
 
     checkout = tmp_path / "other"
@@ -159,7 +159,9 @@ def test_a_variants_rows_name_the_commit_of_its_own_checkout(tmp_path):
     head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     variant = Variant("other", str(checkout))
     stores = {"other": ResultStore(tmp_path / "out" / "other"), "here": ResultStore(tmp_path / "out" / "here")}
-    _, recorders = _open_run(stores, "speed", Settings(), None, "interleaved",
-                             {"other": variant.path, "here": None})
+    run_id, recorders = _open_run(stores, "speed", Settings(), None, "interleaved",
+                                  {"other": variant.path, "here": None})
     assert recorders["other"].meta["git_commit"] == head
     assert recorders["here"].meta["git_commit"] == git_commit() != head
+    assert load_environment(tmp_path / "out" / "other", run_id)["git_commit"] == head
+    assert load_environment(tmp_path / "out" / "here", run_id)["git_commit"] == git_commit()

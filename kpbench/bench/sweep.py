@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from kpbench import plugins
 from kpbench.errors import KPBenchError
 from kpbench.results.lock import store_lock
-from kpbench.results.meta import environment, git_commit, record_environment, run_metadata
+from kpbench.results.meta import git_commit, record_environment, run_metadata
 from kpbench.results.schema import POINT_COLUMNS
 from kpbench.results.store import SWEEPS, ResultStore
 from kpbench.bench import costs, executors
@@ -245,15 +245,14 @@ def _open_run(stores: dict, kind: str, settings: Settings, run_id, executor: str
     recorders = {}
     for name, store in stores.items():
         meta = run_metadata(run_id=run_id, sweep=kind, executor=executor)
-        env = None
-        if checkouts.get(name):
-            meta["git_commit"] = git_commit(checkouts[name])
-            env = {**environment(), "git_commit": meta["git_commit"]}
+        checkout = checkouts.get(name)
+        if checkout:
+            meta["git_commit"] = git_commit(checkout)
         # the settings in every row (failed points too; a measured row's own win), so that
         # ``kpbench rerun`` can recover them from the rows alone
         meta.update(settings.row_meta(kind))
         run_id = meta["run_id"]
-        record_environment(store, run_id, env)
+        record_environment(store, run_id, checkout=checkout)
         recorders[name] = RowRecorder(store, meta, settings.flush_every, settings.flush_s)
     return run_id, recorders
 

@@ -240,12 +240,16 @@ def result_env_vars() -> dict[str, str]:
             if name in RESULT_ENV_VARS or name.startswith(RESULT_ENV_PREFIXES)}
 
 
-def record_environment(store, run_id: str, env: dict | None = None) -> bool:
+def record_environment(store, run_id: str, env: dict | None = None,
+                       checkout: str | None = None) -> bool:
     """Store this process's environment as the ``runs`` row of ``run_id`` (once: False if
-    the run has one already). ``store``: a ResultStore."""
+    the run has one already). ``store``: a ResultStore; ``checkout``: the folder of the code
+    that measured, where it is not this process's (an interleaved variant's): its commit."""
     if run_id in store.keys(RUNS):
         return False
     env = environment() if env is None else env
+    if checkout:
+        env = {**env, "git_commit": git_commit(checkout)}
     store.append(RUNS, [{"key": run_id, "run_id": run_id, "host": socket.gethostname(),
                          "captured_at": _dt.datetime.now(_dt.timezone.utc),
                          "environment": json.dumps(env, sort_keys=True, default=str)}])
