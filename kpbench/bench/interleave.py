@@ -205,7 +205,7 @@ class VariantWorker:
 
 
 def measure_interleaved(point, kind: str, settings, workers: list[VariantWorker],
-                        timeout_s: float, rng: random.Random) -> dict[str, dict]:
+                        rng: random.Random) -> dict[str, dict]:
     """The rows of ``point`` for every variant, their timed samples taken in alternation."""
     from kpbench.bench.executors.base import failure_row
     from kpbench.bench.plan import legacy_fields
@@ -219,7 +219,7 @@ def measure_interleaved(point, kind: str, settings, workers: list[VariantWorker]
     def step(worker: VariantWorker, message: dict) -> None:
         try:
             worker.send(message)
-            reply = worker.receive(timeout_s)
+            reply = worker.receive(settings.timeout_s)
         except (WorkerFailed, OSError) as exc:   # OSError: its Python could not be started
             status = getattr(exc, "status", "error")
             rows[worker.variant.name] = {**failure_row(point, kind, status, f"{exc}"), "retryable": True}

@@ -56,13 +56,14 @@ class PointTimeout(BaseException):
     """Raised by SIGALRM inside a point (a BaseException: measure must not catch it)."""
 
 
-def run_point_with_timeout(point, kind: str, settings: Settings, timeout_s: float) -> dict:
-    """run_point under a SIGALRM after ``timeout_s`` (main thread only; see the module docstring)."""
+def run_point_with_timeout(point, kind: str, settings: Settings) -> dict:
+    """run_point under a SIGALRM after ``settings.timeout_s`` (main thread only; see the
+    module docstring)."""
     try:
-        with _alarm(timeout_s):
+        with _alarm(settings.timeout_s):
             return run_point(point, kind, settings)
     except PointTimeout:
-        row = failure_row(point, kind, "timeout", f"exceeded the timeout of {timeout_s:g} s")
+        row = failure_row(point, kind, "timeout", f"exceeded the timeout of {settings.timeout_s:g} s")
         row.update(host_metadata())
         return row
 

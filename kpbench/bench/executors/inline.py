@@ -27,7 +27,7 @@ def _run_point(point, kind, settings, on_hang):
     watchdog.start()
     started = utc_now()
     try:
-        row = run_point_with_timeout(point, kind, settings, settings.timeout_s)
+        row = run_point_with_timeout(point, kind, settings)
     finally:
         watchdog.cancel()
     return placed(row, started, node=socket.gethostname(), node_ip=None,

@@ -13,7 +13,7 @@ def run(points, kind, settings, on_row, on_final=None, *, variants, seed: int = 
     rng = random.Random(seed)
     try:
         for point in points:
-            rows = measure_interleaved(point, kind, settings, workers, settings.timeout_s, rng)
+            rows = measure_interleaved(point, kind, settings, workers, rng)
             for name, row in rows.items():
                 on_row(row, store=name)
     finally:

@@ -21,7 +21,7 @@ SUBMIT_AHEAD = 2   # tasks kept submitted per CPU/GPU slot of the cluster
 STARTED = "started"   # what a point's task yields first: the driver's timeout starts then
 
 
-def _ray_point(point, kind, settings, timeout_s):
+def _ray_point(point, kind, settings):
     """The point's Ray task (a streaming generator): yields STARTED, then the row.
 
     The driver's hard deadline counts from STARTED, so a worker's start-up and imports
@@ -32,7 +32,7 @@ def _ray_point(point, kind, settings, timeout_s):
     host_metadata()   # imports torch & co: never under the alarm (a half-done import poisons the worker)
     yield STARTED
     started = utc_now()
-    row = run_point_with_timeout(point, kind, settings, timeout_s)
+    row = run_point_with_timeout(point, kind, settings)
     yield placed(row, started, node=ray.get_runtime_context().get_node_id(),
                  node_ip=ray.util.get_node_ip_address(),
                  gpu_ids=",".join(str(g) for g in ray.get_gpu_ids()))
@@ -69,7 +69,7 @@ def run(points, kind, settings: Settings, on_row: OnRow, on_final: OnRow | None 
             slots = _slots(ray, settings)   # nodes may join or die during a sweep
             while (point := _next_fitting(pending, busy, slots)) is not None:
                 gen = task.options(**_resources(point, settings), runtime_env=runtime_env).remote(
-                    point, kind, settings, settings.timeout_s)
+                    point, kind, settings)
                 in_flight[gen] = _InFlight(point)
                 _take(busy, point, +1)
             if not in_flight:   # nothing runs and nothing fits: the cluster lost those slots
