@@ -47,11 +47,10 @@ import math
 import torch
 
 from kpbench.backends.base import Backend, Capabilities
-from kpbench.backends.sinkhorn_types import SinkhornOptions, SinkhornResult
+from kpbench.backends.sinkhorn_types import MAX_ITER, SinkhornOptions, SinkhornResult
 
 from .common import DenseMemory, package_available, refuse
 
-MAX_ITER = 1000            # as kpbench's default cap of the tol phase
 CHECK_EVERY = 10           # OTT's inner_iterations when a threshold is checked
 ONLINE_BATCH = 1024        # rows of the cost recomputed at a time by ott-online
 
